@@ -1,0 +1,38 @@
+// Shared device helpers for sansa_gpu kernels.
+#pragma once
+
+#define SANSA_NEG_INF __int_as_float(0xff800000)
+#define SANSA_NO_ITEM 0x7fffffff
+
+// (score desc, index asc): true when (s1, i1) ranks before (s2, i2).
+__device__ __forceinline__ bool sansa_ranks_before(float s1, int i1, float s2, int i2) {
+    return s1 > s2 || (s1 == s2 && i1 < i2);
+}
+
+// Block-wide arg-best over (score, index) pairs; every thread gets the result.
+// blockDim.x must be a multiple of 32 and at most 1024.
+__device__ __forceinline__ void sansa_block_argbest(float& s, int& i, float* sh_s, int* sh_i) {
+    const unsigned full = 0xffffffffu;
+    for (int off = 16; off > 0; off >>= 1) {
+        float os = __shfl_down_sync(full, s, off);
+        int oi = __shfl_down_sync(full, i, off);
+        if (sansa_ranks_before(os, oi, s, i)) { s = os; i = oi; }
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    if (lane == 0) { sh_s[warp] = s; sh_i[warp] = i; }
+    __syncthreads();
+    if (warp == 0) {
+        s = lane < n_warps ? sh_s[lane] : SANSA_NEG_INF;
+        i = lane < n_warps ? sh_i[lane] : SANSA_NO_ITEM;
+        for (int off = 16; off > 0; off >>= 1) {
+            float os = __shfl_down_sync(full, s, off);
+            int oi = __shfl_down_sync(full, i, off);
+            if (sansa_ranks_before(os, oi, s, i)) { s = os; i = oi; }
+        }
+        if (lane == 0) { sh_s[0] = s; sh_i[0] = i; }
+    }
+    __syncthreads();
+    s = sh_s[0];
+    i = sh_i[0];
+    __syncthreads();
+}

@@ -1,0 +1,12 @@
+"""sansa_gpu: SANSA recommenders (sparse, factorised approximate EASE) on the CPU and GPU."""
+
+__version__ = "0.1.0"
+
+import logging as _logging
+
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
+
+from .ease import EASE  # noqa: E402
+from .model import SANSA  # noqa: E402
+
+__all__ = ["EASE", "SANSA", "__version__"]

@@ -1,0 +1,65 @@
+"""The one dispatch point: which implementation (``sansa_gpu.cpu`` or ``sansa_gpu.gpu``) runs the
+GPU-capable stages. Both modules expose the same functions with the same signatures."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from types import ModuleType
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_status() -> tuple[bool, str]:
+    """(usable, reason): whether CuPy imports and a CUDA device answers."""
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken CUDA install
+        return False, f"CuPy is not importable ({type(exc).__name__}: {exc})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return False, f"no CUDA device answers ({type(exc).__name__}: {exc})"
+    if count < 1:
+        return False, "CuPy found no CUDA device"
+    try:
+        name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # pragma: no cover - informational only
+        name = "device 0"
+    return True, f"CUDA device {name}"
+
+
+def resolve_device(device: str) -> str:
+    """Map the user's ``device`` ('auto' | 'cpu' | 'gpu') to 'cpu' or 'gpu'.
+
+    'gpu' without a usable GPU raises RuntimeError naming the reason; 'auto' picks the GPU when
+    one answers and logs why it chose what it chose.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    ok, reason = gpu_status()
+    if device == "gpu":
+        if not ok:
+            raise RuntimeError(f"device='gpu' was requested but no GPU is usable: {reason}")
+        return "gpu"
+    logger.info("device='auto': using the %s (%s)", "GPU" if ok else "CPU", reason)
+    return "gpu" if ok else "cpu"
+
+
+def get_backend(device: str) -> ModuleType:
+    """The implementation module for a resolved device ('cpu' or 'gpu')."""
+    if device == "gpu":
+        from . import gpu
+
+        return gpu
+    if device == "cpu":
+        from . import cpu
+
+        return cpu
+    raise ValueError(f"resolved device must be 'cpu' or 'gpu', got {device!r}")

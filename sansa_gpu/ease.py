@@ -1,0 +1,129 @@
+"""Dense EASE (Steck 2019): the accuracy ceiling SANSA approximates, where n_items^2 fits in memory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+import scipy.linalg.lapack as lapack
+import scipy.sparse as sp
+
+from . import __version__
+from .cpu.inference import topk_dense
+from .io import load_arrays, save_arrays
+from .validation import check_interactions, check_positive_float, check_positive_int
+
+logger = logging.getLogger(__name__)
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable from /proc/meminfo (Linux), else total physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - non-Linux
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def ease_weights(X: sp.csr_matrix, l2: float) -> np.ndarray:
+    """B = I - P diag(1/diag(P)), P = (X^T X + l2 I)^{-1}; returns (n, n) float32 with zero diagonal.
+
+    In-place LAPACK Cholesky inverse (dpotrf + dpotri) on one float64 n x n buffer.
+    """
+    n = X.shape[1]
+    G = (X.T @ X).toarray().astype(np.float64, copy=False)
+    G[np.diag_indices(n)] += l2
+    c, info = lapack.dpotrf(G, lower=True, overwrite_a=True, clean=False)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"X^T X + l2 I is not positive definite (dpotrf info={info})")
+    P, info = lapack.dpotri(c, lower=True, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"inverse failed (dpotri info={info})")
+    # dpotri fills the lower triangle only: mirror it in row blocks (no n^2 index arrays)
+    block = 1024
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        P[s:e, e:] = P[e:, s:e].T
+        sub = P[s:e, s:e]
+        P[s:e, s:e] = np.tril(sub) + np.tril(sub, -1).T
+    diag = np.diag(P).copy()
+    B = P
+    B /= -diag[None, :]
+    B[np.diag_indices(n)] = 0.0
+    return B.astype(np.float32)
+
+
+class EASE:
+    """Embarrassingly Shallow AutoEncoder, dense, on the CPU: ``B = I - P diag(1/diag P)``.
+
+    Same surface as :class:`sansa_gpu.SANSA` (fit / recommend / score / save / load). Needs about
+    3 * 8 * n_items^2 bytes while fitting; refuses with a MemoryError naming the numbers when that
+    exceeds the available memory.
+    """
+
+    def __init__(self, l2: float = 500.0):
+        self.l2 = l2
+        check_positive_float(l2, "l2")
+
+    @staticmethod
+    def estimate_fit_bytes(n_items: int) -> int:
+        return int(3 * 8 * n_items * n_items)
+
+    def fit(self, X) -> "EASE":
+        l2 = check_positive_float(self.l2, "l2")
+        X = check_interactions(X, require_nonempty=True)
+        n = X.shape[1]
+        need, have = self.estimate_fit_bytes(n), available_memory_bytes()
+        if need > have:
+            raise MemoryError(f"dense EASE on {n} items needs about {need / 1e9:.1f} GB, only {have / 1e9:.1f} GB available")
+        t0 = time.perf_counter()
+        self.B_ = ease_weights(X, l2)
+        self.n_items_ = n
+        self.stats_ = {"fit_seconds": time.perf_counter() - t0, "n_items": n}
+        logger.info("EASE: fitted %d items in %.2fs", n, self.stats_["fit_seconds"])
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "B_"):
+            raise RuntimeError("this EASE model is not fitted yet: call fit(X) or EASE.load(path)")
+
+    def score(self, X) -> np.ndarray:
+        """Dense scores X @ B: (users, n_items_) float32, own items not masked."""
+        self._check_fitted()
+        X = check_interactions(X, n_items=self.n_items_)
+        return np.asarray(X @ self.B_, dtype=np.float32)
+
+    def recommend(self, X, k: int = 20, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """Masked top-k, same contract as SANSA.recommend (every unseen item is a candidate)."""
+        self._check_fitted()
+        k = check_positive_int(k, "k")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        X = check_interactions(X, n_items=self.n_items_)
+        n_users = X.shape[0]
+        ids = np.empty((n_users, k), dtype=np.int64)
+        scores = np.empty((n_users, k), dtype=np.float32)
+        for s in range(0, n_users, batch_size):
+            e = min(n_users, s + batch_size)
+            S = np.asarray(X[s:e] @ self.B_, dtype=np.float32)
+            topk_dense(S, X, k, ids, scores, row_offset=s)
+        return ids, scores
+
+    def save(self, path) -> None:
+        self._check_fitted()
+        save_arrays(path, "EASE", {"package_version": __version__, "l2": float(self.l2), "n_items": int(self.n_items_)}, {"B": self.B_})
+
+    @classmethod
+    def load(cls, path) -> "EASE":
+        header, arrays = load_arrays(path, "EASE")
+        B = arrays.get("B")
+        n = header.get("n_items")
+        if B is None or B.dtype != np.float32 or B.shape != (n, n):
+            raise ValueError(f"{os.fspath(path)!r}: EASE weights missing or of the wrong shape")
+        model = cls(l2=header["l2"])
+        model.B_, model.n_items_ = B, int(n)
+        return model

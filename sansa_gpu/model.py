@@ -1,0 +1,199 @@
+"""The SANSA estimator: fit / recommend / score / save / load."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import __version__
+from .backend import get_backend, resolve_device
+from .factorize import ORDERINGS, ldlt_cholmod, nnz_budget
+from .io import csr_from_arrays, csr_to_arrays, load_arrays, save_arrays
+from .refine import refine_inverse
+from .validation import (
+    check_density,
+    check_interactions,
+    check_nonnegative_int,
+    check_positive_float,
+    check_positive_int,
+)
+
+logger = logging.getLogger(__name__)
+
+FACTORIZERS = ("cholmod",)
+
+
+class SANSA:
+    """Scalable Approximate NonSymmetric Autoencoder (Spisak et al., RecSys 2023).
+
+    A sparse, factorised approximation of EASE: ``B - I ~= Wt @ Z`` with ``A^{-1} ~= W^T D^{-1} W``
+    for ``A = X^T X + l2*I``. Scores for users X_u are ``(X_u Wt) Z``.
+
+    Parameters
+    ----------
+    l2 : float > 0
+        Ridge regularisation lambda of EASE.
+    density : float in (0, 1]
+        Weight density delta: each factor (L, then K ~= L^{-1}) keeps about ``delta * n_items**2``
+        nonzeros (at least the diagonal). 1 keeps everything: the model then equals EASE.
+    factorizer : 'cholmod'
+        Exact CHOLMOD LDL^T, then cut to the budget.
+    refine_sweeps : int >= 0
+        Minimal-residual sweeps refining K from K0 = 2I - L.
+    device : 'auto' | 'cpu' | 'gpu'
+        Where the refinement, weight assembly and inference run. The factorisation always runs on
+        the CPU.
+    ordering : fill-reducing ordering passed to CHOLMOD ('colamd' by default).
+
+    Input values are used as interaction weights (a 0/1 matrix is the usual implicit feedback);
+    duplicates are summed and explicit zeros ignored. Items without interactions are never
+    recommended.
+
+    Fitted attributes: ``weights_`` (Wt, Z), ``n_items_``, ``history_`` (loss per sweep),
+    ``stats_`` (seconds and nnz per stage), ``device_``.
+    """
+
+    def __init__(
+        self,
+        l2: float = 20.0,
+        density: float = 5e-4,
+        factorizer: str = "cholmod",
+        refine_sweeps: int = 2,
+        device: str = "auto",
+        ordering: str = "colamd",
+    ):
+        self.l2 = l2
+        self.density = density
+        self.factorizer = factorizer
+        self.refine_sweeps = refine_sweeps
+        self.device = device
+        self.ordering = ordering
+        self._check_params()
+
+    def _check_params(self) -> None:
+        check_positive_float(self.l2, "l2")
+        check_density(self.density)
+        check_nonnegative_int(self.refine_sweeps, "refine_sweeps")
+        if self.factorizer not in FACTORIZERS:
+            raise ValueError(f"factorizer must be one of {FACTORIZERS}, got {self.factorizer!r}")
+        if self.ordering not in ORDERINGS:
+            raise ValueError(f"ordering must be one of {ORDERINGS}, got {self.ordering!r}")
+        if self.device not in ("auto", "cpu", "gpu"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {self.device!r}")
+
+    def get_params(self) -> dict:
+        return {
+            "l2": float(self.l2), "density": float(self.density), "factorizer": self.factorizer,
+            "refine_sweeps": int(self.refine_sweeps), "device": self.device, "ordering": self.ordering,
+        }
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X) -> "SANSA":
+        """Fit on X: (users, items) scipy sparse, nonnegative. Returns self."""
+        self._check_params()
+        X = check_interactions(X, require_nonempty=True)
+        device = resolve_device(self.device)
+        backend = get_backend(device)
+        n = X.shape[1]
+        budget = nnz_budget(float(self.density), n)
+        logger.info("fit: %d users x %d items, nnz(X)=%d, l2=%g, density=%g -> budget %d nnz per factor, device=%s",
+                    X.shape[0], n, X.nnz, self.l2, self.density, budget, device)
+        stats: dict = {"n_users": int(X.shape[0]), "n_items": int(n), "nnz_X": int(X.nnz), "budget": budget}
+        t0 = time.perf_counter()
+        factor = ldlt_cholmod(X, float(self.l2), budget, self.ordering)
+        del X
+        t1 = time.perf_counter()
+        stats.update(factorize_seconds=t1 - t0, nnz_L=int(factor.L.nnz))
+        K, history = refine_inverse(factor.L, budget, int(self.refine_sweeps), backend)
+        t2 = time.perf_counter()
+        stats.update(refine_seconds=t2 - t1, nnz_K=int(K.nnz))
+        Wt, Z = backend.assemble_weights(K, factor.d, factor.p)
+        del K, factor
+        t3 = time.perf_counter()
+        stats.update(weights_seconds=t3 - t2, nnz_Wt=int(Wt.nnz), nnz_Z=int(Z.nnz), fit_seconds=t3 - t0)
+        logger.info("weights: nnz(Wt)=%d nnz(Z)=%d (%.2fs); fit total %.2fs", Wt.nnz, Z.nnz, t3 - t2, t3 - t0)
+        self.weights_ = (Wt, Z)
+        self.n_items_ = n
+        self.history_ = history
+        self.stats_ = stats
+        self.device_ = device
+        return self
+
+    # ------------------------------------------------------------ inference
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "weights_"):
+            raise RuntimeError("this SANSA model is not fitted yet: call fit(X) or SANSA.load(path)")
+
+    def _inference_backend(self):
+        device = getattr(self, "device_", None) or resolve_device(self.device)
+        return get_backend(device)
+
+    def recommend(self, X, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k unseen items for each row (user) of X.
+
+        X : (users, n_items_) scipy sparse. Returns ids (users, k) int64 and scores (users, k)
+        float32, sorted by score descending (ties: lower item id first). Items the user already
+        has are excluded; when fewer than k items have a nonzero-structure score the rows are
+        padded with id -1 and score -inf.
+        """
+        self._check_fitted()
+        k = check_positive_int(k, "k")
+        X = check_interactions(X, n_items=self.n_items_)
+        Wt, Z = self.weights_
+        return self._inference_backend().recommend_sparse(X, Wt, Z, k)
+
+    def score(self, X) -> sp.csr_matrix:
+        """Raw scores ``(X Wt) Z``: (users, n_items_) CSR float32, own items not masked."""
+        self._check_fitted()
+        X = check_interactions(X, n_items=self.n_items_)
+        Wt, Z = self.weights_
+        return self._inference_backend().score_sparse(X, Wt, Z)
+
+    @property
+    def model_nnz(self) -> int:
+        self._check_fitted()
+        return int(self.weights_[0].nnz + self.weights_[1].nnz)
+
+    @property
+    def model_bytes(self) -> int:
+        self._check_fitted()
+        return int(sum(M.data.nbytes + M.indices.nbytes + M.indptr.nbytes for M in self.weights_))
+
+    # ----------------------------------------------------------- save / load
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted model to ``path`` atomically (no pickle)."""
+        self._check_fitted()
+        Wt, Z = self.weights_
+        meta = {"package_version": __version__, "params": self.get_params(), "n_items": int(self.n_items_),
+                "n_latent": int(Wt.shape[1]), "history": self.history_, "stats": self.stats_}
+        save_arrays(path, "SANSA", meta, {**csr_to_arrays("Wt", Wt), **csr_to_arrays("Z", Z)})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = None) -> "SANSA":
+        """Read a model written by :meth:`save`. ``device`` overrides the saved device setting."""
+        header, arrays = load_arrays(path, "SANSA")
+        try:
+            params = dict(header["params"])
+            n_items = int(header["n_items"])
+            n_latent = int(header["n_latent"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{os.fspath(path)!r} has an incomplete header: {exc}") from exc
+        if device is not None:
+            params["device"] = device
+        model = cls(**params)
+        Wt = csr_from_arrays("Wt", arrays, (n_items, n_latent), os.fspath(path))
+        Z = csr_from_arrays("Z", arrays, (n_latent, n_items), os.fspath(path))
+        model.weights_ = (Wt, Z)
+        model.n_items_ = n_items
+        model.history_ = header.get("history", [])
+        model.stats_ = header.get("stats", {})
+        model.device_ = resolve_device(model.device)
+        return model
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"SANSA({args})"

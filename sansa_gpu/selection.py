@@ -1,0 +1,39 @@
+"""Exact-budget magnitude selection, the one rule every sparsification in the package follows."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def largest_magnitude_mask(values: np.ndarray, n_keep: int, forced: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask selecting exactly ``min(n_keep, len(values))`` entries of largest ``|value|``.
+
+    values : (m,) float array. Magnitudes are compared in float32 (the precision the factors are
+        stored in), so CPU and GPU select the same entries.
+    n_keep : number of entries to keep.
+    forced : optional (m,) bool mask of entries that are always kept (for example diagonals); they
+        count towards ``n_keep``. ValueError if there are more forced entries than ``n_keep``.
+
+    Ties at the threshold are broken by position: the earlier entry wins, so the result is
+    deterministic (unlike a quantile cut, which keeps every tied entry and overshoots the budget).
+    O(m) time, two float32 copies of ``values``.
+    """
+    m = values.shape[0]
+    if n_keep >= m:
+        return np.ones(m, dtype=bool)
+    mag = np.abs(values, dtype=np.float32)
+    if forced is not None:
+        n_forced = int(np.count_nonzero(forced))
+        if n_forced > n_keep:
+            raise ValueError(f"cannot keep {n_keep} entries when {n_forced} are forced")
+        mag[forced] = np.inf
+    if n_keep <= 0:
+        return np.zeros(m, dtype=bool)
+    kth = m - n_keep
+    tau = np.partition(mag, kth)[kth]  # the n_keep-th largest magnitude
+    mask = mag > tau
+    n_missing = n_keep - int(np.count_nonzero(mask))
+    if n_missing > 0:
+        ties = np.flatnonzero(mag == tau)[:n_missing]
+        mask[ties] = True
+    return mask

@@ -1,0 +1,83 @@
+"""Input checks shared by every estimator: fail at the door with a message that names the problem."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def check_interactions(X, *, name: str = "X", n_items: int | None = None, require_nonempty: bool = False) -> sp.csr_matrix:
+    """Validate a users x items interaction matrix and return a canonical copy.
+
+    Accepts any SciPy sparse matrix or array of a real numeric dtype. Returns a CSR matrix,
+    float32, with duplicates summed, explicit zeros removed and sorted indices. Values are kept
+    as interaction weights (a 0/1 matrix gives the classic implicit-feedback model).
+
+    Raises TypeError for non-sparse or non-numeric input, ValueError for wrong shape, NaN/inf,
+    negative values, an item count that differs from ``n_items``, or (``require_nonempty``) no
+    interactions at all.
+    """
+    if not sp.issparse(X):
+        kind = type(X).__name__
+        raise TypeError(
+            f"{name} must be a scipy.sparse matrix (users x items), got {kind}; "
+            "wrap dense data with scipy.sparse.csr_matrix(...)"
+        )
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (users x items), got shape {X.shape}")
+    if X.dtype == np.bool_:
+        X = X.astype(np.float32)
+    if not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
+        raise TypeError(f"{name} must have a real numeric dtype, got {X.dtype}")
+    if n_items is not None and X.shape[1] != n_items:
+        raise ValueError(f"{name} has {X.shape[1]} item columns but the model was fitted on {n_items} items")
+    X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+    data = X.data
+    if data.size and not np.all(np.isfinite(data)):
+        raise ValueError(f"{name} contains NaN or infinite values ({int(np.count_nonzero(~np.isfinite(data)))} entries)")
+    X.sum_duplicates()
+    if X.data.size and X.data.min() < 0:
+        raise ValueError(f"{name} contains negative values ({int(np.count_nonzero(X.data < 0))} entries); interactions must be >= 0")
+    X.eliminate_zeros()
+    X.sort_indices()
+    if require_nonempty and X.nnz == 0:
+        raise ValueError(f"{name} has no interactions (all entries are zero); nothing to fit")
+    return X
+
+
+def check_positive_int(value, name: str) -> int:
+    """Return ``value`` as int; TypeError if not integral, ValueError if <= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return int(value)
+
+
+def check_nonnegative_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
+def check_positive_float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def check_density(value) -> float:
+    """Weight density delta: nnz of each factor is about delta * n_items**2; must lie in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"density must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not (0.0 < value <= 1.0):
+        raise ValueError(f"density must lie in (0, 1], got {value}")
+    return value

@@ -1,0 +1,111 @@
+"""save -> load round trips; damaged or foreign files get a clear ValueError; writes are atomic."""
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from sansa_gpu import EASE, SANSA
+from sansa_gpu import io as sio
+
+
+@pytest.fixture(scope="module")
+def fitted(small_X):
+    return SANSA(l2=10.0, density=0.1, refine_sweeps=2, device="cpu").fit(small_X)
+
+
+def test_round_trip_identical_scores(fitted, small_X, tmp_path):
+    path = tmp_path / "model.sansa"
+    fitted.save(path)
+    assert path.exists() and not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())
+    loaded = SANSA.load(path)
+    assert loaded.get_params() == fitted.get_params()
+    ids_a, sc_a = fitted.recommend(small_X, k=10)
+    ids_b, sc_b = loaded.recommend(small_X, k=10)
+    np.testing.assert_array_equal(ids_a, ids_b)
+    np.testing.assert_array_equal(sc_a, sc_b)
+    assert (fitted.score(small_X) != loaded.score(small_X)).nnz == 0
+    assert loaded.history_ == fitted.history_
+
+
+def test_ease_round_trip(small_X, tmp_path):
+    e = EASE(l2=10.0).fit(small_X)
+    e.save(tmp_path / "e.sansa")
+    e2 = EASE.load(tmp_path / "e.sansa")
+    np.testing.assert_array_equal(e.B_, e2.B_)
+    with pytest.raises(ValueError, match="EASE model, not a SANSA"):
+        SANSA.load(tmp_path / "e.sansa")
+
+
+def test_truncated_file(fitted, tmp_path):
+    path = tmp_path / "m.sansa"
+    fitted.save(path)
+    data = path.read_bytes()
+    (tmp_path / "cut.sansa").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        SANSA.load(tmp_path / "cut.sansa")
+
+
+def test_not_a_model(tmp_path):
+    (tmp_path / "x.sansa").write_text("hello")
+    with pytest.raises(ValueError, match="not a readable"):
+        SANSA.load(tmp_path / "x.sansa")
+    np.savez(tmp_path / "other.npz", a=np.arange(3))
+    with pytest.raises(ValueError, match="no header"):
+        SANSA.load(tmp_path / "other.npz")
+    with pytest.raises(FileNotFoundError):
+        SANSA.load(tmp_path / "missing.sansa")
+
+
+def test_other_format_version(fitted, tmp_path):
+    path = tmp_path / "m.sansa"
+    fitted.save(path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(arrays["__header__"].tobytes())
+    header["format_version"] = 999
+    arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    with open(tmp_path / "v.sansa", "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(ValueError, match="format version 999"):
+        SANSA.load(tmp_path / "v.sansa")
+
+
+def test_corrupt_arrays_rejected(fitted, tmp_path):
+    path = tmp_path / "m.sansa"
+    fitted.save(path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["Z_indices"] = arrays["Z_indices"].copy()
+    arrays["Z_indices"][0] = 10**6
+    with open(tmp_path / "c.sansa", "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(ValueError, match="inconsistent"):
+        SANSA.load(tmp_path / "c.sansa")
+
+
+def test_failed_save_leaves_old_file_and_no_partial(fitted, tmp_path, monkeypatch):
+    path = tmp_path / "m.sansa"
+    fitted.save(path)
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sio.np, "savez", boom)
+    with pytest.raises(OSError, match="disk full"):
+        fitted.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.sansa"]
+
+
+def test_saved_file_is_a_plain_zip_without_pickles(fitted, tmp_path):
+    path = tmp_path / "m.sansa"
+    fitted.save(path)
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+    assert {"__header__.npy", "Wt_indptr.npy", "Z_data.npy"} <= names
+    with np.load(path, allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)

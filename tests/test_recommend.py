@@ -1,0 +1,82 @@
+"""recommend(): masking, sorting, padding, ties, agreement with score()."""
+
+import numpy as np
+import scipy.sparse as sp
+import pytest
+
+from sansa_gpu import EASE, SANSA
+from sansa_gpu.cpu.inference import recommend_sparse
+
+
+@pytest.fixture(scope="module")
+def fitted(medium_X):
+    return SANSA(l2=20.0, density=0.02, refine_sweeps=2, device="cpu").fit(medium_X)
+
+
+def _brute_force(S_row, seen, k):
+    cand = [(np.float32(v), i) for i, v in zip(S_row.indices, S_row.data) if i not in seen]
+    cand.sort(key=lambda t: (-t[0], t[1]))
+    cand = cand[:k]
+    ids = [i for _, i in cand] + [-1] * (k - len(cand))
+    scores = [s for s, _ in cand] + [-np.inf] * (k - len(cand))
+    return ids, scores
+
+
+def test_recommend_matches_brute_force_on_scores(fitted, medium_X):
+    Xu = medium_X[:200]
+    ids, scores = fitted.recommend(Xu, k=15)
+    assert ids.dtype == np.int64 and scores.dtype == np.float32 and ids.shape == (200, 15)
+    S = fitted.score(Xu)
+    for u in range(200):
+        seen = set(Xu[u].indices.tolist())
+        exp_ids, exp_scores = _brute_force(S[u], seen, 15)
+        np.testing.assert_allclose(scores[u], exp_scores, rtol=1e-5, atol=1e-6)
+        # ids agree wherever neighbouring scores are separated beyond float error
+        assert not (set(ids[u][ids[u] >= 0].tolist()) & seen)
+        strict = np.abs(np.diff(np.asarray(exp_scores, dtype=np.float64))) > 1e-5
+        if strict.all():
+            assert ids[u].tolist() == exp_ids
+
+
+def test_scores_sorted_and_own_items_excluded(fitted, medium_X):
+    ids, scores = fitted.recommend(medium_X, k=20)
+    finite = np.where(np.isfinite(scores), scores, np.float32(-1e30))
+    assert np.all(np.diff(finite, axis=1) <= 0)
+    seen = medium_X[np.repeat(np.arange(medium_X.shape[0]), 20), np.clip(ids.ravel(), 0, None)]
+    assert not np.any(np.asarray(seen).ravel()[ids.ravel() >= 0])
+
+
+def test_padding_when_fewer_candidates_than_k():
+    # two disconnected item groups {0,1,2} and {3,4}: a user of item 3 can only be offered item 4
+    X = sp.csr_matrix(np.array([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 1, 1], [0, 0, 0, 1, 1]], dtype=np.float32))
+    m = SANSA(l2=1.0, density=1.0, refine_sweeps=3, device="cpu").fit(X)
+    ids, scores = m.recommend(sp.csr_matrix(np.array([[0, 0, 0, 1, 0], [0, 0, 0, 0, 0]], dtype=np.float32)), k=4)
+    assert ids[0].tolist() == [4, -1, -1, -1]
+    assert np.isfinite(scores[0, 0]) and np.all(np.isneginf(scores[0, 1:]))
+    assert ids[1].tolist() == [-1] * 4 and np.all(np.isneginf(scores[1]))
+
+
+def test_k_larger_than_catalogue(fitted, medium_X):
+    ids, scores = fitted.recommend(medium_X[:3], k=medium_X.shape[1] + 5)
+    assert ids.shape == (3, medium_X.shape[1] + 5)
+    assert np.all(ids[:, -5:] == -1)
+
+
+def test_ties_broken_by_lower_item_index():
+    # Wt = identity, Z maps latent 0 to items 3, 1, 2 with the same score
+    Wt = sp.csr_matrix(np.eye(4, dtype=np.float32)[:, :1].repeat(1, axis=1))
+    Z = sp.csr_matrix(np.array([[0.0, 0.5, 0.5, 0.5]], dtype=np.float32))
+    X = sp.csr_matrix(np.array([[1, 0, 0, 0]], dtype=np.float32))
+    ids, scores = recommend_sparse(X, Wt, Z, 3)
+    assert ids[0].tolist() == [1, 2, 3]
+
+
+def test_ease_recommend_padding_and_masking(small_X):
+    e = EASE(l2=10.0).fit(small_X)
+    n = small_X.shape[1]
+    full = sp.csr_matrix(np.ones((1, n), dtype=np.float32))
+    ids, scores = e.recommend(full, k=3)
+    assert ids.tolist() == [[-1, -1, -1]]
+    ids, scores = e.recommend(small_X[:5], k=n)
+    for u in range(5):
+        assert (ids[u] >= 0).sum() == n - small_X[u].nnz

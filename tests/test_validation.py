@@ -1,0 +1,129 @@
+"""Bad input gets a clear error naming the problem."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from sansa_gpu import EASE, SANSA
+
+
+@pytest.fixture(scope="module")
+def fitted(small_X):
+    return SANSA(l2=10.0, density=0.1, refine_sweeps=1, device="cpu").fit(small_X)
+
+
+def test_dense_input_rejected():
+    with pytest.raises(TypeError, match="scipy.sparse"):
+        SANSA(device="cpu").fit(np.ones((3, 3)))
+
+
+def test_non_numeric_rejected():
+    X = sp.csr_matrix(np.ones((3, 3), dtype=np.complex64))
+    with pytest.raises(TypeError, match="real numeric dtype"):
+        SANSA(device="cpu").fit(X)
+
+
+def test_nan_and_inf_rejected():
+    X = sp.csr_matrix(np.array([[1.0, np.nan], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        SANSA(device="cpu").fit(X)
+    X = sp.csr_matrix(np.array([[1.0, np.inf], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        EASE().fit(X)
+
+
+def test_negative_rejected():
+    X = sp.csr_matrix(np.array([[1.0, -1.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="negative"):
+        SANSA(device="cpu").fit(X)
+
+
+def test_empty_rejected():
+    with pytest.raises(ValueError, match="no interactions"):
+        SANSA(device="cpu").fit(sp.csr_matrix((4, 5), dtype=np.float32))
+    X = sp.csr_matrix((np.zeros(2), ([0, 1], [0, 1])), shape=(2, 2))  # explicit zeros only
+    with pytest.raises(ValueError, match="no interactions"):
+        SANSA(device="cpu").fit(X)
+
+
+@pytest.mark.parametrize("kw,exc,msg", [
+    ({"density": 0.0}, ValueError, "density"),
+    ({"density": 1.5}, ValueError, "density"),
+    ({"density": "x"}, TypeError, "density"),
+    ({"l2": 0.0}, ValueError, "l2"),
+    ({"l2": -1.0}, ValueError, "l2"),
+    ({"l2": float("nan")}, ValueError, "l2"),
+    ({"refine_sweeps": -1}, ValueError, "refine_sweeps"),
+    ({"refine_sweeps": 1.5}, TypeError, "refine_sweeps"),
+    ({"factorizer": "lu"}, ValueError, "factorizer"),
+    ({"device": "tpu"}, ValueError, "device"),
+    ({"ordering": "random"}, ValueError, "ordering"),
+])
+def test_bad_hyperparameters(kw, exc, msg):
+    with pytest.raises(exc, match=msg):
+        SANSA(**kw)
+
+
+@pytest.mark.parametrize("k", [0, -3])
+def test_bad_k(fitted, small_X, k):
+    with pytest.raises(ValueError, match="k must be > 0"):
+        fitted.recommend(small_X, k=k)
+
+
+def test_k_not_int(fitted, small_X):
+    with pytest.raises(TypeError, match="k must be an integer"):
+        fitted.recommend(small_X, k=2.5)
+
+
+def test_item_count_mismatch(fitted, small_X):
+    X = sp.csr_matrix((2, small_X.shape[1] + 1), dtype=np.float32)
+    with pytest.raises(ValueError, match="item columns but the model was fitted on"):
+        fitted.recommend(X, k=5)
+    with pytest.raises(ValueError, match="item columns"):
+        fitted.score(X)
+
+
+def test_not_fitted():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        SANSA(device="cpu").recommend(sp.csr_matrix((1, 3)), k=2)
+
+
+def test_duplicates_summed_and_explicit_zeros_ignored(small_X):
+    X = sp.coo_matrix(small_X)
+    # duplicate every entry (values 2) and add explicit zeros: same model as 2 * X
+    rows = np.concatenate([X.row, X.row, [0, 1]])
+    cols = np.concatenate([X.col, X.col, [0, 1]])
+    vals = np.concatenate([X.data, X.data, [0.0, 0.0]]).astype(np.float32)
+    Xdup = sp.coo_matrix((vals, (rows, cols)), shape=X.shape)
+    a = SANSA(l2=10.0, density=0.1, refine_sweeps=1, device="cpu").fit(Xdup)
+    b = SANSA(l2=10.0, density=0.1, refine_sweeps=1, device="cpu").fit(2 * small_X)
+    assert (a.weights_[0] != b.weights_[0]).nnz == 0 and (a.weights_[1] != b.weights_[1]).nnz == 0
+
+
+def test_items_without_interactions_never_recommended(small_X):
+    X = sp.hstack([small_X, sp.csr_matrix((small_X.shape[0], 3), dtype=np.float32)]).tocsr()
+    m = SANSA(l2=10.0, density=0.2, refine_sweeps=2, device="cpu").fit(X)
+    ids, _ = m.recommend(X, k=X.shape[1])
+    assert not np.isin(ids, np.arange(small_X.shape[1], X.shape[1])).any()
+
+
+def test_gpu_without_device_is_clear_error(small_X):
+    from sansa_gpu.backend import gpu_status
+
+    if gpu_status()[0]:
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="no GPU is usable"):
+        SANSA(device="gpu").fit(small_X)
+
+
+def test_auto_picks_cpu_without_gpu_and_logs(small_X, caplog):
+    from sansa_gpu.backend import gpu_status
+
+    if gpu_status()[0]:
+        pytest.skip("a GPU is present")
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="sansa_gpu"):
+        m = SANSA(l2=10.0, density=0.1, refine_sweeps=1, device="auto").fit(small_X)
+    assert m.device_ == "cpu"
+    assert "using the CPU" in caplog.text
