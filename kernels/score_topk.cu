@@ -10,7 +10,7 @@
 //
 // First version: top-k by k rounds of block arg-best over the score row, O(k * n_items) per
 // user. Issue 5 replaces it with a radix select.
-#include "score_topk.cuh"
+#include "sansa_common.cuh"
 
 template <typename Offset>
 __global__ void score_topk_dense(

@@ -12,6 +12,10 @@ logger = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "gpu")
 
 
+class GPUOutOfMemory(MemoryError):
+    """A GPU stage ran out of device memory even after retrying in smaller pieces."""
+
+
 @functools.lru_cache(maxsize=1)
 def gpu_status() -> tuple[bool, str]:
     """(usable, reason): whether CuPy imports and a CUDA device answers."""

@@ -14,6 +14,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from .gram import gram_column_norms, gram_lower
 from .selection import largest_magnitude_mask
 
 logger = logging.getLogger(__name__)
@@ -135,4 +136,184 @@ def ldlt_cholmod(X: sp.csr_matrix, l2: float, budget: int, ordering: str = "cola
     L, d = sparsify_cholesky_factor(L_chol, budget)
     del L_chol
     logger.info("factorize: cut L to %d nnz (budget %d) in %.2fs", L.nnz, budget, time.perf_counter() - t2)
+    return LDLFactor(L=L, d=d, p=p)
+
+
+# ----------------------------------------------------------------------------- incomplete Cholesky
+@numba.njit(cache=True, nogil=True)
+def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, link, pos):
+    """Left-looking incomplete Cholesky of the lower CSC triangle A (+ shift on the diagonal).
+
+    Column j keeps its diagonal plus at most (budget - nnz - (n - j)) // (n - j) off-diagonal
+    entries of largest |value| (ties: lower row), so nnz(L) never exceeds ``budget``. Columns are
+    linked by their next active row (head/link/pos) so each column k is visited exactly for the
+    rows j where L[j, k] != 0. Returns nnz, or -(j + 1) if pivot j is not positive.
+    """
+    for i in range(n):
+        head[i] = -1
+        mark[i] = -1
+    nnz = 0
+    Lp[0] = 0
+    for j in range(n):
+        nt = 0
+        diag = shift
+        for idx in range(Ap[j], Ap[j + 1]):
+            i = Ai[idx]
+            if i == j:
+                diag += Ax[idx]
+            elif i > j:
+                if mark[i] != j:
+                    mark[i] = j
+                    a[i] = 0.0
+                    touched[nt] = i
+                    nt += 1
+                a[i] += Ax[idx]
+        k = head[j]
+        while k != -1:
+            next_k = link[k]
+            p = pos[k]
+            ljk = np.float64(Lx[p])
+            diag -= ljk * ljk
+            end = Lp[k + 1]
+            for idx in range(p + 1, end):
+                i = Li[idx]
+                if mark[i] != j:
+                    mark[i] = j
+                    a[i] = 0.0
+                    touched[nt] = i
+                    nt += 1
+                a[i] -= np.float64(Lx[idx]) * ljk
+            if p + 1 < end:
+                pos[k] = p + 1
+                r = Li[p + 1]
+                link[k] = head[r]
+                head[r] = k
+            k = next_k
+        if not diag > 0.0:
+            return -(j + 1)
+        ljj = np.sqrt(diag)
+        cap = (budget - nnz - (n - j)) // (n - j)
+        rows = np.sort(touched[:nt])
+        m = 0
+        for b in range(nt):
+            if a[rows[b]] != 0.0:
+                m += 1
+        tau = 0.0
+        n_ties = 0
+        if m > cap:
+            mags = np.empty(m, dtype=np.float64)
+            c = 0
+            for b in range(nt):
+                v = a[rows[b]]
+                if v != 0.0:
+                    mags[c] = abs(v)
+                    c += 1
+            if cap > 0:
+                kth = m - cap
+                tau = np.partition(mags, kth)[kth]
+                n_above = 0
+                for c in range(m):
+                    if mags[c] > tau:
+                        n_above += 1
+                n_ties = cap - n_above
+            else:
+                tau = np.inf
+        Li[nnz] = j
+        Lx[nnz] = ljj
+        nnz += 1
+        first = nnz
+        for b in range(nt):
+            i = rows[b]
+            v = a[i]
+            if v == 0.0:
+                continue
+            keep = m <= cap
+            if not keep:
+                if abs(v) > tau:
+                    keep = True
+                elif abs(v) == tau and n_ties > 0:
+                    keep = True
+                    n_ties -= 1
+            if keep:
+                Li[nnz] = i
+                Lx[nnz] = v / ljj
+                nnz += 1
+        Lp[j + 1] = nnz
+        if nnz > first:
+            pos[j] = first
+            r = Li[first]
+            link[j] = head[r]
+            head[r] = j
+    return nnz
+
+
+def icf(A_lower: sp.csc_matrix, shift: float, budget: int, shift_step: float = 1e-3, shift_growth: float = 2.0,
+        max_restarts: int = 60) -> tuple[sp.csc_matrix, float]:
+    """Incomplete Cholesky ``L L^T ~= A + shift I`` within ``budget`` nonzeros.
+
+    A_lower : (n, n) CSC lower triangle of a symmetric matrix, sorted rows. Returns (L CSC
+    float64 lower triangular with the diagonal first, the shift used). When a pivot is not
+    positive the factorisation restarts with ``shift + shift_step * mean(diag A) * shift_growth**r``
+    (logged), so the schedule is independent of the scale of A.
+    Memory: exactly ``budget`` slots for L plus O(n) work arrays.
+    """
+    n = A_lower.shape[0]
+    budget = max(int(budget), n)
+    Lp = np.zeros(n + 1, dtype=np.int64)
+    Li = np.empty(budget, dtype=np.int32)
+    Lx = np.empty(budget, dtype=np.float64)
+    work = (np.zeros(n, np.float64), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64),
+            np.empty(n, np.int64), np.empty(n, np.int64))
+    Ap, Ai, Ax = A_lower.indptr.astype(np.int64, copy=False), A_lower.indices, A_lower.data.astype(np.float64, copy=False)
+    used = float(shift)
+    diag_mean = float(A_lower.diagonal().mean()) or 1.0
+    for restart in range(max_restarts + 1):
+        nnz = _icf_core(n, Ap, Ai, Ax, used, budget, Lp, Li, Lx, *work)
+        if nnz >= 0:
+            return sp.csc_matrix((Lx[:nnz], Li[:nnz], Lp), shape=(n, n)), used
+        new = float(shift) + shift_step * diag_mean * shift_growth**restart
+        logger.info("icf: pivot %d not positive with shift %.4g; restarting with shift %.4g", -nnz - 1, used, new)
+        used = new
+    raise np.linalg.LinAlgError(f"incomplete Cholesky failed after {max_restarts} restarts (last shift {used:g})")
+
+
+def colamd_ordering(X: sp.csr_matrix) -> np.ndarray:
+    """Fill-reducing ordering of X^T X (COLAMD on X via CHOLMOD's symbolic analysis; reverse
+    Cuthill-McKee of the Gram pattern when scikit-sparse is absent)."""
+    try:
+        from sksparse import cholmod
+    except ImportError:
+        from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+        G = sp.csr_matrix(X.T @ X)
+        return np.asarray(reverse_cuthill_mckee(G, symmetric_mode=True), dtype=np.int64)
+    factor = cholmod.analyze_AAt(sp.csc_matrix(X.T, dtype=np.float64), mode="simplicial", ordering_method="colamd")
+    return np.asarray(factor.P(), dtype=np.int64)
+
+
+def icf_column_scaling(X: sp.csr_matrix) -> np.ndarray:
+    """(n,) float64 s_j = sqrt(||(X^T X)[:, j]||_2) (1 for empty items). Dividing the columns of X
+    by s makes the Gram's columns comparable before entries are dropped (the official package's
+    ICF preprocessing, kept so that results match at the same l2)."""
+    s = np.sqrt(gram_column_norms(X))
+    s[s == 0] = 1.0
+    return s
+
+
+def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float = 0.0) -> LDLFactor:
+    """Ordering (COLAMD), column-parallel Gram of the permuted X, incomplete Cholesky within
+    ``budget``: the factor never exceeds the budget, so catalogues whose exact factor does not
+    fit can be trained."""
+    n = X.shape[1]
+    t0 = time.perf_counter()
+    p = colamd_ordering(X)
+    t1 = time.perf_counter()
+    A = gram_lower(X, 0.0, p, min_cooccurrence=min_cooccurrence)
+    t2 = time.perf_counter()
+    L_chol, shift = icf(A, float(l2), budget)
+    del A
+    t3 = time.perf_counter()
+    logger.info("factorize: ordering %.2fs, gram %.2fs, ICF %.2fs (shift %.4g), nnz(L)=%d (budget %d)",
+                t1 - t0, t2 - t1, t3 - t2, shift, L_chol.nnz, budget)
+    L, d = sparsify_cholesky_factor(L_chol, budget)
     return LDLFactor(L=L, d=d, p=p)

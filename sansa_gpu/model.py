@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from . import __version__
 from .backend import get_backend, resolve_device
-from .factorize import ORDERINGS, ldlt_cholmod, nnz_budget
+from .factorize import ORDERINGS, icf_column_scaling, ldlt_cholmod, ldlt_icf, nnz_budget
 from .io import csr_from_arrays, csr_to_arrays, load_arrays, save_arrays
 from .refine import refine_inverse
 from .validation import (
@@ -24,7 +24,7 @@ from .validation import (
 
 logger = logging.getLogger(__name__)
 
-FACTORIZERS = ("cholmod",)
+FACTORIZERS = ("cholmod", "icf")
 
 
 class SANSA:
@@ -40,14 +40,23 @@ class SANSA:
     density : float in (0, 1]
         Weight density delta: each factor (L, then K ~= L^{-1}) keeps about ``delta * n_items**2``
         nonzeros (at least the diagonal). 1 keeps everything: the model then equals EASE.
-    factorizer : 'cholmod'
-        Exact CHOLMOD LDL^T, then cut to the budget.
+    factorizer : 'cholmod' | 'icf'
+        'cholmod': exact CHOLMOD LDL^T, then cut to the budget (best accuracy; the exact factor must
+        fit in memory). 'icf': column-parallel Gram + incomplete Cholesky that never exceeds the
+        budget (catalogues whose exact factor does not fit).
     refine_sweeps : int >= 0
         Minimal-residual sweeps refining K from K0 = 2I - L.
     device : 'auto' | 'cpu' | 'gpu'
         Where the refinement, weight assembly and inference run. The factorisation always runs on
         the CPU.
-    ordering : fill-reducing ordering passed to CHOLMOD ('colamd' by default).
+    ordering : fill-reducing ordering passed to CHOLMOD ('colamd' by default; 'icf' always uses COLAMD).
+    column_scaling : bool or None
+        Divide item column j of X by sqrt(||(X^T X)[:, j]||_2) before fitting (the official ICF
+        preprocessing: it evens out the Gram before entries are dropped and, since scoring uses the
+        unscaled X, damps popular items). None = True for 'icf', False for 'cholmod'.
+    min_cooccurrence : float >= 0
+        'icf' only: drop Gram entries below this value while building it (for 0/1 data, items seen
+        together by fewer users). 0 keeps the exact Gram.
 
     Input values are used as interaction weights (a 0/1 matrix is the usual implicit feedback);
     duplicates are summed and explicit zeros ignored. Items without interactions are never
@@ -65,6 +74,8 @@ class SANSA:
         refine_sweeps: int = 2,
         device: str = "auto",
         ordering: str = "colamd",
+        column_scaling: bool | None = None,
+        min_cooccurrence: float = 0.0,
     ):
         self.l2 = l2
         self.density = density
@@ -72,6 +83,8 @@ class SANSA:
         self.refine_sweeps = refine_sweeps
         self.device = device
         self.ordering = ordering
+        self.column_scaling = column_scaling
+        self.min_cooccurrence = min_cooccurrence
         self._check_params()
 
     def _check_params(self) -> None:
@@ -82,6 +95,10 @@ class SANSA:
             raise ValueError(f"factorizer must be one of {FACTORIZERS}, got {self.factorizer!r}")
         if self.ordering not in ORDERINGS:
             raise ValueError(f"ordering must be one of {ORDERINGS}, got {self.ordering!r}")
+        if self.column_scaling not in (None, True, False):
+            raise TypeError(f"column_scaling must be None, True or False, got {self.column_scaling!r}")
+        if not (isinstance(self.min_cooccurrence, (int, float)) and np.isfinite(self.min_cooccurrence) and self.min_cooccurrence >= 0):
+            raise ValueError(f"min_cooccurrence must be a finite number >= 0, got {self.min_cooccurrence!r}")
         if self.device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {self.device!r}")
 
@@ -89,13 +106,45 @@ class SANSA:
         return {
             "l2": float(self.l2), "density": float(self.density), "factorizer": self.factorizer,
             "refine_sweeps": int(self.refine_sweeps), "device": self.device, "ordering": self.ordering,
+            "column_scaling": self.column_scaling, "min_cooccurrence": float(self.min_cooccurrence),
         }
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X) -> "SANSA":
-        """Fit on X: (users, items) scipy sparse, nonnegative. Returns self."""
+    def estimate_memory(self, X) -> dict:
+        """Predicted peak bytes of each fit stage on X with these settings (see
+        :func:`sansa_gpu.memory.estimate_memory`): exact Gram and factor fill counts, no values."""
+        from .memory import estimate_memory
+
         self._check_params()
         X = check_interactions(X, require_nonempty=True)
+        return estimate_memory(X, float(self.density), self.factorizer, float(self.min_cooccurrence))
+
+    def fit(self, X, check_memory: bool = True) -> "SANSA":
+        """Fit on X: (users, items) scipy sparse, nonnegative. Returns self.
+
+        With ``check_memory`` the peak memory is estimated first (:meth:`estimate_memory`) and a
+        MemoryError naming the numbers is raised, instead of being killed, when it exceeds the
+        available memory.
+        """
+        self._check_params()
+        X = check_interactions(X, require_nonempty=True)
+        if check_memory:
+            from .ease import available_memory_bytes
+            from .memory import estimate_memory
+
+            t_est = time.perf_counter()
+            est = estimate_memory(X, float(self.density), self.factorizer, float(self.min_cooccurrence))
+            have = available_memory_bytes()
+            logger.info("fit: estimated peak %.2f GB (%s), available %.2f GB (%.2fs)", est["peak"] / 1e9,
+                        ", ".join(f"{k} {est[k] / 1e9:.2f}" for k in ("gram", "factorize", "refine", "weights")),
+                        have / 1e9, time.perf_counter() - t_est)
+            if est["peak"] > have:
+                stage = max(("gram", "factorize", "refine", "weights"), key=lambda k: est[k])
+                raise MemoryError(
+                    f"fitting needs about {est['peak'] / 1e9:.1f} GB (stage '{stage}'), only {have / 1e9:.1f} GB are "
+                    f"available; lower density (budget {est['budget']} nnz), use factorizer='icf' or set "
+                    f"min_cooccurrence to prune the Gram"
+                )
         device = resolve_device(self.device)
         backend = get_backend(device)
         n = X.shape[1]
@@ -104,7 +153,14 @@ class SANSA:
                     X.shape[0], n, X.nnz, self.l2, self.density, budget, device)
         stats: dict = {"n_users": int(X.shape[0]), "n_items": int(n), "nnz_X": int(X.nnz), "budget": budget}
         t0 = time.perf_counter()
-        factor = ldlt_cholmod(X, float(self.l2), budget, self.ordering)
+        scale = self.column_scaling if self.column_scaling is not None else self.factorizer == "icf"
+        if scale:
+            X = X @ sp.diags((1.0 / icf_column_scaling(X)).astype(np.float32))
+            X = sp.csr_matrix(X, dtype=np.float32)
+        if self.factorizer == "icf":
+            factor = ldlt_icf(X, float(self.l2), budget, float(self.min_cooccurrence))
+        else:
+            factor = ldlt_cholmod(X, float(self.l2), budget, self.ordering)
         del X
         t1 = time.perf_counter()
         stats.update(factorize_seconds=t1 - t0, nnz_L=int(factor.L.nnz))

@@ -13,6 +13,8 @@ from types import ModuleType
 import numpy as np
 import scipy.sparse as sp
 
+from . import cpu
+from .backend import GPUOutOfMemory
 from .cpu.refine import DEFAULT_TOL, initial_inverse
 
 logger = logging.getLogger(__name__)
@@ -38,17 +40,32 @@ def refine_inverse(L: sp.csc_matrix, budget: int, sweeps: int, backend: ModuleTy
     """Approximate inverse of a unit lower triangular L.
 
     L : (n, n) CSC float32. budget : max nnz(K). sweeps : number of refinement sweeps (0 = K0).
-    Returns (K CSC float32, history) where history[s] describes K after s sweeps:
+    The backend moves L and K to its device once (``to_device``) and K back at the end.
+    Returns (K host CSC float32, history) where history[s] describes K after s sweeps:
     {'sweep', 'loss', 'max_residual', 'nnz', 'seconds'}.
     """
-    K = initial_inverse(L)
+    K = backend.to_device(initial_inverse(L))
+    L = backend.to_device(L)
     history: list[dict] = []
     seconds = 0.0
     for s in range(sweeps):
         t0 = time.perf_counter()
-        K_new, res = backend.refine_sweep(L, K, budget, tol)
+        try:
+            K_new, res = backend.refine_sweep(L, K, budget, tol)
+        except GPUOutOfMemory as exc:
+            logger.warning("refine: %s; continuing on the CPU", exc)
+            L, K = backend.to_host(L), backend.to_host(K)
+            backend = cpu
+            K_new, res = backend.refine_sweep(L, K, budget, tol)
         dt = time.perf_counter() - t0
         _record(history, s, res, K, seconds)
         K, seconds = K_new, dt
-    _record(history, sweeps, backend.column_residual_norms(L, K), K, seconds)
-    return K, history
+    try:
+        res = backend.column_residual_norms(L, K)
+    except GPUOutOfMemory as exc:
+        logger.warning("refine: %s; computing the final residuals on the CPU", exc)
+        L, K = backend.to_host(L), backend.to_host(K)
+        backend = cpu
+        res = backend.column_residual_norms(L, K)
+    _record(history, sweeps, res, K, seconds)
+    return backend.to_host(K), history

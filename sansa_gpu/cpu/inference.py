@@ -75,7 +75,9 @@ def _recommend_sparse(
                         nh += 1
                     h[t] += x * np.float64(Wt_data[q])
             # second product: list mode tracks touched items; dense mode (when the expected number
-            # of updates exceeds the catalogue) marks without branching and scans every item once
+            # of updates exceeds the catalogue) marks without branching and scans every item once.
+            # Latent rows are visited in increasing order so Z is read front to back.
+            h_list[:nh].sort()
             work = 0
             for a in range(nh):
                 t = h_list[a]

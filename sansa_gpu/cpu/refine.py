@@ -17,20 +17,31 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from ..selection import largest_magnitude_mask
+from ..selection import array_module, largest_magnitude_mask
 
 #: Columns whose residual norm is at or below this are left unchanged (nothing left to fit).
 DEFAULT_TOL = 1e-7
 
 
-def column_caps(K: sp.csc_matrix, budget: int) -> np.ndarray:
+def column_caps(K, budget: int):
     """(n,) int64 cap on the candidate entries of each refined column:
     ``min(n - j, max(2 * nnz(k_j), 2 * ceil(budget / n)))``. A column may at most double per sweep
-    (or reach twice the average column), which bounds the candidate buffer by ~4x the budget."""
+    (or reach twice the average column), which bounds the candidate buffer by ~4x the budget.
+    K: any CSC-like object with ``indptr`` and ``shape`` (host or device arrays)."""
+    xp = array_module(K.indptr)
     n = K.shape[0]
-    col_nnz = np.diff(K.indptr).astype(np.int64)
+    col_nnz = xp.diff(K.indptr).astype(xp.int64)
     floor = 2 * int(np.ceil(budget / n))
-    return np.minimum(np.arange(n, 0, -1, dtype=np.int64), np.maximum(2 * col_nnz, floor))
+    return xp.minimum(xp.arange(n, 0, -1, dtype=xp.int64), xp.maximum(2 * col_nnz, floor))
+
+
+def to_device(M):
+    """Backend hook: matrices stay on the host for the CPU backend."""
+    return M
+
+
+def to_host(M):
+    return M
 
 
 def initial_inverse(L: sp.csc_matrix) -> sp.csc_matrix:
@@ -225,13 +236,12 @@ def column_residual_norms(L: sp.csc_matrix, K: sp.csc_matrix) -> np.ndarray:
     return np.sqrt(rr)
 
 
-def refine_sweep(L: sp.csc_matrix, K: sp.csc_matrix, budget: int, tol: float = DEFAULT_TOL) -> tuple[sp.csc_matrix, np.ndarray]:
-    """One column-parallel minimal-residual sweep followed by the global cut to ``budget`` nnz.
+def sweep_candidates(L: sp.csc_matrix, K: sp.csc_matrix, budget: int, tol: float = DEFAULT_TOL):
+    """Per-column candidates of one sweep, before the global cut.
 
-    L : (n, n) CSC float32 unit lower triangular (diagonal first in each column).
-    K : (n, n) CSC float32 lower triangular, current approximation of L^{-1}.
-    Returns (K_new CSC float32 with sorted rows and nnz == min(budget, candidates),
-    residual norms (n,) float64 of the *input* K).
+    Returns (offsets (n+1,) int64, counts (n,) int64, rows int32, vals float32, rr (n,) float64):
+    column j's candidates are rows/vals[offsets[j] : offsets[j] + counts[j]], sorted by row, and
+    rr[j] = ||e_j - L k_j||^2 for the input K.
     """
     n = L.shape[0]
     cap = column_caps(K, budget)
@@ -245,6 +255,19 @@ def refine_sweep(L: sp.csc_matrix, K: sp.csc_matrix, budget: int, tol: float = D
         n, L.indptr.astype(np.int64, copy=False), L.indices, L.data, K.indptr.astype(np.int64, copy=False), K.indices,
         K.data, cap, offsets, float(tol), True, _n_chunks(n), rows, vals, counts, rr,
     )
+    return offsets, counts, rows, vals, rr
+
+
+def refine_sweep(L: sp.csc_matrix, K: sp.csc_matrix, budget: int, tol: float = DEFAULT_TOL) -> tuple[sp.csc_matrix, np.ndarray]:
+    """One column-parallel minimal-residual sweep followed by the global cut to ``budget`` nnz.
+
+    L : (n, n) CSC float32 unit lower triangular (diagonal first in each column).
+    K : (n, n) CSC float32 lower triangular, current approximation of L^{-1}.
+    Returns (K_new CSC float32 with sorted rows and nnz == min(budget, candidates),
+    residual norms (n,) float64 of the *input* K).
+    """
+    n = L.shape[0]
+    offsets, counts, rows, vals, rr = sweep_candidates(L, K, budget, tol)
     total = int(counts.sum())
     indptr = np.empty(n + 1, dtype=np.int64)
     c_rows = np.empty(total, dtype=np.int32)
@@ -253,9 +276,8 @@ def refine_sweep(L: sp.csc_matrix, K: sp.csc_matrix, budget: int, tol: float = D
     _compact_candidates(offsets, counts, rows, vals, indptr, c_rows, c_vals, c_diag)
     del rows, vals
     keep = largest_magnitude_mask(c_vals, budget, c_diag)
-    col_kept = np.add.reduceat(keep, indptr[:-1], dtype=np.int64) if total else np.zeros(n, np.int64)
-    # reduceat returns the element at indptr[j] for empty columns; every column keeps its diagonal,
-    # so no column is empty here.
+    # every column keeps its diagonal, so no column is empty and reduceat is exact
+    col_kept = np.add.reduceat(keep, indptr[:-1], dtype=np.int64)
     new_indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(col_kept, out=new_indptr[1:])
     K_new = sp.csc_matrix((c_vals[keep], c_rows[keep], new_indptr), shape=(n, n))

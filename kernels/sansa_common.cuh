@@ -36,3 +36,44 @@ __device__ __forceinline__ void sansa_block_argbest(float& s, int& i, float* sh_
     i = sh_i[0];
     __syncthreads();
 }
+
+// Block-wide sums / min. Every thread of the block must call them; all threads get the result.
+// `sh` needs 32 slots; the trailing __syncthreads lets callers reuse it immediately.
+template <typename T>
+__device__ __forceinline__ T sansa_warp_sum(T v) {
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+    return v;
+}
+
+template <typename T>
+__device__ __forceinline__ T sansa_block_sum(T v, T* sh) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    v = sansa_warp_sum(v);
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < n_warps ? sh[lane] : T(0);
+        v = sansa_warp_sum(v);
+        if (lane == 0) sh[0] = v;
+    }
+    __syncthreads();
+    v = sh[0];
+    __syncthreads();
+    return v;
+}
+
+__device__ __forceinline__ int sansa_block_min(int v, int* sh) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    for (int off = 16; off > 0; off >>= 1) v = min(v, __shfl_down_sync(0xffffffffu, v, off));
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < n_warps ? sh[lane] : 0x7fffffff;
+        for (int off = 16; off > 0; off >>= 1) v = min(v, __shfl_down_sync(0xffffffffu, v, off));
+        if (lane == 0) sh[0] = v;
+    }
+    __syncthreads();
+    v = sh[0];
+    __syncthreads();
+    return v;
+}
