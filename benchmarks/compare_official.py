@@ -11,24 +11,18 @@ Prints one JSON line per run (and appends them to --out).
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing as mp
-import os
-import platform
-import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _isolated import emit, peak_rss_gb, run_isolated  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 L2 = {"gowalla": 20.0, "ml-1m-implicit": 500.0, "amazon-book-kgat": 20.0}
-
-
-def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # ru_maxrss is KiB on Linux
 
 
 def _run(impl: str, data_dir: str, name: str, density: float, l2: float, sweeps: int, queue) -> None:
@@ -97,7 +91,7 @@ def _run(impl: str, data_dir: str, name: str, density: float, l2: float, sweeps:
     if ids is not None:
         m = evaluate(ids, split.test[users], ks=(20,))
         rec.update({k: round(v, 5) for k, v in m.items()})
-    rec["peak_rss_gb"] = round(_peak_rss_gb(), 3)
+    rec["peak_rss_gb"] = round(peak_rss_gb(), 3)
     queue.put(rec)
 
 
@@ -113,24 +107,12 @@ def main(argv=None) -> int:
     if not Path(args.data_dir).is_dir():
         print(f"data directory {args.data_dir} not found", file=sys.stderr)
         return 2
-    ctx = mp.get_context("spawn")
-    machine = {"machine": platform.node(), "cpus": os.cpu_count(), "device": "cpu"}
     for name in args.data:
         for density in args.densities:
             for impl in args.impls:
-                q = ctx.Queue()
-                p = ctx.Process(target=_run, args=(impl, args.data_dir, name, density, L2.get(name, 20.0), args.sweeps, q))
-                p.start()
-                p.join()
-                if p.exitcode != 0:
-                    rec = {"implementation": impl, "data": name, "density": density, "error": f"exit code {p.exitcode}"}
-                else:
-                    rec = q.get()
-                rec.update(machine)
-                line = json.dumps(rec)
-                print(line, flush=True)
-                with open(args.out, "a") as f:
-                    f.write(line + "\n")
+                rec = run_isolated(_run, (impl, args.data_dir, name, density, L2.get(name, 20.0), args.sweeps),
+                                   {"implementation": impl, "data": name, "density": density})
+                emit(rec, args.out)
     return 0
 
 

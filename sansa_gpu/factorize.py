@@ -14,6 +14,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from .cpu._accumulate import magnitude_cut, touch
 from .gram import gram_column_norms, gram_lower
 from .selection import largest_magnitude_mask
 
@@ -162,11 +163,7 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
             if i == j:
                 diag += Ax[idx]
             elif i > j:
-                if mark[i] != j:
-                    mark[i] = j
-                    a[i] = 0.0
-                    touched[nt] = i
-                    nt += 1
+                nt = touch(mark, touched, nt, i, j, a)
                 a[i] += Ax[idx]
         k = head[j]
         while k != -1:
@@ -177,11 +174,7 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
             end = Lp[k + 1]
             for idx in range(p + 1, end):
                 i = Li[idx]
-                if mark[i] != j:
-                    mark[i] = j
-                    a[i] = 0.0
-                    touched[nt] = i
-                    nt += 1
+                nt = touch(mark, touched, nt, i, j, a)
                 a[i] -= np.float64(Lx[idx]) * ljk
             if p + 1 < end:
                 pos[k] = p + 1
@@ -209,13 +202,7 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
                     mags[c] = abs(v)
                     c += 1
             if cap > 0:
-                kth = m - cap
-                tau = np.partition(mags, kth)[kth]
-                n_above = 0
-                for c in range(m):
-                    if mags[c] > tau:
-                        n_above += 1
-                n_ties = cap - n_above
+                tau, n_ties = magnitude_cut(mags, cap)
             else:
                 tau = np.inf
         Li[nnz] = j

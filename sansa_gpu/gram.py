@@ -15,6 +15,8 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from .cpu._accumulate import touch
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,11 +38,7 @@ def _gram_lower(n, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_dat
                     i = inv_perm[Xr_indices[q]]
                     if i < j:
                         continue
-                    if mark[i] != j:
-                        mark[i] = j
-                        acc[i] = 0.0
-                        touched[nt] = i
-                        nt += 1
+                    nt = touch(mark, touched, nt, i, j, acc)
                     acc[i] += xv * np.float64(Xr_data[q])
             if count_only:
                 cnt = 0
@@ -120,11 +118,7 @@ def _gram_column_sq_norms(n, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indic
                 xv = np.float64(Xc_data[p])
                 for q in range(Xr_indptr[u], Xr_indptr[u + 1]):
                     i = Xr_indices[q]
-                    if mark[i] != j:
-                        mark[i] = j
-                        acc[i] = 0.0
-                        touched[nt] = i
-                        nt += 1
+                    nt = touch(mark, touched, nt, i, j, acc)
                     acc[i] += xv * np.float64(Xr_data[q])
             sq = 0.0
             for a in range(nt):

@@ -14,21 +14,29 @@ from sansa_gpu.gram import gram_lower
 from sansa_gpu.memory import cholesky_fill
 
 MEASURE = r"""
-import json, resource, sys
+import ctypes, gc, json, sys, threading, time
 from sansa_gpu import SANSA
 from sansa_gpu.synthetic import synthetic_interactions
 fz, n_items, density = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 X = synthetic_interactions(n_users=4 * n_items, n_items=n_items, mean_items_per_user=25, seed=1)
-SANSA(l2=10.0, density=0.5, factorizer=fz, refine_sweeps=1, device="cpu").fit(X[:300, :100], check_memory=False)
 m = SANSA(l2=10.0, density=density, factorizer=fz, refine_sweeps=2, device="cpu")
+m.fit(X, check_memory=False)  # warm-up: every numba specialisation compiled, caches loaded
 est = m.estimate_memory(X)
-import ctypes, gc
+del m
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096
 gc.collect()
 ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap back to the OS, so the fit's peak is its own
-base = int(open("/proc/self/statm").read().split()[1]) * 4096
-m.fit(X, check_memory=False)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"estimate": est["peak"], "measured": peak - base}))
+base, peak, done = rss(), [0], threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.002)
+t = threading.Thread(target=sample)
+t.start()
+SANSA(l2=10.0, density=density, factorizer=fz, refine_sweeps=2, device="cpu").fit(X, check_memory=False)
+done.set()
+t.join()
+print(json.dumps({"estimate": est["peak"], "measured": peak[0] - base}))
 """
 
 
@@ -45,7 +53,7 @@ def test_cholesky_fill_matches_cholmod(medium_X):
     assert cholesky_fill(A) == f.L().nnz
 
 
-@pytest.mark.parametrize("factorizer,n_items,density", [("icf", 3000, 0.05), ("icf", 20000, 0.005), ("cholmod", 4000, 0.02)])
+@pytest.mark.parametrize("factorizer,n_items,density", [("icf", 4000, 0.02), ("icf", 20000, 0.005), ("cholmod", 4000, 0.02)])
 def test_estimate_within_30_percent_of_measured_peak(factorizer, n_items, density):
     out = subprocess.run([sys.executable, "-c", MEASURE, factorizer, str(n_items), str(density)],
                          capture_output=True, text=True, check=True, timeout=600)

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..selection import array_module, largest_magnitude_mask
+from ._accumulate import magnitude_cut, touch
 
 #: Columns whose residual norm is at or below this are left unchanged (nothing left to fit).
 DEFAULT_TOL = 1e-7
@@ -72,17 +73,9 @@ def _refine_column(
         v = np.float64(K_data[p])
         for s in range(L_indptr[i], L_indptr[i + 1]):
             row = L_indices[s]
-            if mark_r[row] != stamp:
-                mark_r[row] = stamp
-                acc_r[row] = 0.0
-                list_r[nr] = row
-                nr += 1
+            nr = touch(mark_r, list_r, nr, row, stamp, acc_r)
             acc_r[row] -= np.float64(L_data[s]) * v
-    if mark_r[j] != stamp:
-        mark_r[j] = stamp
-        acc_r[j] = 0.0
-        list_r[nr] = j
-        nr += 1
+    nr = touch(mark_r, list_r, nr, j, stamp, acc_r)
     acc_r[j] += 1.0
     rr = 0.0
     for a in range(nr):
@@ -101,11 +94,7 @@ def _refine_column(
                 continue
             for s in range(L_indptr[t], L_indptr[t + 1]):
                 row = L_indices[s]
-                if mark_q[row] != stamp:
-                    mark_q[row] = stamp
-                    acc_q[row] = 0.0
-                    list_q[nq] = row
-                    nq += 1
+                nq = touch(mark_q, list_q, nq, row, stamp, acc_q)
                 acc_q[row] += np.float64(L_data[s]) * rv
         qq = 0.0
         for a in range(nq):
@@ -123,11 +112,7 @@ def _refine_column(
         acc_r[list_r[a]] *= alpha
     for p in range(K_indptr[j], K_indptr[j + 1]):
         i = K_indices[p]
-        if mark_r[i] != stamp:
-            mark_r[i] = stamp
-            acc_r[i] = 0.0
-            list_r[nr] = i
-            nr += 1
+        nr = touch(mark_r, list_r, nr, i, stamp, acc_r)
         acc_r[i] += np.float64(K_data[p])
     rows = np.sort(list_r[:nr])
 
@@ -149,13 +134,7 @@ def _refine_column(
             if t != j and v32 != 0:
                 mags[b] = abs(v32)
                 b += 1
-        kth = m - n_free
-        tau = np.partition(mags, kth)[kth]
-        n_above = 0
-        for b in range(m):
-            if mags[b] > tau:
-                n_above += 1
-        n_ties = n_free - n_above
+        tau, n_ties = magnitude_cut(mags, n_free)
     count = 0
     for a in range(nr):
         t = rows[a]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..weights import weights_from_inverse
+
 
 def assemble_weights(K: sp.csc_matrix, d: np.ndarray, p: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Return (Wt, Z), both CSR float32, with ``Wt @ Z ~= B - I`` (EASE's B).
@@ -16,13 +18,8 @@ def assemble_weights(K: sp.csc_matrix, d: np.ndarray, p: np.ndarray) -> tuple[sp
     Wt (items x n) shares W's CSC arrays; Z (n x items) is converted to CSR for row gathers.
     """
     n = K.shape[0]
-    W = K[:, np.argsort(p)]
-    W.sort_indices()
-    inv_d = 1.0 / np.asarray(d, dtype=np.float64)
-    z0 = W.data.astype(np.float64) * inv_d[W.indices]
-    r = np.add.reduceat(W.data.astype(np.float64) * z0, W.indptr[:-1])
-    col = np.repeat(np.arange(n), np.diff(W.indptr))
-    z = (z0 * (-1.0 / r)[col]).astype(np.float32)
-    Z = sp.csc_matrix((z, W.indices.copy(), W.indptr.copy()), shape=(n, n)).tocsr()
-    Wt = sp.csr_matrix((W.data.astype(np.float32), W.indices, W.indptr), shape=(n, n))
+    w_indptr, w_indices, w_data, z, _ = weights_from_inverse(
+        K.indptr.astype(np.int64, copy=False), K.indices, K.data, np.asarray(d, dtype=np.float64), np.asarray(p, dtype=np.int64))
+    Z = sp.csc_matrix((z, w_indices.copy(), w_indptr.copy()), shape=(n, n)).tocsr()
+    Wt = sp.csr_matrix((w_data, w_indices, w_indptr), shape=(n, n))
     return Wt, Z

@@ -1,0 +1,35 @@
+"""Run one benchmark case in its own spawned process (so its peak RSS is its own) and emit it."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+
+
+def peak_rss_gb() -> float:
+    """Peak resident set of this process in GB (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def run_isolated(target, args: tuple, label: dict) -> dict:
+    """Call ``target(*args, queue)`` in a fresh spawned process; returns the dict it put on the
+    queue, or ``label`` plus the exit code if it died (for example killed for memory)."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    p.join()
+    rec = q.get() if p.exitcode == 0 else {**label, "error": f"exit code {p.exitcode}"}
+    rec.update(machine=platform.node(), cpus=os.cpu_count(), device="cpu")
+    return rec
+
+
+def emit(rec: dict, out: str | None) -> None:
+    line = json.dumps(rec)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")

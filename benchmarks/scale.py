@@ -1,0 +1,114 @@
+"""Training at scale: ICF + column-parallel Gram, beside the official ICF, and on synthetic catalogues.
+
+One JSON line per run (each in its own spawned process, so peak RSS is its own): stage seconds,
+peak RSS, nnz of X, Gram, L, K, W, Z, the memory estimate, and recall where a split exists.
+
+    python benchmarks/scale.py --data epinions gowalla --density 5e-4       # real data, ours vs official ICF
+    python benchmarks/scale.py --synthetic 200000 500000 1000000 --density 5e-5 --impls ours
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _isolated import emit, peak_rss_gb, run_isolated  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(impl, source, density, l2, sweeps, data_dir, queue):
+    import numpy as np
+    import scipy.sparse as sp
+
+    from sansa_gpu.data import load_adjacency_split
+    from sansa_gpu.metrics import evaluate
+
+    rec = {"implementation": impl, "data": source, "density": density, "l2": l2}
+    split = None
+    t0 = time.perf_counter()
+    if source.startswith("synthetic_"):
+        from sansa_gpu.synthetic import synthetic_interactions
+
+        n_items = int(source.split("_")[1])
+        X = synthetic_interactions(n_users=5 * n_items, n_items=n_items, mean_items_per_user=4.5,
+                                   n_communities=max(50, n_items // 2000), seed=0)
+    else:
+        split = load_adjacency_split(Path(data_dir) / source)
+        X = split.train
+    rec.update(n_users=int(X.shape[0]), n_items=int(X.shape[1]), nnz_X=int(X.nnz), data_seconds=time.perf_counter() - t0)
+    tiny = sp.random(300, 60, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    tiny.data[:] = 1.0
+    if impl == "official":
+        import logging
+
+        logging.disable(logging.WARNING)
+        from sansa import ICFGramianFactorizerConfig, SANSA, SANSAConfig, UMRUnitLowerTriangleInverterConfig
+
+        def make():
+            return SANSA(SANSAConfig(l2=l2, weight_matrix_density=density,
+                                     gramian_factorizer_config=ICFGramianFactorizerConfig(),
+                                     lower_triangle_inverter_config=UMRUnitLowerTriangleInverterConfig(scans=1, finetune_steps=5)))
+
+        make().fit(tiny)
+        t0 = time.perf_counter()
+        model = make().fit(X)
+        rec["fit_seconds"] = time.perf_counter() - t0
+        Wt, Z = model.weights
+        rec.update(nnz_Wt=int(Wt.nnz), nnz_Z=int(Z.nnz))
+        if split is not None:
+            users = split.eval_users
+            try:
+                ids, _ = model.recommend(X[users], k=20, mask_input=True)
+                rec.update({k: round(v, 5) for k, v in evaluate(ids, split.test[users], ks=(20,)).items()})
+            except ValueError as exc:
+                rec["recommend_error"] = str(exc)
+    else:
+        from sansa_gpu import SANSA
+
+        SANSA(l2=l2, density=0.5, factorizer="icf", refine_sweeps=1, device="cpu").fit(tiny, check_memory=False)
+        model = SANSA(l2=l2, density=density, factorizer="icf", refine_sweeps=sweeps, device="cpu")
+        t0 = time.perf_counter()
+        est = model.estimate_memory(X)
+        rec["estimate_seconds"] = time.perf_counter() - t0
+        rec["estimated_peak_gb"] = round(est["peak"] / 1e9, 3)
+        rec["nnz_gram_lower"] = est["nnz_gram"]
+        t0 = time.perf_counter()
+        model.fit(X, check_memory=False)
+        rec["fit_seconds"] = time.perf_counter() - t0
+        rec["stage_seconds"] = {k: round(v, 2) for k, v in model.stats_.items() if k.endswith("_seconds")}
+        rec.update({k: model.stats_[k] for k in ("nnz_L", "nnz_K", "nnz_Wt", "nnz_Z")})
+        rec["loss_history"] = [round(h["loss"], 6) for h in model.history_]
+        if split is not None:
+            users = split.eval_users
+            ids, _ = model.recommend(X[users], k=20)
+            rec.update({k: round(v, 5) for k, v in evaluate(ids, split.test[users], ks=(20,)).items()})
+    rec["peak_rss_gb"] = round(peak_rss_gb(), 3)
+    queue.put(rec)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data", nargs="*", default=[])
+    ap.add_argument("--synthetic", nargs="*", type=int, default=[])
+    ap.add_argument("--density", type=float, default=5e-4)
+    ap.add_argument("--l2", type=float, default=20.0)
+    ap.add_argument("--sweeps", type=int, default=2)
+    ap.add_argument("--impls", nargs="+", default=["official", "ours"])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.jsonl"))
+    args = ap.parse_args(argv)
+    sources = list(args.data) + [f"synthetic_{n}" for n in args.synthetic]
+    for source in sources:
+        for impl in args.impls:
+            rec = run_isolated(_run, (impl, source, args.density, args.l2, args.sweeps, args.data_dir),
+                               {"implementation": impl, "data": source})
+            emit(rec, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
