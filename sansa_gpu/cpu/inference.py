@@ -3,7 +3,8 @@
 Contract shared with the GPU kernels: per user the candidates are the items whose score is
 structurally nonzero (reached through Wt and Z) and that the user has not interacted with;
 the k best are returned sorted by score descending, ties broken by the lower item index,
-padded with id -1 / score -inf. Scores are accumulated in float64 and compared as float32.
+padded with id -1 / score -inf. x Wt is accumulated in float64, the scores in float32 (as on
+the GPU); they are compared as float32.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 import scipy.sparse as sp
+
+from ._accumulate import touch
 
 
 @numba.njit(inline="always")
@@ -53,10 +56,11 @@ def _recommend_sparse(
         h = np.zeros(n_latent, dtype=np.float64)
         h_mark = np.zeros(n_latent, dtype=np.int64)
         h_list = np.empty(n_latent, dtype=np.int64)
-        s = np.zeros(n_items, dtype=np.float64)
-        s_mark = np.zeros(n_items, dtype=np.int64)
+        # score row kept small (float32 + byte flags) so that it stays in L2 across the scatter
+        s = np.zeros(n_items, dtype=np.float32)
+        reached = np.zeros(n_items, dtype=np.uint8)
+        excluded = np.zeros(n_items, dtype=np.uint8)
         s_list = np.empty(n_items, dtype=np.int64)
-        excluded = np.zeros(n_items, dtype=np.int64)
         ids = np.empty(k, dtype=np.int64)
         scores = np.empty(k, dtype=np.float32)
         for u in range(c, n_users, n_chunks):
@@ -65,18 +69,14 @@ def _recommend_sparse(
             for p in range(X_indptr[u], X_indptr[u + 1]):
                 i = X_indices[p]
                 x = np.float64(X_data[p])
-                excluded[i] = stamp
+                excluded[i] = 1
                 for q in range(Wt_indptr[i], Wt_indptr[i + 1]):
                     t = Wt_indices[q]
-                    if h_mark[t] != stamp:
-                        h_mark[t] = stamp
-                        h[t] = 0.0
-                        h_list[nh] = t
-                        nh += 1
+                    nh = touch(h_mark, h_list, nh, t, stamp, h)
                     h[t] += x * np.float64(Wt_data[q])
-            # second product: list mode tracks touched items; dense mode (when the expected number
-            # of updates exceeds the catalogue) marks without branching and scans every item once.
-            # Latent rows are visited in increasing order so Z is read front to back.
+            # second product, latent rows in increasing order so Z is read front to back. List mode
+            # tracks reached items; dense mode (more updates expected than items) flags them
+            # without a branch and scans the whole row once.
             h_list[:nh].sort()
             work = 0
             for a in range(nh):
@@ -86,37 +86,41 @@ def _recommend_sparse(
             if work > n_items:
                 for a in range(nh):
                     t = h_list[a]
-                    hv = h[t]
-                    if hv == 0.0:
+                    hv = np.float32(h[t])
+                    if hv == 0:
                         continue
                     for q in range(Z_indptr[t], Z_indptr[t + 1]):
                         item = Z_indices[q]
-                        s[item] += hv * np.float64(Z_data[q])
-                        s_mark[item] = stamp
+                        s[item] += hv * Z_data[q]
+                        reached[item] = 1
                 for item in range(n_items):
-                    if s_mark[item] == stamp:
-                        if excluded[item] != stamp:
-                            count = _push_topk(ids, scores, count, k, item, np.float32(s[item]))
-                        s[item] = 0.0
+                    if reached[item]:
+                        if not excluded[item]:
+                            count = _push_topk(ids, scores, count, k, item, s[item])
+                        s[item] = 0
+                        reached[item] = 0
             else:
                 ns = 0
                 for a in range(nh):
                     t = h_list[a]
-                    hv = h[t]
-                    if hv == 0.0:
+                    hv = np.float32(h[t])
+                    if hv == 0:
                         continue
                     for q in range(Z_indptr[t], Z_indptr[t + 1]):
                         item = Z_indices[q]
-                        if s_mark[item] != stamp:
-                            s_mark[item] = stamp
+                        if not reached[item]:
+                            reached[item] = 1
                             s_list[ns] = item
                             ns += 1
-                        s[item] += hv * np.float64(Z_data[q])
+                        s[item] += hv * Z_data[q]
                 for a in range(ns):
                     item = s_list[a]
-                    if excluded[item] != stamp:
-                        count = _push_topk(ids, scores, count, k, item, np.float32(s[item]))
-                    s[item] = 0.0
+                    if not excluded[item]:
+                        count = _push_topk(ids, scores, count, k, item, s[item])
+                    s[item] = 0
+                    reached[item] = 0
+            for p in range(X_indptr[u], X_indptr[u + 1]):
+                excluded[X_indices[p]] = 0
             _write_padded(out_ids, out_scores, u, ids, scores, count, k)
 
 
