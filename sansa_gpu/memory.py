@@ -61,23 +61,12 @@ def cholesky_fill(A_lower: sp.csc_matrix) -> int:
     return int(_cholesky_fill(U.shape[0], U.indptr.astype(np.int64), U.indices))
 
 
-def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod", min_cooccurrence: float = 0.0) -> dict:
-    """Predicted peak bytes per stage of :meth:`SANSA.fit` on X (users x items CSR).
-
-    Returns {'input', 'gram', 'factorize', 'refine', 'weights', 'peak', 'nnz_gram', 'nnz_exact_L'
-    (cholmod only), 'budget'}; 'peak' is the largest stage, each stage counted with what is alive
-    during it.
-    """
-    n_users, n = X.shape
-    nnz_x = int(X.nnz)
-    budget = nnz_budget(density, n)
+def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill: int | None, factorizer: str) -> dict:
+    """Bytes alive in each stage, given the structural counts (see estimate_memory)."""
     x_bytes = nnz_x * 8 + (n_users + 1) * 8
-    p = colamd_ordering(X)
-    A = gram_lower(X, 1.0, p, min_cooccurrence=min_cooccurrence if factorizer == "icf" else 0.0)
-    nnz_g = int(A.nnz)
-    out = {"budget": budget, "nnz_gram": nnz_g}
     threads = numba.get_num_threads()
     scratch = 8 * threads * n * 24  # per-chunk O(n) scratch of the numba loops
+    out = {"budget": budget, "nnz_gram": nnz_g}
     out["input"] = 2 * x_bytes  # validated copy + CSC copy for the Gram / ordering
     gram_bytes = nnz_g * 12 + (n + 1) * 8
     out["gram"] = out["input"] + gram_bytes + scratch
@@ -86,10 +75,8 @@ def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod
         out["factorize"] = out["input"] + gram_bytes + budget * 12 + n * 48
         out["factorize"] = max(out["factorize"], out["input"] + budget * (12 + 8 + 2 + 8))
     else:
-        fill = cholesky_fill(A)
         out["nnz_exact_L"] = fill
         out["factorize"] = out["input"] + int(CHOLMOD_BYTES_PER_NNZ * fill)
-    del A
     # refine: L and K (8 B/entry each), candidate buffer (sum of caps <= 4 * budget, 8 B/slot),
     # compacted candidates (9 B) and the selection's two float32 copies + mask (9 B) over the
     # candidates actually produced (measured 2-3x the budget)
@@ -98,3 +85,30 @@ def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod
     out["weights"] = budget * (8 + 8 + 24 + 16)
     out["peak"] = max(out[k] for k in ("input", "gram", "factorize", "refine", "weights"))
     return out
+
+
+def memory_upper_bound(X: sp.csr_matrix, density: float, factorizer: str = "cholmod") -> dict:
+    """Like :func:`estimate_memory` but from worst-case counts only (O(users) time): the Gram has
+    at most min(n(n+1)/2, sum_u |u|(|u|+1)/2) lower entries and the exact factor at most n(n+1)/2.
+    When this bound fits, the exact counts are not needed."""
+    n_users, n = X.shape
+    per_user = np.diff(X.indptr).astype(np.float64)
+    full = n * (n + 1) // 2
+    nnz_g = int(min(full, (per_user * (per_user + 1) / 2).sum() + n))
+    return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, full, factorizer)
+
+
+def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod", min_cooccurrence: float = 0.0) -> dict:
+    """Predicted peak bytes per stage of :meth:`SANSA.fit` on X (users x items CSR).
+
+    Returns {'input', 'gram', 'factorize', 'refine', 'weights', 'peak', 'nnz_gram', 'nnz_exact_L'
+    (cholmod only), 'budget'}; 'peak' is the largest stage, each stage counted with what is alive
+    during it. Costs an ordering and a Gram build (plus an O(nnz(L)) symbolic count for cholmod).
+    """
+    n_users, n = X.shape
+    p = colamd_ordering(X)
+    A = gram_lower(X, 1.0, p, min_cooccurrence=min_cooccurrence if factorizer == "icf" else 0.0)
+    fill = cholesky_fill(A) if factorizer != "icf" else None
+    nnz_g = int(A.nnz)
+    del A
+    return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, fill, factorizer)

@@ -130,11 +130,13 @@ class SANSA:
         X = check_interactions(X, require_nonempty=True)
         if check_memory:
             from .ease import available_memory_bytes
-            from .memory import estimate_memory
+            from .memory import estimate_memory, memory_upper_bound
 
             t_est = time.perf_counter()
-            est = estimate_memory(X, float(self.density), self.factorizer, float(self.min_cooccurrence))
             have = available_memory_bytes()
+            est = memory_upper_bound(X, float(self.density), self.factorizer)
+            if est["peak"] > have:  # the worst case does not fit: count exactly
+                est = estimate_memory(X, float(self.density), self.factorizer, float(self.min_cooccurrence))
             logger.info("fit: estimated peak %.2f GB (%s), available %.2f GB (%.2fs)", est["peak"] / 1e9,
                         ", ".join(f"{k} {est[k] / 1e9:.2f}" for k in ("gram", "factorize", "refine", "weights")),
                         have / 1e9, time.perf_counter() - t_est)
