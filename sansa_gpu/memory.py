@@ -5,7 +5,7 @@ pass of the column-parallel Gram, no values stored), nnz of the exact Cholesky f
 tree + row-subtree counts, O(nnz(L)) time, O(n) memory) when CHOLMOD is used, and the nnz budget.
 Bytes per entry follow the arrays each stage allocates (see the stage modules); the refinement's
 candidate count is calibrated (2-3x the budget). Measured against peak RSS (tests/test_memory.py):
-within 15% on 4,000-20,000-item inputs at densities 0.005-0.02; at densities >= 0.03 on small
+within 20% on 4,000-20,000-item inputs at densities 0.005-0.02 (0.97-1.18); at densities >= 0.03 on small
 catalogues it overestimates by up to 40% (the safe direction).
 """
 
@@ -20,9 +20,9 @@ from .gram import gram_lower
 
 #: CHOLMOD supernodal factor + its simplicial CSC copy (factor.L()), bytes per nnz of the exact
 #: factor: supernodes store relaxed dense blocks (8 B/entry + amalgamation zeros), the copy
-#: 12 B/entry. Measured 30.6 on gowalla (496M nnz, 15.2 GB peak RSS) and 39 on a 4,000-item
-#: synthetic set (more amalgamation padding on small supernodes); 35 is within 15% of both.
-CHOLMOD_BYTES_PER_NNZ = 35.0
+#: 12 B/entry. Measured 30.6 on gowalla (496M nnz, 15.3 GB peak RSS of the whole fit) and 24 on a
+#: 4,000-item synthetic set (RSS sampled during a warm fit); 28 is within 15% of both.
+CHOLMOD_BYTES_PER_NNZ = 28.0
 
 
 @numba.njit(cache=True)
