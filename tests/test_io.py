@@ -59,11 +59,15 @@ def test_not_a_model(tmp_path):
         SANSA.load(tmp_path / "missing.sansa")
 
 
-def test_other_format_version(fitted, tmp_path):
+def _saved_arrays(model, tmp_path) -> dict:
     path = tmp_path / "m.sansa"
-    fitted.save(path)
+    model.save(path)
     with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
+        return {k: z[k] for k in z.files}
+
+
+def test_other_format_version(fitted, tmp_path):
+    arrays = _saved_arrays(fitted, tmp_path)
     header = json.loads(arrays["__header__"].tobytes())
     header["format_version"] = 999
     arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
@@ -74,10 +78,7 @@ def test_other_format_version(fitted, tmp_path):
 
 
 def test_corrupt_arrays_rejected(fitted, tmp_path):
-    path = tmp_path / "m.sansa"
-    fitted.save(path)
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = _saved_arrays(fitted, tmp_path)
     arrays["Z_indices"] = arrays["Z_indices"].copy()
     arrays["Z_indices"][0] = 10**6
     with open(tmp_path / "c.sansa", "wb") as f:
