@@ -13,6 +13,7 @@ from . import __version__
 from .backend import get_backend, resolve_device
 from .factorize import ORDERINGS, icf_column_scaling, ldlt_cholmod, ldlt_icf, nnz_budget
 from .io import csr_from_arrays, csr_to_arrays, load_arrays, save_arrays
+from .cpu.refine import DEFAULT_TOL
 from .refine import refine_inverse
 from .validation import (
     check_density,
@@ -57,6 +58,9 @@ class SANSA:
     min_cooccurrence : float >= 0
         'icf' only: drop Gram entries below this value while building it (for 0/1 data, items seen
         together by fewer users). 0 keeps the exact Gram.
+    refine_tol : float > 0
+        Columns of K whose residual ||e_j - L k_j|| is at or below this are left as they are in a
+        sweep (their minimal-residual step, the costly part, is skipped).
 
     Input values are used as interaction weights (a 0/1 matrix is the usual implicit feedback);
     duplicates are summed and explicit zeros ignored. Items without interactions are never
@@ -76,6 +80,7 @@ class SANSA:
         ordering: str = "colamd",
         column_scaling: bool | None = None,
         min_cooccurrence: float = 0.0,
+        refine_tol: float = DEFAULT_TOL,
     ):
         self.l2 = l2
         self.density = density
@@ -85,12 +90,14 @@ class SANSA:
         self.ordering = ordering
         self.column_scaling = column_scaling
         self.min_cooccurrence = min_cooccurrence
+        self.refine_tol = refine_tol
         self._check_params()
 
     def _check_params(self) -> None:
         check_positive_float(self.l2, "l2")
         check_density(self.density)
         check_nonnegative_int(self.refine_sweeps, "refine_sweeps")
+        check_positive_float(self.refine_tol, "refine_tol")
         if self.factorizer not in FACTORIZERS:
             raise ValueError(f"factorizer must be one of {FACTORIZERS}, got {self.factorizer!r}")
         if self.ordering not in ORDERINGS:
@@ -107,6 +114,7 @@ class SANSA:
             "l2": float(self.l2), "density": float(self.density), "factorizer": self.factorizer,
             "refine_sweeps": int(self.refine_sweeps), "device": self.device, "ordering": self.ordering,
             "column_scaling": self.column_scaling, "min_cooccurrence": float(self.min_cooccurrence),
+            "refine_tol": float(self.refine_tol),
         }
 
     # ------------------------------------------------------------------ fit
@@ -166,7 +174,7 @@ class SANSA:
         del X
         t1 = time.perf_counter()
         stats.update(factorize_seconds=t1 - t0, nnz_L=int(factor.L.nnz))
-        K, history = refine_inverse(factor.L, budget, int(self.refine_sweeps), backend)
+        K, history = refine_inverse(factor.L, budget, int(self.refine_sweeps), backend, float(self.refine_tol))
         t2 = time.perf_counter()
         stats.update(refine_seconds=t2 - t1, nnz_K=int(K.nnz))
         Wt, Z = backend.assemble_weights(K, factor.d, factor.p)

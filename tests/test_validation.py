@@ -58,6 +58,9 @@ def test_empty_rejected():
     ({"factorizer": "lu"}, ValueError, "factorizer"),
     ({"device": "tpu"}, ValueError, "device"),
     ({"ordering": "random"}, ValueError, "ordering"),
+    ({"refine_tol": 0.0}, ValueError, "refine_tol"),
+    ({"min_cooccurrence": -1.0}, ValueError, "min_cooccurrence"),
+    ({"column_scaling": "yes"}, TypeError, "column_scaling"),
 ])
 def test_bad_hyperparameters(kw, exc, msg):
     with pytest.raises(exc, match=msg):
