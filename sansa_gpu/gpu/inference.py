@@ -63,10 +63,12 @@ def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: i
 
 
 def score_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix) -> sp.csr_matrix:
-    """Raw scores ``(X Wt) Z`` as (users, items) CSR float32, computed with cuSPARSE SpGEMM.
-    Unlike the Gram (DESIGN.md pitfalls), these products are small per batch; the result is
-    returned on the host."""
-    import cupyx.scipy.sparse as csp
+    """Raw scores ``(X Wt) Z`` as (users, items) CSR float32 on the host.
 
-    out = (csp.csr_matrix(X.astype(np.float32)) @ csp.csr_matrix(Wt)) @ csp.csr_matrix(Z)
-    return out.get().astype(np.float32).tocsr()
+    A sparse score matrix is an inspection tool, not the serving path (that is the fused top-k
+    above), and cuSPARSE SpGEMM through cupyx has open reports of silently wrong results and
+    32-bit nnz overflow (DESIGN.md pitfalls): the product is formed by the CPU twin.
+    """
+    from ..cpu.inference import score_sparse as cpu_score_sparse
+
+    return cpu_score_sparse(X, Wt, Z)
