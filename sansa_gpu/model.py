@@ -240,7 +240,8 @@ class SANSA:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> "SANSA":
-        """Read a model written by :meth:`save`. ``device`` overrides the saved device setting."""
+        """Read a model written by :meth:`save`. ``device`` overrides the saved device setting; a
+        model saved with device='gpu' loads with 'auto' (the GPU when one answers, else the CPU)."""
         header, arrays = load_arrays(path, "SANSA")
         try:
             params = dict(header["params"])
@@ -250,6 +251,9 @@ class SANSA:
             raise ValueError(f"{os.fspath(path)!r} has an incomplete header: {exc}") from exc
         if device is not None:
             params["device"] = device
+        elif params.get("device") == "gpu":
+            # a model trained on a GPU machine must still load where there is none (CI, CPU servers)
+            params["device"] = "auto"
         model = cls(**params)
         Wt = csr_from_arrays("Wt", arrays, (n_items, n_latent), os.fspath(path))
         Z = csr_from_arrays("Z", arrays, (n_latent, n_items), os.fspath(path))

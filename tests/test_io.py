@@ -110,3 +110,14 @@ def test_saved_file_is_a_plain_zip_without_pickles(fitted, tmp_path):
     assert {"__header__.npy", "Wt_indptr.npy", "Z_data.npy"} <= names
     with np.load(path, allow_pickle=False) as z:
         assert all(z[k].dtype != object for k in z.files)
+
+
+def test_model_saved_for_gpu_loads_anywhere(small_X, tmp_path):
+    m = SANSA(l2=10.0, density=0.1, refine_sweeps=1, device="cpu").fit(small_X)
+    m.device = "gpu"  # as if trained on a GPU workstation
+    m.save(tmp_path / "g.sansa")
+    loaded = SANSA.load(tmp_path / "g.sansa")
+    from sansa_gpu.backend import gpu_status
+
+    assert loaded.device_ == ("gpu" if gpu_status()[0] else "cpu")
+    np.testing.assert_array_equal(loaded.recommend(small_X, k=5)[0], m.recommend(small_X, k=5)[0])
