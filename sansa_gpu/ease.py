@@ -13,21 +13,10 @@ import scipy.sparse as sp
 from . import __version__
 from .cpu.inference import topk_dense
 from .io import load_arrays, save_arrays
+from .memory import available_memory_bytes
 from .validation import check_interactions, check_positive_float, check_positive_int
 
 logger = logging.getLogger(__name__)
-
-
-def available_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo (Linux), else total physical memory."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:  # pragma: no cover - non-Linux
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def ease_weights(X: sp.csr_matrix, l2: float) -> np.ndarray:

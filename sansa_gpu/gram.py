@@ -20,6 +20,24 @@ from .cpu._accumulate import touch
 logger = logging.getLogger(__name__)
 
 
+@numba.njit(inline="always")
+def _accumulate_column(item, stamp, lowest, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data, inv_perm,
+                       mark, touched, acc):
+    """Column ``item`` of X^T X into the sparse accumulator (acc, touched), rows renumbered by
+    ``inv_perm`` and rows below ``lowest`` skipped. Returns the number of touched rows."""
+    nt = 0
+    for p in range(Xc_indptr[item], Xc_indptr[item + 1]):
+        u = Xc_indices[p]
+        xv = np.float64(Xc_data[p])
+        for q in range(Xr_indptr[u], Xr_indptr[u + 1]):
+            i = inv_perm[Xr_indices[q]]
+            if i < lowest:
+                continue
+            nt = touch(mark, touched, nt, i, stamp, acc)
+            acc[i] += xv * np.float64(Xr_data[q])
+    return nt
+
+
 @numba.njit(parallel=True, cache=True)
 def _gram_lower(n, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data, perm, inv_perm,
                 min_value, count_only, out_indptr, out_indices, out_data, out_count, n_chunks):
@@ -29,17 +47,8 @@ def _gram_lower(n, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_dat
         mark = np.full(n, -1, dtype=np.int64)
         touched = np.empty(n, dtype=np.int64)
         for j in range(c, n, n_chunks):
-            item = perm[j]
-            nt = 0
-            for p in range(Xc_indptr[item], Xc_indptr[item + 1]):
-                u = Xc_indices[p]
-                xv = np.float64(Xc_data[p])
-                for q in range(Xr_indptr[u], Xr_indptr[u + 1]):
-                    i = inv_perm[Xr_indices[q]]
-                    if i < j:
-                        continue
-                    nt = touch(mark, touched, nt, i, j, acc)
-                    acc[i] += xv * np.float64(Xr_data[q])
+            nt = _accumulate_column(perm[j], j, j, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data,
+                                    inv_perm, mark, touched, acc)
             if count_only:
                 cnt = 0
                 for a in range(nt):
@@ -107,19 +116,14 @@ def gram_lower(X: sp.csr_matrix, l2: float = 0.0, perm: np.ndarray | None = None
 
 @numba.njit(parallel=True, cache=True)
 def _gram_column_sq_norms(n, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data, out, n_chunks):
+    identity = np.arange(n)
     for c in numba.prange(n_chunks):
         acc = np.zeros(n, dtype=np.float64)
         mark = np.full(n, -1, dtype=np.int64)
         touched = np.empty(n, dtype=np.int64)
         for j in range(c, n, n_chunks):
-            nt = 0
-            for p in range(Xc_indptr[j], Xc_indptr[j + 1]):
-                u = Xc_indices[p]
-                xv = np.float64(Xc_data[p])
-                for q in range(Xr_indptr[u], Xr_indptr[u + 1]):
-                    i = Xr_indices[q]
-                    nt = touch(mark, touched, nt, i, j, acc)
-                    acc[i] += xv * np.float64(Xr_data[q])
+            nt = _accumulate_column(j, j, 0, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data,
+                                    identity, mark, touched, acc)
             sq = 0.0
             for a in range(nt):
                 sq += acc[touched[a]] * acc[touched[a]]

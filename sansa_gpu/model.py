@@ -137,8 +137,7 @@ class SANSA:
         self._check_params()
         X = check_interactions(X, require_nonempty=True)
         if check_memory:
-            from .ease import available_memory_bytes
-            from .memory import estimate_memory, memory_upper_bound
+            from .memory import available_memory_bytes, estimate_memory, memory_upper_bound
 
             t_est = time.perf_counter()
             have = available_memory_bytes()

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from sansa_gpu import SANSA
 from sansa_gpu.factorize import icf, ldlt_icf, nnz_budget
-from sansa_gpu.gram import gram_lower
+from sansa_gpu.gram import gram_column_norms, gram_lower
 
 
 def test_gram_lower_matches_dense_with_permutation_and_empty_items(small_X):
@@ -19,6 +19,11 @@ def test_gram_lower_matches_dense_with_permutation_and_empty_items(small_X):
     G = (X.T @ X).toarray().astype(np.float64) + 5.0 * np.eye(n)
     np.testing.assert_allclose(A.toarray(), np.tril(G[p][:, p]), rtol=0, atol=1e-9)
     assert np.array_equal(A.indices[A.indptr[:-1]], np.arange(n))  # diagonal first
+
+
+def test_gram_column_norms_match_dense(small_X):
+    G = (small_X.T @ small_X).toarray().astype(np.float64)
+    np.testing.assert_allclose(gram_column_norms(small_X), np.linalg.norm(G, axis=0), rtol=1e-12)
 
 
 def test_gram_pruning_drops_weak_cooccurrences(small_X):

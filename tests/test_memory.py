@@ -62,9 +62,9 @@ def test_estimate_within_30_percent_of_measured_peak(factorizer, n_items, densit
 
 
 def test_fit_refuses_when_estimate_exceeds_available_memory(small_X, monkeypatch):
-    import sansa_gpu.ease as ease
+    import sansa_gpu.memory as memory
 
-    monkeypatch.setattr(ease, "available_memory_bytes", lambda: 1000)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1000)
     with pytest.raises(MemoryError, match=r"needs about .* GB .* only .* GB are available"):
         SANSA(l2=10.0, density=0.1, device="cpu").fit(small_X)
     # the check can be skipped
