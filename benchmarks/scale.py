@@ -5,6 +5,7 @@ peak RSS, nnz of X, Gram, L, K, W, Z, the memory estimate, and recall where a sp
 
     python benchmarks/scale.py --data epinions gowalla --density 5e-4       # real data, ours vs official ICF
     python benchmarks/scale.py --synthetic 200000 500000 1000000 --density 5e-5 --impls ours
+    python benchmarks/scale.py --data gowalla --impls ours --orderings colamd popularity --refine-tol 1e-2
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from _isolated import emit, peak_rss_gb, run_isolated  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(impl, source, density, l2, sweeps, data_dir, queue):
+def _run(impl, source, density, l2, sweeps, data_dir, ordering, refine_tol, queue):
     import numpy as np
     import scipy.sparse as sp
 
@@ -70,7 +71,9 @@ def _run(impl, source, density, l2, sweeps, data_dir, queue):
         from sansa_gpu import SANSA
 
         SANSA(l2=l2, density=0.5, factorizer="icf", refine_sweeps=1, device="cpu").fit(tiny, check_memory=False)
-        model = SANSA(l2=l2, density=density, factorizer="icf", refine_sweeps=sweeps, device="cpu")
+        kw = {} if refine_tol is None else {"refine_tol": refine_tol}
+        model = SANSA(l2=l2, density=density, factorizer="icf", refine_sweeps=sweeps, device="cpu", ordering=ordering, **kw)
+        rec.update(ordering=ordering, refine_tol=model.refine_tol)
         t0 = time.perf_counter()
         est = model.estimate_memory(X)
         rec["estimate_seconds"] = time.perf_counter() - t0
@@ -99,14 +102,17 @@ def main(argv=None) -> int:
     ap.add_argument("--l2", type=float, default=20.0)
     ap.add_argument("--sweeps", type=int, default=2)
     ap.add_argument("--impls", nargs="+", default=["official", "ours"])
+    ap.add_argument("--orderings", nargs="+", default=["colamd"], help="item orderings for ours (SANSA ordering=)")
+    ap.add_argument("--refine-tol", type=float, default=None, help="SANSA refine_tol for ours (default: the model's)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.jsonl"))
     args = ap.parse_args(argv)
     sources = list(args.data) + [f"synthetic_{n}" for n in args.synthetic]
     for source in sources:
         for impl in args.impls:
-            rec = run_isolated(_run, (impl, source, args.density, args.l2, args.sweeps, args.data_dir),
-                               {"implementation": impl, "data": source})
-            emit(rec, args.out)
+            for ordering in (args.orderings if impl == "ours" else ["colamd"]):
+                rec = run_isolated(_run, (impl, source, args.density, args.l2, args.sweeps, args.data_dir, ordering,
+                                          args.refine_tol), {"implementation": impl, "data": source})
+                emit(rec, args.out)
     return 0
 
 

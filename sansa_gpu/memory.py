@@ -17,7 +17,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from .factorize import colamd_ordering, nnz_budget
+from .factorize import item_ordering, nnz_budget
 from .gram import gram_lower
 
 #: CHOLMOD supernodal factor + its simplicial CSC copy (factor.L()), bytes per nnz of the exact
@@ -112,15 +112,17 @@ def memory_upper_bound(X: sp.csr_matrix, density: float, factorizer: str = "chol
     return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, full, factorizer)
 
 
-def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod", min_cooccurrence: float = 0.0) -> dict:
+def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod", min_cooccurrence: float = 0.0,
+                    ordering: str = "colamd") -> dict:
     """Predicted peak bytes per stage of :meth:`SANSA.fit` on X (users x items CSR).
 
     Returns {'input', 'gram', 'factorize', 'refine', 'weights', 'peak', 'nnz_gram', 'nnz_exact_L'
     (cholmod only), 'budget'}; 'peak' is the largest stage, each stage counted with what is alive
-    during it. Costs an ordering and a Gram build (plus an O(nnz(L)) symbolic count for cholmod).
+    during it. Costs a Gram build; for cholmod also the ordering and an O(nnz(L)) symbolic count
+    (the Gram's count does not depend on the ordering, so 'icf' skips it).
     """
     n_users, n = X.shape
-    p = colamd_ordering(X)
+    p = item_ordering(X, ordering) if factorizer != "icf" else None
     A = gram_lower(X, 1.0, p, min_cooccurrence=min_cooccurrence if factorizer == "icf" else 0.0)
     fill = cholesky_fill(A) if factorizer != "icf" else None
     nnz_g = int(A.nnz)

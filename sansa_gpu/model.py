@@ -50,7 +50,12 @@ class SANSA:
     device : 'auto' | 'cpu' | 'gpu'
         Where the refinement, weight assembly and inference run. The factorisation always runs on
         the CPU.
-    ordering : fill-reducing ordering passed to CHOLMOD ('colamd' by default; 'icf' always uses COLAMD).
+    ordering : str
+        Item ordering before factorising: one of CHOLMOD's fill-reducing methods ('colamd' default,
+        'amd', 'metis', 'nesdis', 'natural', 'best') or, for 'icf' only, 'popularity' (ascending item
+        count, O(nnz): for catalogues where COLAMD itself is slow). For 'icf' the ordering changes
+        which entries are dropped and so the accuracy: measured recall@20 at density 5e-4 is
+        0.143 (colamd) vs 0.165 (popularity) on gowalla, 0.072 vs 0.057 on epinions (README).
     column_scaling : bool or None
         Divide item column j of X by sqrt(||(X^T X)[:, j]||_2) before fitting (the official ICF
         preprocessing: it evens out the Gram before entries are dropped and, since scoring uses the
@@ -102,6 +107,8 @@ class SANSA:
             raise ValueError(f"factorizer must be one of {FACTORIZERS}, got {self.factorizer!r}")
         if self.ordering not in ORDERINGS:
             raise ValueError(f"ordering must be one of {ORDERINGS}, got {self.ordering!r}")
+        if self.ordering == "popularity" and self.factorizer != "icf":
+            raise ValueError("ordering='popularity' needs factorizer='icf' (CHOLMOD computes its own orderings)")
         if self.column_scaling not in (None, True, False):
             raise TypeError(f"column_scaling must be None, True or False, got {self.column_scaling!r}")
         if not (isinstance(self.min_cooccurrence, (int, float)) and np.isfinite(self.min_cooccurrence) and self.min_cooccurrence >= 0):
@@ -125,7 +132,7 @@ class SANSA:
 
         self._check_params()
         X = check_interactions(X, require_nonempty=True)
-        return estimate_memory(X, float(self.density), self.factorizer, float(self.min_cooccurrence))
+        return estimate_memory(X, float(self.density), self.factorizer, float(self.min_cooccurrence), self.ordering)
 
     def fit(self, X, check_memory: bool = True) -> "SANSA":
         """Fit on X: (users, items) scipy sparse, nonnegative. Returns self.
@@ -143,7 +150,7 @@ class SANSA:
             have = available_memory_bytes()
             est = memory_upper_bound(X, float(self.density), self.factorizer)
             if est["peak"] > have:  # the worst case does not fit: count exactly
-                est = estimate_memory(X, float(self.density), self.factorizer, float(self.min_cooccurrence))
+                est = estimate_memory(X, float(self.density), self.factorizer, float(self.min_cooccurrence), self.ordering)
             logger.info("fit: estimated peak %.2f GB (%s), available %.2f GB (%.2fs)", est["peak"] / 1e9,
                         ", ".join(f"{k} {est[k] / 1e9:.2f}" for k in ("gram", "factorize", "refine", "weights")),
                         have / 1e9, time.perf_counter() - t_est)
@@ -167,7 +174,7 @@ class SANSA:
             X = X @ sp.diags((1.0 / icf_column_scaling(X)).astype(np.float32))
             X = sp.csr_matrix(X, dtype=np.float32)
         if self.factorizer == "icf":
-            factor = ldlt_icf(X, float(self.l2), budget, float(self.min_cooccurrence))
+            factor = ldlt_icf(X, float(self.l2), budget, float(self.min_cooccurrence), self.ordering)
         else:
             factor = ldlt_cholmod(X, float(self.l2), budget, self.ordering)
         del X

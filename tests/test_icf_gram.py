@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from sansa_gpu import SANSA
-from sansa_gpu.factorize import icf, ldlt_icf, nnz_budget
+from sansa_gpu.factorize import icf, item_ordering, ldlt_icf, nnz_budget
 from sansa_gpu.gram import gram_column_norms, gram_lower
 
 
@@ -75,3 +75,29 @@ def test_icf_model_approaches_cholmod_model_with_density(medium_X):
     # dropping during the factorisation costs accuracy at low density, and less as density grows
     assert rec["icf", 0.3] > rec["icf", 0.05]
     assert rec["icf", 0.3] > rec["cholmod", 0.05] - 0.01, rec
+
+
+def test_item_ordering_methods_are_permutations(medium_X):
+    n = medium_X.shape[1]
+    counts = np.bincount(medium_X.indices, minlength=n)
+    pop = item_ordering(medium_X, "popularity")
+    assert np.array_equal(pop, np.argsort(counts, kind="stable"))
+    assert np.all(np.diff(counts[pop]) >= 0)
+    assert np.array_equal(item_ordering(medium_X, "natural"), np.arange(n))
+    for method in ("colamd", "amd"):
+        p = item_ordering(medium_X, method)
+        assert p.dtype == np.int64 and np.array_equal(np.sort(p), np.arange(n))
+    with pytest.raises(ValueError, match="ordering"):
+        item_ordering(medium_X, "random")
+
+
+@pytest.mark.parametrize("ordering", ["popularity", "amd"])
+def test_icf_orderings_give_valid_models_within_budget(medium_X, ordering):
+    m = SANSA(l2=20.0, density=0.02, factorizer="icf", ordering=ordering, refine_sweeps=1, device="cpu").fit(medium_X)
+    budget = nnz_budget(0.02, medium_X.shape[1])
+    assert m.stats_["nnz_L"] <= budget and m.stats_["nnz_K"] <= budget
+    ids, scores = m.recommend(medium_X[:50], k=10)
+    assert np.all(np.isfinite(scores[ids >= 0]))
+    # the user's own items are never recommended
+    for u in range(50):
+        assert not set(ids[u][ids[u] >= 0]) & set(medium_X[u].indices)

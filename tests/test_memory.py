@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sansa_gpu import SANSA
-from sansa_gpu.factorize import colamd_ordering
+from sansa_gpu.factorize import item_ordering
 from sansa_gpu.gram import gram_lower
 from sansa_gpu.memory import cholesky_fill
 
@@ -44,7 +44,7 @@ def test_cholesky_fill_matches_cholmod(medium_X):
     import scipy.sparse as sp
     from sksparse import cholmod
 
-    p = colamd_ordering(medium_X)
+    p = item_ordering(medium_X)
     A = gram_lower(medium_X, 1.0, p)
     Xt = sp.csc_matrix(medium_X.T, dtype=np.float64)
     f = cholmod.analyze_AAt(Xt, mode="simplicial", ordering_method="colamd")

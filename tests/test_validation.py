@@ -58,6 +58,7 @@ def test_empty_rejected():
     ({"factorizer": "lu"}, ValueError, "factorizer"),
     ({"device": "tpu"}, ValueError, "device"),
     ({"ordering": "random"}, ValueError, "ordering"),
+    ({"ordering": "popularity"}, ValueError, "factorizer=.icf."),
     ({"refine_tol": 0.0}, ValueError, "refine_tol"),
     ({"min_cooccurrence": -1.0}, ValueError, "min_cooccurrence"),
     ({"column_scaling": "yes"}, TypeError, "column_scaling"),
