@@ -8,5 +8,6 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 from .ease import EASE  # noqa: E402
 from .model import SANSA  # noqa: E402
+from .serving import score_to_parquet  # noqa: E402
 
-__all__ = ["EASE", "SANSA", "__version__"]
+__all__ = ["EASE", "SANSA", "score_to_parquet", "__version__"]

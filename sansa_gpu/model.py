@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -12,6 +13,7 @@ import scipy.sparse as sp
 from . import __version__
 from .backend import get_backend, resolve_device
 from .factorize import ORDERINGS, icf_column_scaling, ldlt_cholmod, ldlt_icf, nnz_budget
+from .ids import IdMap, encode_interactions, is_table
 from .io import csr_from_arrays, csr_to_arrays, load_arrays, save_arrays
 from .cpu.refine import DEFAULT_TOL
 from .refine import refine_inverse
@@ -26,6 +28,8 @@ from .validation import (
 logger = logging.getLogger(__name__)
 
 FACTORIZERS = ("cholmod", "icf")
+DEFAULT_BATCH_USERS = 65_536
+"""Users per block in :meth:`SANSA.recommend_batches` (about 10 MB of results at k=20)."""
 
 
 class SANSA:
@@ -72,7 +76,8 @@ class SANSA:
     recommended.
 
     Fitted attributes: ``weights_`` (Wt, Z), ``n_items_``, ``history_`` (loss per sweep),
-    ``stats_`` (seconds and nnz per stage), ``device_``.
+    ``stats_`` (seconds and nnz per stage), ``device_``, ``item_ids_`` (an :class:`~sansa_gpu.ids.IdMap`
+    of raw item IDs when fitted from a table, else None; saved with the model).
     """
 
     def __init__(
@@ -134,14 +139,21 @@ class SANSA:
         X = check_interactions(X, require_nonempty=True)
         return estimate_memory(X, float(self.density), self.factorizer, float(self.min_cooccurrence), self.ordering)
 
-    def fit(self, X, check_memory: bool = True) -> "SANSA":
-        """Fit on X: (users, items) scipy sparse, nonnegative. Returns self.
+    def fit(self, X, check_memory: bool = True, *, user_col: str = "user_id", item_col: str = "item_id",
+            value_col: str | None = None) -> "SANSA":
+        """Fit on X: (users, items) scipy sparse, nonnegative, or a pandas / pyarrow table of
+        interactions with raw user and item IDs in ``user_col`` / ``item_col`` (integers or
+        strings) and optional weights in ``value_col``. Returns self.
 
         With ``check_memory`` the peak memory is estimated first (:meth:`estimate_memory`) and a
         MemoryError naming the numbers is raised, instead of being killed, when it exceeds the
         available memory.
         """
         self._check_params()
+        item_ids = None
+        if is_table(X):
+            enc = encode_interactions(X, user_col, item_col, value_col)
+            X, item_ids = enc.X, enc.items
         X = check_interactions(X, require_nonempty=True)
         if check_memory:
             from .memory import available_memory_bytes, estimate_memory, memory_upper_bound
@@ -190,6 +202,7 @@ class SANSA:
         logger.info("weights: nnz(Wt)=%d nnz(Z)=%d (%.2fs); fit total %.2fs", Wt.nnz, Z.nnz, t3 - t2, t3 - t0)
         self.weights_ = (Wt, Z)
         self.n_items_ = n
+        self.item_ids_ = item_ids
         self.history_ = history
         self.stats_ = stats
         self.device_ = device
@@ -210,13 +223,57 @@ class SANSA:
         X : (users, n_items_) scipy sparse. Returns ids (users, k) int64 and scores (users, k)
         float32, sorted by score descending (ties: lower item id first). Items the user already
         has are excluded; when fewer than k items have a nonzero-structure score the rows are
-        padded with id -1 and score -inf.
+        padded with id -1 and score -inf. (Tables of raw IDs: :meth:`recommend_table`.)
         """
         self._check_fitted()
         k = check_positive_int(k, "k")
         X = check_interactions(X, n_items=self.n_items_)
         Wt, Z = self.weights_
         return self._inference_backend().recommend_sparse(X, Wt, Z, k)
+
+    def recommend_batches(self, X, k: int = 20, batch_size: int | None = None):
+        """Yield ``(start, ids, scores)`` for consecutive blocks of rows of X (scipy sparse),
+        ``ids``/``scores`` as in :meth:`recommend` for rows ``start .. start + len(ids)``.
+
+        Memory beyond X is one block's results (and the backend's scratch), so any number of users
+        can be scored; ``batch_size`` defaults to :data:`DEFAULT_BATCH_USERS`.
+        """
+        self._check_fitted()
+        k = check_positive_int(k, "k")
+        batch = DEFAULT_BATCH_USERS if batch_size is None else check_positive_int(batch_size, "batch_size")
+        if not sp.issparse(X):
+            raise TypeError(f"X must be a scipy.sparse matrix (users x items), got {type(X).__name__}")
+        X = sp.csr_matrix(X)
+        for start in range(0, X.shape[0], batch):
+            block = X[start:start + batch]
+            ids, scores = self.recommend(block, k)
+            yield start, ids, scores
+
+    def encode(self, table, user_col: str = "user_id", item_col: str = "item_id", value_col: str | None = None,
+               users: IdMap | None = None):
+        """Encode a scoring request (table of raw user/item IDs) against this model's item IDs:
+        returns :class:`~sansa_gpu.ids.Interactions`. Unknown items are dropped and reported with a
+        warning; users need not have been seen in training (they are scored from their items)."""
+        self._check_fitted()
+        if getattr(self, "item_ids_", None) is None:
+            raise ValueError("this model was fitted on a matrix, not a table of raw IDs: pass a sparse matrix")
+        enc = encode_interactions(table, user_col, item_col, value_col, items=self.item_ids_, users=users)
+        if enc.n_unknown_items:
+            shown = ", ".join(map(str, enc.unknown_items[:5]))
+            warnings.warn(f"{enc.n_unknown_items} interaction(s) with {enc.unknown_items.size} item ID(s) unknown to the "
+                          f"model were ignored (e.g. {shown})", UserWarning, stacklevel=3)
+        return enc
+
+    def recommend_table(self, table, k: int = 20, user_col: str = "user_id", item_col: str = "item_id",
+                        value_col: str | None = None):
+        """Top-k for every user of an interaction table of raw IDs, as a pyarrow Table with
+        columns ``user_id, rank, item_id, score`` (rank 1 = best; users with fewer than k
+        candidates get fewer rows). Use :func:`sansa_gpu.score_to_parquet` to stream to a file."""
+        from .serving import long_format
+
+        enc = self.encode(table, user_col, item_col, value_col)
+        ids, scores = self.recommend(enc.X, k)
+        return long_format(enc.users.ids, ids, scores, self.item_ids_)
 
     def score(self, X) -> sp.csr_matrix:
         """Raw scores ``(X Wt) Z``: (users, n_items_) CSR float32, own items not masked."""
@@ -240,9 +297,14 @@ class SANSA:
         """Write the fitted model to ``path`` atomically (no pickle)."""
         self._check_fitted()
         Wt, Z = self.weights_
+        item_ids = getattr(self, "item_ids_", None)
         meta = {"package_version": __version__, "params": self.get_params(), "n_items": int(self.n_items_),
-                "n_latent": int(Wt.shape[1]), "history": self.history_, "stats": self.stats_}
-        save_arrays(path, "SANSA", meta, {**csr_to_arrays("Wt", Wt), **csr_to_arrays("Z", Z)})
+                "n_latent": int(Wt.shape[1]), "history": self.history_, "stats": self.stats_,
+                "item_ids": None if item_ids is None else item_ids.kind}
+        arrays = {**csr_to_arrays("Wt", Wt), **csr_to_arrays("Z", Z)}
+        if item_ids is not None:
+            arrays["item_ids"] = item_ids.ids
+        save_arrays(path, "SANSA", meta, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> "SANSA":
@@ -265,6 +327,14 @@ class SANSA:
         Z = csr_from_arrays("Z", arrays, (n_latent, n_items), os.fspath(path))
         model.weights_ = (Wt, Z)
         model.n_items_ = n_items
+        model.item_ids_ = None
+        if header.get("item_ids") is not None:
+            ids = arrays.get("item_ids")
+            if ids is None or ids.ndim != 1 or ids.shape[0] != n_items or ids.dtype.kind not in "iuU" or (
+                    n_items > 1 and not np.all(ids[1:] > ids[:-1])):
+                raise ValueError(f"{os.fspath(path)!r}: item ID map is missing or inconsistent with {n_items} items "
+                                 "(corrupt model file)")
+            model.item_ids_ = IdMap(ids.astype(np.int64) if ids.dtype.kind in "iu" else ids)
         model.history_ = header.get("history", [])
         model.stats_ = header.get("stats", {})
         model.device_ = resolve_device(model.device)

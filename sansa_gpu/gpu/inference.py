@@ -21,6 +21,20 @@ def _to_device_csr(M: sp.csr_matrix):
             cp.asarray(M.data.astype(np.float32, copy=False)))
 
 
+_weights_cache: list = []  # [(Wt, Z, device Wt, device Z)]: the last model's weights stay on the device
+
+
+def _device_weights(Wt: sp.csr_matrix, Z: sp.csr_matrix):
+    """Device copies of (Wt, Z), uploaded once per model: streaming many blocks of users through
+    :func:`recommend_sparse` must not re-send the weights for every block."""
+    if _weights_cache and _weights_cache[0][0] is Wt and _weights_cache[0][1] is Z:
+        return _weights_cache[0][2], _weights_cache[0][3]
+    _weights_cache.clear()
+    wt, z = _to_device_csr(Wt), _to_device_csr(Z)
+    _weights_cache.append((Wt, Z, wt, z))
+    return wt, z
+
+
 def batch_size_for(n_latent: int, n_items: int, n_users: int, fraction: float = 0.25) -> int:
     """Users per launch so that the dense scratch rows use at most ``fraction`` of free memory."""
     import cupy as cp
@@ -42,8 +56,7 @@ def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: i
         return ids, scores
     kernel = get_kernel("score_topk.cu", "score_topk_dense<long long>")
     x = _to_device_csr(X)
-    wt = _to_device_csr(Wt)
-    z = _to_device_csr(Z)
+    wt, z = _device_weights(Wt, Z)
     batch = batch_size_for(n_latent, n_items, n_users)
     h = cp.zeros(batch * n_latent, dtype=cp.float32)
     s = cp.zeros(batch * n_items, dtype=cp.float32)

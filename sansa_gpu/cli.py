@@ -1,0 +1,169 @@
+"""``sansa-gpu``: fit a model from an interaction file, write every user's top-k, evaluate a split.
+
+    sansa-gpu fit interactions.parquet -o model.npz --user-col user --item-col item --density 5e-4
+    sansa-gpu recommend model.npz interactions.parquet -o top20.parquet --k 20
+    sansa-gpu evaluate model.npz --train train.csv --test test.csv -o metrics.json
+    sansa-gpu evaluate model.npz --split ../shared/data/gowalla      # train.txt / test.txt lists
+
+Input files are CSV / TSV (by extension, or --delimiter) or Parquet, with one (user, item[, value])
+interaction per row; IDs may be integers or strings. Errors are reported in one line, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from . import __version__
+
+logger = logging.getLogger("sansa_gpu.cli")
+
+
+def _add_columns(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user-col", default="user_id", help="user ID column (default: user_id)")
+    p.add_argument("--item-col", default="item_id", help="item ID column (default: item_id)")
+    p.add_argument("--value-col", default=None, help="interaction weight column (default: every row counts 1)")
+    p.add_argument("--delimiter", default=None, help="CSV delimiter (default: ',' or tab for .tsv)")
+
+
+def _read(path: str, args):
+    from .ids import read_table
+
+    cols = [args.user_col, args.item_col] + ([args.value_col] if args.value_col else [])
+    return read_table(path, cols, args.delimiter)
+
+
+def _cmd_fit(args) -> int:
+    from .model import SANSA
+
+    t0 = time.perf_counter()
+    table = _read(args.input, args)
+    logger.info("read %d interactions from %s (%.1fs)", table.num_rows, args.input, time.perf_counter() - t0)
+    model = SANSA(l2=args.l2, density=args.density, factorizer=args.factorizer, refine_sweeps=args.refine_sweeps,
+                  device=args.device, ordering=args.ordering, min_cooccurrence=args.min_cooccurrence,
+                  **({"refine_tol": args.refine_tol} if args.refine_tol is not None else {}))
+    model.fit(table, check_memory=not args.no_memory_check, user_col=args.user_col, item_col=args.item_col,
+              value_col=args.value_col)
+    model.save(args.output)
+    summary = {"model": args.output, "n_items": model.n_items_, "model_nnz": model.model_nnz,
+               "model_bytes": model.model_bytes, "fit_seconds": round(model.stats_["fit_seconds"], 3),
+               "n_users": model.stats_["n_users"], "nnz_X": model.stats_["nnz_X"]}
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_recommend(args) -> int:
+    from .model import SANSA
+    from .serving import score_to_parquet
+
+    model = SANSA.load(args.model, device=args.device)
+    table = _read(args.input, args)
+    out = score_to_parquet(model, table, args.output, k=args.k, batch_size=args.batch_size, user_col=args.user_col,
+                           item_col=args.item_col, value_col=args.value_col, format=args.format,
+                           progress=not args.quiet)
+    print(json.dumps({**out, "seconds": round(out["seconds"], 3)}))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .metrics import evaluate
+    from .model import SANSA
+
+    model = SANSA.load(args.model, device=args.device)
+    if args.split:
+        from .data import load_adjacency_split
+
+        split = load_adjacency_split(args.split)
+        train, test = split.train, split.test
+    else:
+        if not (args.train and args.test):
+            raise ValueError("evaluate needs --split DIR or both --train and --test files")
+        import pyarrow as pa
+
+        from .ids import IdMap
+
+        tr, te = _read(args.train, args), _read(args.test, args)
+        users = IdMap.from_values(pa.concat_arrays([tr.column(args.user_col).combine_chunks(),
+                                                    te.column(args.user_col).combine_chunks()]), args.user_col)
+        train = model.encode(tr, args.user_col, args.item_col, args.value_col, users=users).X
+        test = model.encode(te, args.user_col, args.item_col, args.value_col, users=users).X
+    if train.shape[1] != model.n_items_:
+        raise ValueError(f"the split has {train.shape[1]} items, the model {model.n_items_}")
+    users = (test.getnnz(axis=1) > 0).nonzero()[0]
+    t0 = time.perf_counter()
+    ids, _ = model.recommend(train[users], k=max(args.k))
+    metrics = {k: round(float(v), 6) for k, v in evaluate(ids, test[users], ks=tuple(args.k)).items()}
+    result = {"model": args.model, "eval_users": int(users.size), "recommend_seconds": round(time.perf_counter() - t0, 3),
+              **metrics}
+    text = json.dumps(result)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sansa-gpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"sansa_gpu {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fit", help="fit a SANSA model from an interaction file and save it")
+    f.add_argument("input", help="interactions (.csv / .tsv / .parquet)")
+    f.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
+    _add_columns(f)
+    f.add_argument("--l2", type=float, default=20.0)
+    f.add_argument("--density", type=float, default=5e-4)
+    f.add_argument("--factorizer", choices=("cholmod", "icf"), default="cholmod")
+    f.add_argument("--ordering", default="colamd")
+    f.add_argument("--refine-sweeps", type=int, default=2)
+    f.add_argument("--refine-tol", type=float, default=None)
+    f.add_argument("--min-cooccurrence", type=float, default=0.0)
+    f.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    f.add_argument("--no-memory-check", action="store_true", help="skip the peak-memory estimate before fitting")
+    f.set_defaults(run=_cmd_fit)
+
+    r = sub.add_parser("recommend", help="write every user's top-k (Parquet or CSV, long format)")
+    r.add_argument("model")
+    r.add_argument("input", help="interactions of the users to score (.csv / .tsv / .parquet)")
+    r.add_argument("-o", "--output", required=True, help="output file (.parquet or .csv)")
+    r.add_argument("--k", type=int, default=20)
+    r.add_argument("--batch-size", type=int, default=None, help="users per block (bounds memory)")
+    r.add_argument("--format", choices=("parquet", "csv"), default=None, help="default: from the output name")
+    r.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
+    _add_columns(r)
+    r.set_defaults(run=_cmd_recommend)
+
+    e = sub.add_parser("evaluate", help="recall / nDCG of a model on a train/test split (JSON)")
+    e.add_argument("model")
+    e.add_argument("--split", default=None, help="folder with train.txt / test.txt adjacency lists")
+    e.add_argument("--train", default=None, help="train interactions file (raw IDs)")
+    e.add_argument("--test", default=None, help="test interactions file (raw IDs)")
+    e.add_argument("--k", type=int, nargs="+", default=[20])
+    e.add_argument("-o", "--output", default=None, help="also write the metrics JSON here")
+    e.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
+    _add_columns(e)
+    e.set_defaults(run=_cmd_evaluate)
+
+    for p in (f, r, e):
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, KeyError, FileNotFoundError, MemoryError, ImportError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"sansa-gpu {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
