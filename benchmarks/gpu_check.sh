@@ -20,3 +20,8 @@ else
 fi
 FACTORS=$(ls devdata/*.npz 2>/dev/null)
 python3 benchmarks/refine_bench.py --factors $FACTORS --synthetic 100000 1000000 --out "$OUT/refine_bench.jsonl" 2>&1 | tail -20
+# batch scoring on the GPU (kernels/score_topk.cu): 1M users at three densities, then 10M at 5e-4
+python3 benchmarks/score_bench.py --synthetic-users 1000000 --densities 5e-5 5e-4 2e-3 --device gpu --repeats 3 \
+  --out "$OUT/score_gpu.jsonl" 2>&1 | tail -5
+timeout 300 python3 benchmarks/score_bench.py --synthetic-users 10000000 --densities 5e-4 --device gpu --repeats 1 \
+  --check-users 5000 --out "$OUT/score_gpu.jsonl" 2>&1 | tail -3

@@ -21,7 +21,7 @@ from _isolated import emit, peak_rss_gb, run_isolated  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(impl, source, density, l2, sweeps, data_dir, ordering, refine_tol, queue):
+def _run(impl, source, density, l2, sweeps, data_dir, ordering, refine_tol, min_cooccurrence, queue):
     import numpy as np
     import scipy.sparse as sp
 
@@ -72,8 +72,9 @@ def _run(impl, source, density, l2, sweeps, data_dir, ordering, refine_tol, queu
 
         SANSA(l2=l2, density=0.5, factorizer="icf", refine_sweeps=1, device="cpu").fit(tiny, check_memory=False)
         kw = {} if refine_tol is None else {"refine_tol": refine_tol}
-        model = SANSA(l2=l2, density=density, factorizer="icf", refine_sweeps=sweeps, device="cpu", ordering=ordering, **kw)
-        rec.update(ordering=ordering, refine_tol=model.refine_tol)
+        model = SANSA(l2=l2, density=density, factorizer="icf", refine_sweeps=sweeps, device="cpu", ordering=ordering,
+                      min_cooccurrence=min_cooccurrence, **kw)
+        rec.update(ordering=ordering, refine_tol=model.refine_tol, min_cooccurrence=min_cooccurrence)
         t0 = time.perf_counter()
         est = model.estimate_memory(X)
         rec["estimate_seconds"] = time.perf_counter() - t0
@@ -104,15 +105,18 @@ def main(argv=None) -> int:
     ap.add_argument("--impls", nargs="+", default=["official", "ours"])
     ap.add_argument("--orderings", nargs="+", default=["colamd"], help="item orderings for ours (SANSA ordering=)")
     ap.add_argument("--refine-tol", type=float, default=None, help="SANSA refine_tol for ours (default: the model's)")
+    ap.add_argument("--min-cooccurrence", type=float, nargs="+", default=[0.0], help="Gram pruning thresholds for ours")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.jsonl"))
     args = ap.parse_args(argv)
     sources = list(args.data) + [f"synthetic_{n}" for n in args.synthetic]
     for source in sources:
         for impl in args.impls:
-            for ordering in (args.orderings if impl == "ours" else ["colamd"]):
-                rec = run_isolated(_run, (impl, source, args.density, args.l2, args.sweeps, args.data_dir, ordering,
-                                          args.refine_tol), {"implementation": impl, "data": source})
-                emit(rec, args.out)
+            ours = impl == "ours"
+            for ordering in (args.orderings if ours else ["colamd"]):
+                for mc in (args.min_cooccurrence if ours else [0.0]):
+                    rec = run_isolated(_run, (impl, source, args.density, args.l2, args.sweeps, args.data_dir, ordering,
+                                              args.refine_tol, mc), {"implementation": impl, "data": source})
+                    emit(rec, args.out)
     return 0
 
 

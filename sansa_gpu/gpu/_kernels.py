@@ -8,7 +8,7 @@ from pathlib import Path
 
 #: kernel file -> template instantiations to compile (``name_expressions``).
 KERNELS: dict[str, tuple[str, ...]] = {
-    "score_topk.cu": ("score_topk_dense<long long>", "score_topk_dense<int>"),
+    "score_topk.cu": ("score_topk_warp<long long>", "score_topk_warp<int>"),
     "refine.cu": ("refine_columns<long long>",),
 }
 #: Architectures every kernel must compile for (A100 = sm_80, H100/H200 = sm_90).

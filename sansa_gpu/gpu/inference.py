@@ -1,7 +1,9 @@
-"""Stage 5 on the GPU: fused scoring + masked top-k (kernels/score_topk.cu).
+"""Stage 5 on the GPU: fused scoring + masked top-k (kernels/score_topk.cu, one warp per user).
 
-Same signatures and contract as ``sansa_gpu.cpu.inference``; scores agree with the CPU to float32
-accumulation error, ids agree except between items whose scores tie within that error.
+Same signatures and contract as ``sansa_gpu.cpu.inference``, and the same results bit for bit:
+the kernel sums in the CPU twin's order with explicitly rounded operations (see the kernel's
+header). Users are sent in blocks sized from free device memory; the weights stay on the device
+between calls for the same model.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import scipy.sparse as sp
 from ._kernels import get_kernel
 
 THREADS = 256
+WARPS_PER_SM = 64  # resident warps per SM on sm_80 / sm_90 (2048 threads)
 
 
 def _to_device_csr(M: sp.csr_matrix):
@@ -21,27 +24,50 @@ def _to_device_csr(M: sp.csr_matrix):
             cp.asarray(M.data.astype(np.float32, copy=False)))
 
 
-_weights_cache: list = []  # [(Wt, Z, device Wt, device Z)]: the last model's weights stay on the device
+_weights_cache: list = []  # [(Wt, Z, device Wt, device Z, device Z^T)]: the last model's weights stay on the device
 
 
 def _device_weights(Wt: sp.csr_matrix, Z: sp.csr_matrix):
-    """Device copies of (Wt, Z), uploaded once per model: streaming many blocks of users through
-    :func:`recommend_sparse` must not re-send the weights for every block."""
+    """Device copies of Wt, Z and Z's transpose (CSR of Z's columns, rows ascending), uploaded once
+    per model: streaming blocks of users must not re-send the weights for every block."""
     if _weights_cache and _weights_cache[0][0] is Wt and _weights_cache[0][1] is Z:
-        return _weights_cache[0][2], _weights_cache[0][3]
+        return _weights_cache[0][2:]
     _weights_cache.clear()
-    wt, z = _to_device_csr(Wt), _to_device_csr(Z)
-    _weights_cache.append((Wt, Z, wt, z))
-    return wt, z
+    Zt = sp.csr_matrix(Z.T)
+    Zt.sort_indices()
+    entry = (Wt, Z, _to_device_csr(Wt), _to_device_csr(Z), _to_device_csr(Zt))
+    _weights_cache.append(entry)
+    return entry[2:]
 
 
-def batch_size_for(n_latent: int, n_items: int, n_users: int, fraction: float = 0.25) -> int:
-    """Users per launch so that the dense scratch rows use at most ``fraction`` of free memory."""
+def scratch_bytes_per_warp(n_latent: int, n_items: int) -> int:
+    """Dense scratch of one warp: h (f64), hmark (u8), tlist (i32) per latent row; s (f32), flag (u8),
+    rlist (i32) per item."""
+    return 13 * n_latent + 9 * n_items
+
+
+def launch_shape(n_latent: int, n_items: int, n_users: int, fraction: float = 0.25) -> tuple[int, int]:
+    """(blocks, warps) of the persistent grid: every SM full, unless the scratch would take more
+    than ``fraction`` of free memory, and never more warps than users."""
     import cupy as cp
 
     free, _ = cp.cuda.runtime.memGetInfo()
-    per_user = 4 * n_latent + 5 * n_items
-    return int(max(1, min(n_users, 65535, (fraction * free) // per_user)))
+    sms = cp.cuda.Device().attributes["MultiProcessorCount"]
+    per_block = (THREADS // 32) * scratch_bytes_per_warp(n_latent, n_items)
+    blocks = int(min(sms * WARPS_PER_SM // (THREADS // 32), max(1, (fraction * free) // per_block),
+                     -(-n_users // (THREADS // 32))))
+    return max(1, blocks), max(1, blocks) * (THREADS // 32)
+
+
+def users_per_block(X: sp.csr_matrix, k: int, fraction: float = 0.25) -> int:
+    """Users per upload so that the block's rows of X and its results use at most ``fraction`` of
+    free device memory (at least 1)."""
+    import cupy as cp
+
+    free, _ = cp.cuda.runtime.memGetInfo()
+    n = X.shape[0]
+    per_user = 8 + 8 * X.nnz / max(n, 1) + 12 * k
+    return int(max(1, min(n, (fraction * free) // per_user)))
 
 
 def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,24 +80,29 @@ def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: i
     scores = np.empty((n_users, k), dtype=np.float32)
     if n_users == 0:
         return ids, scores
-    kernel = get_kernel("score_topk.cu", "score_topk_dense<long long>")
-    x = _to_device_csr(X)
-    wt, z = _device_weights(Wt, Z)
-    batch = batch_size_for(n_latent, n_items, n_users)
-    h = cp.zeros(batch * n_latent, dtype=cp.float32)
-    s = cp.zeros(batch * n_items, dtype=cp.float32)
-    flag = cp.zeros(batch * n_items, dtype=cp.uint8)
-    d_ids = cp.empty((batch, k), dtype=cp.int64)
-    d_scores = cp.empty((batch, k), dtype=cp.float32)
-    for start in range(0, n_users, batch):
-        nb = min(batch, n_users - start)
+    kernel = get_kernel("score_topk.cu", "score_topk_warp<long long>")
+    wt, z, zt = _device_weights(Wt, Z)
+    blocks, warps = launch_shape(n_latent, n_items, n_users)
+    h = cp.zeros(warps * n_latent, dtype=cp.float64)
+    hmark = cp.zeros(warps * n_latent, dtype=cp.uint8)
+    tlist = cp.empty(warps * n_latent, dtype=cp.int32)
+    s = cp.zeros(warps * n_items, dtype=cp.float32)
+    flag = cp.zeros(warps * n_items, dtype=cp.uint8)
+    rlist = cp.empty(warps * n_items, dtype=cp.int32)
+    step = users_per_block(X, k)
+    d_ids = cp.empty((min(step, n_users), k), dtype=cp.int64)
+    d_scores = cp.empty((min(step, n_users), k), dtype=cp.float32)
+    for start in range(0, n_users, step):
+        block = X[start:start + step]
+        nb = block.shape[0]
+        x = _to_device_csr(block)
         kernel(
-            (nb,), (THREADS,),
-            (*x, *wt, *z, np.int32(n_latent), np.int32(n_items), np.int32(k), np.int64(start), np.int32(nb),
-             h, s, flag, d_ids, d_scores),
+            (blocks,), (THREADS,),
+            (*x, *wt, *z, *zt, np.int32(n_latent), np.int32(n_items), np.int32(k), np.int32(nb),
+             h, hmark, tlist, s, flag, rlist, d_ids, d_scores),
         )
-        ids[start:start + nb] = cp.asnumpy(d_ids[:nb])
-        scores[start:start + nb] = cp.asnumpy(d_scores[:nb])
+        d_ids[:nb].get(out=ids[start:start + nb])
+        d_scores[:nb].get(out=scores[start:start + nb])
     return ids, scores
 
 
