@@ -3,6 +3,7 @@ without pickle. A file that is truncated, of another format version or not a mod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -15,17 +16,17 @@ FORMAT = "sansa_gpu.model"
 FORMAT_VERSION = 1
 
 
-def save_arrays(path: str | os.PathLike, kind: str, meta: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` plus a JSON header to ``path`` atomically (temp file + fsync + rename):
-    on any failure the previous file, if any, is left untouched and no partial file remains."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, suffix: str = ".part"):
+    """Yield a binary file object on a temporary file beside ``path``; when the block ends normally
+    it is flushed, fsynced and renamed over ``path``. On any exception it is deleted, so ``path``
+    is either left as it was or replaced by a complete file, never half-written."""
     path = os.fspath(path)
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, **meta}
-    blob = np.frombuffer(json.dumps(header, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".sansa-part", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, __header__=blob, **arrays)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -35,6 +36,14 @@ def save_arrays(path: str | os.PathLike, kind: str, meta: dict, arrays: dict[str
         except FileNotFoundError:
             pass
         raise
+
+
+def save_arrays(path: str | os.PathLike, kind: str, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` plus a JSON header to ``path`` atomically (:func:`atomic_file`)."""
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, **meta}
+    blob = np.frombuffer(json.dumps(header, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    with atomic_file(path, ".sansa-part") as f:
+        np.savez(f, __header__=blob, **arrays)
 
 
 def load_arrays(path: str | os.PathLike, kind: str) -> tuple[dict, dict[str, np.ndarray]]:

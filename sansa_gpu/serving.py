@@ -9,12 +9,12 @@ half-written file behind.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 import scipy.sparse as sp
 
 from .ids import IdMap, is_table
+from .io import atomic_file
 
 OUTPUT_FORMATS = ("parquet", "csv")
 
@@ -104,27 +104,16 @@ def score_to_parquet(model, data, path: str | os.PathLike, k: int = 20, *, batch
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"output folder {directory!r} does not exist")
     t0 = time.perf_counter()
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f".{fmt}-part", dir=directory)
     n_rows = 0
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer = _Writer(f, fmt, "\t" if path.lower().endswith(".tsv") else ",")
-            with tqdm(total=X.shape[0], unit="user", disable=not progress, desc="recommend") as bar:
-                for start, ids, scores in model.recommend_batches(X, k, batch_size):
-                    table = long_format(users[start:start + ids.shape[0]], ids, scores, item_ids)
-                    writer.write(table)
-                    n_rows += table.num_rows
-                    bar.update(ids.shape[0])
-            if writer.w is None:  # no users: still write a valid, empty file with the schema
-                writer.write(long_format(users[:0], np.empty((0, k), np.int64), np.empty((0, k), np.float32), item_ids))
-            writer.close()
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_file(path, f".{fmt}-part") as f:
+        writer = _Writer(f, fmt, "\t" if path.lower().endswith(".tsv") else ",")
+        with tqdm(total=X.shape[0], unit="user", disable=not progress, desc="recommend") as bar:
+            for start, ids, scores in model.recommend_batches(X, k, batch_size):
+                table = long_format(users[start:start + ids.shape[0]], ids, scores, item_ids)
+                writer.write(table)
+                n_rows += table.num_rows
+                bar.update(ids.shape[0])
+        if writer.w is None:  # no users: still write a valid, empty file with the schema
+            writer.write(long_format(users[:0], np.empty((0, k), np.int64), np.empty((0, k), np.float32), item_ids))
+        writer.close()
     return {"users": int(X.shape[0]), "rows": int(n_rows), "path": path, "seconds": time.perf_counter() - t0}
