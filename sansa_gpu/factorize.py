@@ -59,6 +59,20 @@ class LDLFactor:
             raise ValueError("L must have a unit diagonal")
 
 
+def _owned_transpose(X: sp.csr_matrix) -> sp.csc_matrix:
+    """X^T as a float64 CSC matrix that owns all of its arrays, rows sorted.
+
+    CHOLMOD sorts the row indices of the matrix it is given *in place*; SciPy's ``csc_matrix(X.T,
+    dtype=...)`` shares the index arrays with X while copying the values, so handing that to
+    CHOLMOD silently reorders X's indices without its values whenever they were unsorted (for
+    example after a column scaling), corrupting X. Always give CHOLMOD this private copy.
+    """
+    X = sp.csr_matrix(X)
+    Xt = sp.csc_matrix((X.data.astype(np.float64), X.indices.copy(), X.indptr.copy()), shape=X.shape[::-1])
+    Xt.sort_indices()
+    return Xt
+
+
 def nnz_budget(density: float, n: int) -> int:
     """Number of nonzeros allowed in each factor: ceil(density * n^2), at least n (the diagonal),
     at most n(n+1)/2 (a full lower triangle)."""
@@ -122,7 +136,7 @@ def ldlt_cholmod(X: sp.csr_matrix, l2: float, budget: int, ordering: str = "cola
     if ordering not in ORDERINGS or ordering == "popularity":
         raise ValueError(f"ordering for factorizer='cholmod' must be one of {ORDERINGS[:-1]}, got {ordering!r}")
     n = X.shape[1]
-    Xt = sp.csc_matrix(X.T, dtype=np.float64)
+    Xt = _owned_transpose(X)
     t0 = time.perf_counter()
     factor = cholmod.analyze_AAt(Xt, mode="supernodal", ordering_method=ordering)
     t1 = time.perf_counter()
@@ -289,7 +303,7 @@ def item_ordering(X: sp.csr_matrix, method: str = "colamd") -> np.ndarray:
 
         G = sp.csr_matrix(X.T @ X)
         return np.asarray(reverse_cuthill_mckee(G, symmetric_mode=True), dtype=np.int64)
-    factor = cholmod.analyze_AAt(sp.csc_matrix(X.T, dtype=np.float64), mode="simplicial", ordering_method=method)
+    factor = cholmod.analyze_AAt(_owned_transpose(X), mode="simplicial", ordering_method=method)
     return np.asarray(factor.P(), dtype=np.int64)
 
 

@@ -188,8 +188,8 @@ class SANSA:
         t0 = time.perf_counter()
         scale = self.column_scaling if self.column_scaling is not None else self.factorizer == "icf"
         if scale:
-            X = X @ sp.diags((1.0 / icf_column_scaling(X)).astype(np.float32))
-            X = sp.csr_matrix(X, dtype=np.float32)
+            X = sp.csr_matrix(X @ sp.diags((1.0 / icf_column_scaling(X)).astype(np.float32)), dtype=np.float32)
+            X.sort_indices()  # the product's rows come out unsorted
         if self.factorizer == "icf":
             factor = ldlt_icf(X, float(self.l2), budget, float(self.min_cooccurrence), self.ordering)
         else:

@@ -101,3 +101,54 @@ def test_icf_orderings_give_valid_models_within_budget(medium_X, ordering):
     # the user's own items are never recommended
     for u in range(50):
         assert not set(ids[u][ids[u] >= 0]) & set(medium_X[u].indices)
+
+
+def _unsorted_copy(X):
+    """The same matrix with every row's (index, value) pairs reversed: valid CSR, unsorted indices."""
+    X = sp.csr_matrix(X, copy=True)
+    for u in range(X.shape[0]):
+        a, b = X.indptr[u], X.indptr[u + 1]
+        X.indices[a:b] = X.indices[a:b][::-1].copy()
+        X.data[a:b] = X.data[a:b][::-1].copy()
+    X.has_sorted_indices = False
+    return X
+
+
+def test_cholmod_calls_never_touch_the_callers_matrix(medium_X):
+    """Regression: CHOLMOD sorts its input's indices in place, and SciPy's csc_matrix(X.T, dtype=)
+    shares X's index arrays, so an unsorted X (e.g. after column scaling) came back with its
+    indices sorted and its values not: a silently corrupted matrix and Gram."""
+    from sansa_gpu.factorize import ldlt_cholmod
+
+    X = _unsorted_copy(medium_X)
+    X.data = X.data * np.linspace(0.5, 1.5, X.nnz, dtype=np.float32)
+    before = (X.indices.copy(), X.data.copy(), X.indptr.copy())
+    p = item_ordering(X, "colamd")
+    f = ldlt_cholmod(X, 20.0, nnz_budget(0.05, X.shape[1]))
+    for a, b in zip(before, (X.indices, X.data, X.indptr)):
+        assert np.array_equal(a, b)
+    Xs = sp.csr_matrix(X, copy=True)
+    Xs.sort_indices()
+    assert np.array_equal(p, item_ordering(Xs, "colamd"))
+    g = ldlt_cholmod(Xs, 20.0, nnz_budget(0.05, X.shape[1]))
+    assert (f.L != g.L).nnz == 0 and np.array_equal(f.d, g.d)
+
+
+@pytest.mark.parametrize("factorizer", ["icf", "cholmod"])
+def test_column_scaled_fit_equals_fit_on_prescaled_input(medium_X, factorizer):
+    """column_scaling=True must factorise exactly the Gram of the scaled matrix (the scaled
+    product has unsorted rows, which once reached CHOLMOD's in-place sort)."""
+    from sansa_gpu.factorize import icf_column_scaling, ldlt_cholmod
+
+    m = SANSA(l2=20.0, density=0.05, factorizer=factorizer, column_scaling=True, refine_sweeps=0, device="cpu").fit(medium_X)
+    s = icf_column_scaling(medium_X)
+    Xs = sp.csr_matrix(medium_X @ sp.diags((1.0 / s).astype(np.float32)), dtype=np.float32)
+    Xs.sort_indices()
+    budget = nnz_budget(0.05, medium_X.shape[1])
+    f = ldlt_icf(Xs, 20.0, budget) if factorizer == "icf" else ldlt_cholmod(Xs, 20.0, budget)
+    assert m.stats_["nnz_L"] == f.L.nnz
+    from sansa_gpu import cpu
+    from sansa_gpu.cpu.refine import initial_inverse
+
+    Wt, Z = cpu.assemble_weights(initial_inverse(f.L), f.d, f.p)
+    np.testing.assert_allclose(m.weights_[0].toarray(), Wt.toarray(), rtol=1e-5, atol=1e-7)
