@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--l2", type=float, default=20.0)
     f.add_argument("--density", type=float, default=5e-4)
     f.add_argument("--factorizer", choices=("cholmod", "icf"), default="cholmod")
-    f.add_argument("--ordering", default="colamd")
+    f.add_argument("--ordering", default=None, help="item ordering (default: colamd for cholmod, popularity for icf)")
     f.add_argument("--refine-sweeps", type=int, default=2)
     f.add_argument("--refine-tol", type=float, default=None)
     f.add_argument("--min-cooccurrence", type=float, default=0.0)

@@ -58,12 +58,13 @@ class SANSA:
     device : 'auto' | 'cpu' | 'gpu'
         Where the refinement, weight assembly and inference run. The factorisation always runs on
         the CPU.
-    ordering : str
-        Item ordering before factorising: one of CHOLMOD's fill-reducing methods ('colamd' default,
-        'amd', 'metis', 'nesdis', 'natural', 'best') or, for 'icf' only, 'popularity' (ascending item
-        count, O(nnz): for catalogues where COLAMD itself is slow). For 'icf' the ordering changes
-        which entries are dropped and so the accuracy: measured BARS recall@20 at density 5e-4 is
-        0.143 (colamd) vs 0.165 (popularity) on gowalla, 0.072 vs 0.057 on epinions (README).
+    ordering : str or None
+        Item ordering before factorising: one of CHOLMOD's fill-reducing methods ('colamd', 'amd',
+        'metis', 'nesdis', 'natural', 'best') or, for 'icf' only, 'popularity' (ascending item
+        count, O(nnz), no SuiteSparse needed). None = 'colamd' for 'cholmod', 'popularity' for 'icf'.
+        For 'icf' the ordering decides which entries are dropped, so it changes accuracy: measured
+        BARS recall@20 at density 5e-4 is 0.165 (popularity) vs 0.152 (colamd) on gowalla and
+        0.057 vs 0.052 on epinions (README), and COLAMD is the slowest stage at 500k items.
     column_scaling : bool or None
         Divide item column j of X by sqrt(||(X^T X)[:, j]||_2) before fitting (the official ICF
         preprocessing: it evens out the Gram before entries are dropped and, since scoring uses the
@@ -92,7 +93,7 @@ class SANSA:
         factorizer: str = "cholmod",
         refine_sweeps: int = 2,
         device: str = "auto",
-        ordering: str = "colamd",
+        ordering: str | None = None,
         column_scaling: bool | None = None,
         min_cooccurrence: float = 0.0,
         refine_tol: float = REFINE_TOL,
@@ -115,8 +116,8 @@ class SANSA:
         check_positive_float(self.refine_tol, "refine_tol")
         if self.factorizer not in FACTORIZERS:
             raise ValueError(f"factorizer must be one of {FACTORIZERS}, got {self.factorizer!r}")
-        if self.ordering not in ORDERINGS:
-            raise ValueError(f"ordering must be one of {ORDERINGS}, got {self.ordering!r}")
+        if self.ordering is not None and self.ordering not in ORDERINGS:
+            raise ValueError(f"ordering must be None or one of {ORDERINGS}, got {self.ordering!r}")
         if self.ordering == "popularity" and self.factorizer != "icf":
             raise ValueError("ordering='popularity' needs factorizer='icf' (CHOLMOD computes its own orderings)")
         if self.column_scaling not in (None, True, False):
@@ -125,6 +126,13 @@ class SANSA:
             raise ValueError(f"min_cooccurrence must be a finite number >= 0, got {self.min_cooccurrence!r}")
         if self.device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {self.device!r}")
+
+    @property
+    def ordering_(self) -> str:
+        """The ordering used: ``ordering``, or by default 'colamd' for 'cholmod' and 'popularity' for 'icf'."""
+        if self.ordering is not None:
+            return self.ordering
+        return "popularity" if self.factorizer == "icf" else "colamd"
 
     def get_params(self) -> dict:
         return {
@@ -142,7 +150,7 @@ class SANSA:
 
         self._check_params()
         X = check_interactions(X, require_nonempty=True)
-        return estimate_memory(X, float(self.density), self.factorizer, float(self.min_cooccurrence), self.ordering)
+        return estimate_memory(X, float(self.density), self.factorizer, float(self.min_cooccurrence), self.ordering_)
 
     def fit(self, X, check_memory: bool = True, *, user_col: str = "user_id", item_col: str = "item_id",
             value_col: str | None = None) -> "SANSA":
@@ -167,7 +175,7 @@ class SANSA:
             have = available_memory_bytes()
             est = memory_upper_bound(X, float(self.density), self.factorizer)
             if est["peak"] > have:  # the worst case does not fit: count exactly
-                est = estimate_memory(X, float(self.density), self.factorizer, float(self.min_cooccurrence), self.ordering)
+                est = estimate_memory(X, float(self.density), self.factorizer, float(self.min_cooccurrence), self.ordering_)
             logger.info("fit: estimated peak %.2f GB (%s), available %.2f GB (%.2fs)", est["peak"] / 1e9,
                         ", ".join(f"{k} {est[k] / 1e9:.2f}" for k in ("gram", "factorize", "refine", "weights")),
                         have / 1e9, time.perf_counter() - t_est)
@@ -191,9 +199,9 @@ class SANSA:
             X = sp.csr_matrix(X @ sp.diags((1.0 / icf_column_scaling(X)).astype(np.float32)), dtype=np.float32)
             X.sort_indices()  # the product's rows come out unsorted
         if self.factorizer == "icf":
-            factor = ldlt_icf(X, float(self.l2), budget, float(self.min_cooccurrence), self.ordering)
+            factor = ldlt_icf(X, float(self.l2), budget, float(self.min_cooccurrence), self.ordering_)
         else:
-            factor = ldlt_cholmod(X, float(self.l2), budget, self.ordering)
+            factor = ldlt_cholmod(X, float(self.l2), budget, self.ordering_)
         del X
         t1 = time.perf_counter()
         stats.update(factorize_seconds=t1 - t0, nnz_L=int(factor.L.nnz))
