@@ -317,7 +317,7 @@ def icf_column_scaling(X: sp.csr_matrix) -> np.ndarray:
 
 
 def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float = 0.0,
-             ordering: str = "colamd") -> LDLFactor:
+             ordering: str = "colamd", prune_scale: np.ndarray | None = None) -> LDLFactor:
     """Ordering (:func:`item_ordering`), column-parallel Gram of the permuted X, incomplete Cholesky within
     ``budget``: the factor never exceeds the budget, so catalogues whose exact factor does not
     fit can be trained."""
@@ -325,7 +325,7 @@ def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float =
     t0 = time.perf_counter()
     p = item_ordering(X, ordering)
     t1 = time.perf_counter()
-    A = gram_lower(X, 0.0, p, min_cooccurrence=min_cooccurrence)
+    A = gram_lower(X, 0.0, p, min_cooccurrence=min_cooccurrence, prune_scale=prune_scale)
     t2 = time.perf_counter()
     L_chol, shift = icf(A, float(l2), budget)
     del A

@@ -40,7 +40,7 @@ def _accumulate_column(item, stamp, lowest, Xc_indptr, Xc_indices, Xc_data, Xr_i
 
 @numba.njit(parallel=True, cache=True)
 def _gram_lower(n, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data, perm, inv_perm,
-                min_value, count_only, out_indptr, out_indices, out_data, out_count, n_chunks):
+                min_value, prune_scale, count_only, out_indptr, out_indices, out_data, out_count, n_chunks):
     """Column j (permuted order) of the lower triangle of P X^T X P^T: rows i >= j."""
     for c in numba.prange(n_chunks):
         acc = np.zeros(n, dtype=np.float64)
@@ -53,7 +53,7 @@ def _gram_lower(n, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_dat
                 cnt = 0
                 for a in range(nt):
                     i = touched[a]
-                    if i == j or acc[i] >= min_value:
+                    if i == j or acc[i] * prune_scale[i] * prune_scale[j] >= min_value:
                         cnt += 1
                 out_count[j] = cnt
             else:
@@ -61,7 +61,7 @@ def _gram_lower(n, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_dat
                 pos = out_indptr[j]
                 for a in range(nt):
                     i = rows[a]
-                    if i == j or acc[i] >= min_value:
+                    if i == j or acc[i] * prune_scale[i] * prune_scale[j] >= min_value:
                         out_indices[pos] = i
                         out_data[pos] = acc[i]
                         pos += 1
@@ -71,12 +71,16 @@ def _n_chunks(n: int) -> int:
     return int(max(1, min(n, 8 * numba.get_num_threads())))
 
 
-def gram_lower(X: sp.csr_matrix, l2: float = 0.0, perm: np.ndarray | None = None, min_cooccurrence: float = 0.0) -> sp.csc_matrix:
+def gram_lower(X: sp.csr_matrix, l2: float = 0.0, perm: np.ndarray | None = None, min_cooccurrence: float = 0.0,
+               prune_scale: np.ndarray | None = None) -> sp.csc_matrix:
     """Lower triangle (diagonal included) of ``P (X^T X + l2 I) P^T`` as CSC float64, int64 offsets.
 
     X : (users, n) CSR. perm : (n,) ordering (identity when None): entry (i, j) of the result is
     A[perm[i], perm[j]]. min_cooccurrence : off-diagonal entries below this value are dropped
     while building (0 keeps everything; for 0/1 data the value is the co-occurrence count).
+    prune_scale : (n,) per-item factors s such that the pruning test is applied to
+    ``G[i, j] * s[i] * s[j]`` (X's columns were divided by s: the threshold still speaks of the
+    unscaled co-occurrences). None = ones.
     Work O(sum over users of |items|^2 / 2), memory O(nnz(result) + threads * n).
     """
     t0 = time.perf_counter()
@@ -90,8 +94,11 @@ def gram_lower(X: sp.csr_matrix, l2: float = 0.0, perm: np.ndarray | None = None
     indptr = np.zeros(n + 1, dtype=np.int64)
     empty_i = np.empty(0, dtype=np.int32)
     empty_f = np.empty(0, dtype=np.float64)
+    scale = np.ones(n) if prune_scale is None else np.asarray(prune_scale, dtype=np.float64)[perm]
+    # rescaled values carry float32 rounding (a count of 2 comes back as 1.9999999): relative slack
+    threshold = float(min_cooccurrence) * (1.0 - 1e-5 if prune_scale is not None else 1.0)
     args = (n, Xc.indptr.astype(np.int64), Xc.indices, Xc.data, X.indptr.astype(np.int64), X.indices, X.data, perm,
-            inv_perm, float(min_cooccurrence))
+            inv_perm, threshold, scale)
     _gram_lower(*args, True, indptr, empty_i, empty_f, counts, _n_chunks(n))
     np.cumsum(counts, out=indptr[1:])
     nnz = int(indptr[-1])

@@ -71,7 +71,8 @@ class SANSA:
         unscaled X, damps popular items). None = True for 'icf', False for 'cholmod'.
     min_cooccurrence : float >= 0
         'icf' only: drop Gram entries below this value while building it (for 0/1 data, items seen
-        together by fewer users). 0 keeps the exact Gram.
+        together by fewer users; the test is on the unscaled Gram even with column_scaling). 0 keeps
+        the exact Gram.
     refine_tol : float > 0
         Columns of K whose residual ||e_j - L k_j|| is at or below this are left as they are in a
         sweep (their minimal-residual step, the costly part, is skipped). Default 1e-2
@@ -195,11 +196,14 @@ class SANSA:
         stats: dict = {"n_users": int(X.shape[0]), "n_items": int(n), "nnz_X": int(X.nnz), "budget": budget}
         t0 = time.perf_counter()
         scale = self.column_scaling if self.column_scaling is not None else self.factorizer == "icf"
+        col_scale = None
         if scale:
-            X = sp.csr_matrix(X @ sp.diags((1.0 / icf_column_scaling(X)).astype(np.float32)), dtype=np.float32)
+            col_scale = icf_column_scaling(X)
+            X = sp.csr_matrix(X @ sp.diags((1.0 / col_scale).astype(np.float32)), dtype=np.float32)
             X.sort_indices()  # the product's rows come out unsorted
         if self.factorizer == "icf":
-            factor = ldlt_icf(X, float(self.l2), budget, float(self.min_cooccurrence), self.ordering_)
+            factor = ldlt_icf(X, float(self.l2), budget, float(self.min_cooccurrence), self.ordering_,
+                              prune_scale=col_scale)
         else:
             factor = ldlt_cholmod(X, float(self.l2), budget, self.ordering_)
         del X

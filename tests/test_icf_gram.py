@@ -154,3 +154,21 @@ def test_column_scaled_fit_equals_fit_on_prescaled_input(medium_X, factorizer):
 
     Wt, Z = cpu.assemble_weights(initial_inverse(f.L), f.d, f.p)
     np.testing.assert_allclose(m.weights_[0].toarray(), Wt.toarray(), rtol=1e-5, atol=1e-7)
+
+
+def test_pruning_threshold_speaks_of_unscaled_cooccurrences(medium_X):
+    """With column scaling the Gram's values are no longer counts; the pruning test must still be
+    on counts (a threshold of 2 once dropped every scaled entry and left a diagonal model)."""
+    from sansa_gpu.factorize import icf_column_scaling
+
+    s = icf_column_scaling(medium_X)
+    Xs = sp.csr_matrix(medium_X @ sp.diags((1.0 / s).astype(np.float32)), dtype=np.float32)
+    Xs.sort_indices()
+    p = np.random.default_rng(0).permutation(medium_X.shape[1])
+    ref = gram_lower(medium_X, 0.0, p, min_cooccurrence=2.0)
+    got = gram_lower(Xs, 0.0, p, min_cooccurrence=2.0, prune_scale=s)
+    assert np.array_equal(ref.indptr, got.indptr) and np.array_equal(ref.indices, got.indices)
+    assert got.nnz < gram_lower(Xs, 0.0, p).nnz  # something was pruned
+    pruned = SANSA(l2=20.0, density=0.02, factorizer="icf", min_cooccurrence=2.0, device="cpu").fit(medium_X)
+    full = SANSA(l2=20.0, density=0.02, factorizer="icf", device="cpu").fit(medium_X)
+    assert pruned.stats_["nnz_L"] > 0.5 * full.stats_["nnz_L"]  # not a diagonal model
