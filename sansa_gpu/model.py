@@ -29,9 +29,10 @@ logger = logging.getLogger(__name__)
 FACTORIZERS = ("cholmod", "icf")
 REFINE_TOL = 1e-2
 """Default ``refine_tol``: columns of K within 1% of their target (``||e_j - L k_j|| <= 0.01``) are
-not refined. Same recall as 1e-7 on ml-1m (CHOLMOD), gowalla and epinions (ICF) within 0.0003,
-and 9x less refinement time on epinions (benchmarks/results/refine_tol.jsonl); it is also the
-official package's first-scan threshold. Use 1e-7 to converge K (the EASE limit at density 1)."""
+not refined. Against 1e-7: the same recall@20 within 0.0004 on ml-1m (CHOLMOD), gowalla and
+epinions (ICF), and 11x less refinement time on epinions (34 s vs 386 s;
+benchmarks/results/refine_tol.jsonl); it is also the official package's first-scan threshold.
+Use 1e-7 to converge K (the EASE limit at density 1)."""
 DEFAULT_BATCH_USERS = 65_536
 """Users per block in :meth:`SANSA.recommend_batches` (about 10 MB of results at k=20)."""
 
