@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from ._kernels import get_kernel
 
 THREADS = 256
+WARPS_PER_BLOCK = THREADS // 32
 WARPS_PER_SM = 64  # resident warps per SM on sm_80 / sm_90 (2048 threads)
 
 
@@ -24,20 +25,7 @@ def _to_device_csr(M: sp.csr_matrix):
             cp.asarray(M.data.astype(np.float32, copy=False)))
 
 
-_weights_cache: list = []  # [(Wt, Z, device Wt, device Z, device Z^T)]: the last model's weights stay on the device
-
-
-def _device_weights(Wt: sp.csr_matrix, Z: sp.csr_matrix):
-    """Device copies of Wt, Z and Z's transpose (CSR of Z's columns, rows ascending), uploaded once
-    per model: streaming blocks of users must not re-send the weights for every block."""
-    if _weights_cache and _weights_cache[0][0] is Wt and _weights_cache[0][1] is Z:
-        return _weights_cache[0][2:]
-    _weights_cache.clear()
-    Zt = sp.csr_matrix(Z.T)
-    Zt.sort_indices()
-    entry = (Wt, Z, _to_device_csr(Wt), _to_device_csr(Z), _to_device_csr(Zt))
-    _weights_cache.append(entry)
-    return entry[2:]
+_device_cache: dict = {}  # the last model's device state: key (Wt, Z), weights, max_blocks, scratch
 
 
 def scratch_bytes_per_warp(n_latent: int, n_items: int) -> int:
@@ -46,17 +34,38 @@ def scratch_bytes_per_warp(n_latent: int, n_items: int) -> int:
     return 13 * n_latent + 9 * n_items
 
 
-def launch_shape(n_latent: int, n_items: int, n_users: int, fraction: float = 0.25) -> tuple[int, int]:
-    """(blocks, warps) of the persistent grid: every SM full, unless the scratch would take more
-    than ``fraction`` of free memory, and never more warps than users."""
+def launch_shape(n_latent: int, n_items: int, fraction: float = 0.25) -> tuple[int, int]:
+    """(blocks, warps) of the largest persistent grid: every SM full, unless the scratch would take
+    more than ``fraction`` of free memory."""
     import cupy as cp
 
     free, _ = cp.cuda.runtime.memGetInfo()
     sms = cp.cuda.Device().attributes["MultiProcessorCount"]
-    per_block = (THREADS // 32) * scratch_bytes_per_warp(n_latent, n_items)
-    blocks = int(min(sms * WARPS_PER_SM // (THREADS // 32), max(1, (fraction * free) // per_block),
-                     -(-n_users // (THREADS // 32))))
-    return max(1, blocks), max(1, blocks) * (THREADS // 32)
+    per_block = WARPS_PER_BLOCK * scratch_bytes_per_warp(n_latent, n_items)
+    blocks = int(max(1, min(sms * WARPS_PER_SM // WARPS_PER_BLOCK, (fraction * free) // per_block)))
+    return blocks, blocks * WARPS_PER_BLOCK
+
+
+def _device_state(Wt: sp.csr_matrix, Z: sp.csr_matrix):
+    """Device copies of Wt, Z and Z's transpose (CSR of Z's columns, rows ascending) plus the
+    kernel's zeroed per-warp scratch, for the last model used. Uploaded and allocated once per
+    model: streaming blocks of users (recommend_batches) re-sends and re-zeroes nothing, since the
+    kernel leaves its scratch zero. Returns (weights, max_blocks, scratch)."""
+    import cupy as cp
+
+    key = _device_cache.get("key")
+    if key is None or key[0] is not Wt or key[1] is not Z:
+        _device_cache.clear()  # free the previous model's buffers before allocating
+        Zt = sp.csr_matrix(Z.T)
+        Zt.sort_indices()
+        weights = (_to_device_csr(Wt), _to_device_csr(Z), _to_device_csr(Zt))
+        n_latent, n_items = Wt.shape[1], Z.shape[1]
+        blocks, warps = launch_shape(n_latent, n_items)
+        scratch = (cp.zeros(warps * n_latent, dtype=cp.float64), cp.zeros(warps * n_latent, dtype=cp.uint8),
+                   cp.empty(warps * n_latent, dtype=cp.int32), cp.zeros(warps * n_items, dtype=cp.float32),
+                   cp.zeros(warps * n_items, dtype=cp.uint8), cp.empty(warps * n_items, dtype=cp.int32))
+        _device_cache.update(key=(Wt, Z), weights=weights, max_blocks=blocks, scratch=scratch)
+    return _device_cache["weights"], _device_cache["max_blocks"], _device_cache["scratch"]
 
 
 def users_per_block(X: sp.csr_matrix, k: int, fraction: float = 0.25) -> int:
@@ -81,14 +90,8 @@ def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: i
     if n_users == 0:
         return ids, scores
     kernel = get_kernel("score_topk.cu", "score_topk_warp<long long>")
-    wt, z, zt = _device_weights(Wt, Z)
-    blocks, warps = launch_shape(n_latent, n_items, n_users)
-    h = cp.zeros(warps * n_latent, dtype=cp.float64)
-    hmark = cp.zeros(warps * n_latent, dtype=cp.uint8)
-    tlist = cp.empty(warps * n_latent, dtype=cp.int32)
-    s = cp.zeros(warps * n_items, dtype=cp.float32)
-    flag = cp.zeros(warps * n_items, dtype=cp.uint8)
-    rlist = cp.empty(warps * n_items, dtype=cp.int32)
+    (wt, z, zt), max_blocks, scratch = _device_state(Wt, Z)
+    blocks = min(max_blocks, -(-n_users // WARPS_PER_BLOCK))  # no more warps than users
     step = users_per_block(X, k)
     d_ids = cp.empty((min(step, n_users), k), dtype=cp.int64)
     d_scores = cp.empty((min(step, n_users), k), dtype=cp.float32)
@@ -99,7 +102,7 @@ def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: i
         kernel(
             (blocks,), (THREADS,),
             (*x, *wt, *z, *zt, np.int32(n_latent), np.int32(n_items), np.int32(k), np.int32(nb),
-             h, hmark, tlist, s, flag, rlist, d_ids, d_scores),
+             *scratch, d_ids, d_scores),
         )
         d_ids[:nb].get(out=ids[start:start + nb])
         d_scores[:nb].get(out=scores[start:start + nb])
