@@ -7,13 +7,11 @@ import functools
 import logging
 from types import ModuleType
 
+from .errors import GPUOutOfMemory  # noqa: F401  (re-exported: its historical home)
+
 logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "gpu")
-
-
-class GPUOutOfMemory(MemoryError):
-    """A GPU stage ran out of device memory even after retrying in smaller pieces."""
 
 
 @functools.lru_cache(maxsize=1)

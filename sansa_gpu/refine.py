@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import cpu
-from .backend import GPUOutOfMemory
+from .errors import GPUOutOfMemory
 from .cpu.refine import DEFAULT_TOL, initial_inverse
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,11 @@ import numpy as np
 
 
 def array_module(a):
-    """numpy for host arrays, cupy for device arrays (without importing cupy for host arrays)."""
+    """numpy for host arrays, cupy for device arrays (without importing cupy for host arrays); the
+    CPU executor's stand-in device arrays name their module (``_sansa_array_module``)."""
+    xp = getattr(type(a), "_sansa_array_module", None)
+    if xp is not None:
+        return xp
     if type(a).__module__.split(".")[0] == "cupy":
         import cupy
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from . import _device
+
 
 @dataclass
 class DeviceCompressed:
@@ -26,13 +28,12 @@ class DeviceCompressed:
 
     @classmethod
     def from_host(cls, M) -> "DeviceCompressed":
-        import cupy as cp
-
+        xp = _device.current().xp
         fmt = "csc" if sp.isspmatrix_csc(M) or getattr(M, "format", "") == "csc" else "csr"
         return cls(
-            cp.asarray(M.indptr.astype(np.int64, copy=False)),
-            cp.asarray(M.indices.astype(np.int32, copy=False)),
-            cp.asarray(M.data.astype(np.float32, copy=False)),
+            xp.asarray(M.indptr.astype(np.int64, copy=False)),
+            xp.asarray(M.indices.astype(np.int32, copy=False)),
+            xp.asarray(M.data.astype(np.float32, copy=False)),
             tuple(M.shape), fmt,
         )
 
