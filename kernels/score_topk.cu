@@ -139,6 +139,7 @@ __global__ void score_topk_warp(
                 }
             }
             warp_argbest(best, best_i);
+            __syncwarp();  // order the lanes' reads of flag[] above before lane 0 writes it (shuffles do not)
             if (lane == 0) {
                 if (best_i == SANSA_NO_ITEM) {
                     out_ids[o + r] = -1;

@@ -10,8 +10,9 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
-from . import __version__
+from . import __version__, cpu
 from .backend import get_backend, resolve_device
+from .errors import GPUOutOfMemory
 from .factorize import ORDERINGS, icf_column_scaling, ldlt_cholmod, ldlt_icf, nnz_budget
 from .ids import IdMap, encode_interactions, is_table
 from .io import csr_from_arrays, csr_to_arrays, load_arrays, save_arrays
@@ -83,8 +84,10 @@ class SANSA:
     duplicates are summed and explicit zeros ignored. Items without interactions are never
     recommended.
 
-    Fitted attributes: ``weights_`` (Wt, Z), ``n_items_``, ``history_`` (loss per sweep),
-    ``stats_`` (seconds and nnz per stage), ``device_``, ``item_ids_`` (an :class:`~sansa_gpu.ids.IdMap`
+    Fitted attributes: ``weights_`` (Wt, Z), ``n_items_``, ``history_`` (loss per sweep, with the
+    device each sweep ran on), ``stats_`` (seconds and nnz per stage; ``stats_["stage_devices"]``:
+    where each stage actually ran -- after a GPU out-of-memory fallback too -- updated by
+    ``recommend``/``score``), ``device_`` (the device the model was set to use), ``item_ids_`` (an :class:`~sansa_gpu.ids.IdMap`
     of raw item IDs when fitted from a table, else None; saved with the model).
     """
 
@@ -213,7 +216,17 @@ class SANSA:
         K, history = refine_inverse(factor.L, budget, int(self.refine_sweeps), backend, float(self.refine_tol))
         t2 = time.perf_counter()
         stats.update(refine_seconds=t2 - t1, nnz_K=int(K.nnz))
-        Wt, Z = backend.assemble_weights(K, factor.d, factor.p)
+        refine_devices = [h["device"] for h in history]
+        stage_devices = {"factorize": "cpu", "refine": refine_devices[0] if len(set(refine_devices)) == 1
+                         else "gpu, then cpu (GPU out of memory)"}
+        try:
+            Wt, Z = backend.assemble_weights(K, factor.d, factor.p)
+            stage_devices["weights"] = device
+        except GPUOutOfMemory as exc:
+            logger.warning("weights: %s; assembling on the CPU", exc)
+            Wt, Z = cpu.assemble_weights(K, factor.d, factor.p)
+            stage_devices["weights"] = "cpu (GPU out of memory)"
+        stats["stage_devices"] = stage_devices
         del K, factor
         t3 = time.perf_counter()
         stats.update(weights_seconds=t3 - t2, nnz_Wt=int(Wt.nnz), nnz_Z=int(Z.nnz), fit_seconds=t3 - t0)
@@ -247,7 +260,21 @@ class SANSA:
         k = check_positive_int(k, "k")
         X = check_interactions(X, n_items=self.n_items_)
         Wt, Z = self.weights_
-        return self._inference_backend().recommend_sparse(X, Wt, Z, k)
+        backend = self._inference_backend()
+        try:
+            ids, scores = backend.recommend_sparse(X, Wt, Z, k)
+            where = backend.__name__.rsplit(".", 1)[-1]
+        except GPUOutOfMemory as exc:
+            logger.warning("recommend: %s; scoring on the CPU", exc)
+            ids, scores = cpu.recommend_sparse(X, Wt, Z, k)
+            where = "cpu (GPU out of memory)"
+        self._note_stage_device("recommend", where)
+        return ids, scores
+
+    def _note_stage_device(self, stage: str, where: str) -> None:
+        stats = getattr(self, "stats_", None)
+        if isinstance(stats, dict):
+            stats.setdefault("stage_devices", {})[stage] = where
 
     def recommend_batches(self, X, k: int = 20, batch_size: int | None = None):
         """Yield ``(start, ids, scores)`` for consecutive blocks of rows of X (scipy sparse),
@@ -298,7 +325,9 @@ class SANSA:
         self._check_fitted()
         X = check_interactions(X, n_items=self.n_items_)
         Wt, Z = self.weights_
-        return self._inference_backend().score_sparse(X, Wt, Z)
+        backend = self._inference_backend()
+        self._note_stage_device("score", backend.SCORE_SPARSE_DEVICE)
+        return backend.score_sparse(X, Wt, Z)
 
     @property
     def model_nnz(self) -> int:

@@ -20,7 +20,11 @@ from .cpu.refine import DEFAULT_TOL, initial_inverse
 logger = logging.getLogger(__name__)
 
 
-def _record(history: list, sweep: int, res: np.ndarray, K: sp.csc_matrix, seconds: float) -> None:
+def _device_name(backend: ModuleType) -> str:
+    return "gpu" if getattr(backend, "__name__", "").endswith(".gpu") else "cpu"
+
+
+def _record(history: list, sweep: int, res: np.ndarray, K: sp.csc_matrix, seconds: float, device: str) -> None:
     n = res.shape[0]
     entry = {
         "sweep": sweep,
@@ -28,6 +32,7 @@ def _record(history: list, sweep: int, res: np.ndarray, K: sp.csc_matrix, second
         "max_residual": float(res.max()),
         "nnz": int(K.nnz),
         "seconds": seconds,
+        "device": device,  # where the sweep producing this K ran (for sweep 0: where K0 was formed)
     }
     history.append(entry)
     logger.info(
@@ -42,30 +47,43 @@ def refine_inverse(L: sp.csc_matrix, budget: int, sweeps: int, backend: ModuleTy
     L : (n, n) CSC float32. budget : max nnz(K). sweeps : number of refinement sweeps (0 = K0).
     The backend moves L and K to its device once (``to_device``) and K back at the end.
     Returns (K host CSC float32, history) where history[s] describes K after s sweeps:
-    {'sweep', 'loss', 'max_residual', 'nnz', 'seconds'}.
+    {'sweep', 'loss', 'max_residual', 'nnz', 'seconds', 'device'} ('device': where the sweep that
+    produced it ran; after a GPU out-of-memory the loop continues on the CPU with a warning).
+    Device scratch is released when the loop ends.
     """
-    K = backend.to_device(initial_inverse(L))
-    L = backend.to_device(L)
-    history: list[dict] = []
-    seconds = 0.0
-    for s in range(sweeps):
-        t0 = time.perf_counter()
-        try:
-            K_new, res = backend.refine_sweep(L, K, budget, tol)
-        except GPUOutOfMemory as exc:
-            logger.warning("refine: %s; continuing on the CPU", exc)
-            L, K = backend.to_host(L), backend.to_host(K)
-            backend = cpu
-            K_new, res = backend.refine_sweep(L, K, budget, tol)
-        dt = time.perf_counter() - t0
-        _record(history, s, res, K, seconds)
-        K, seconds = K_new, dt
-    try:
-        res = backend.column_residual_norms(L, K)
-    except GPUOutOfMemory as exc:
-        logger.warning("refine: %s; computing the final residuals on the CPU", exc)
+    def to_cpu(exc, what):
+        nonlocal L, K, backend
+        logger.warning("refine: %s; %s on the CPU", exc, what)
         L, K = backend.to_host(L), backend.to_host(K)
+        backend.release_scratch()
         backend = cpu
-        res = backend.column_residual_norms(L, K)
-    _record(history, sweeps, res, K, seconds)
-    return backend.to_host(K), history
+
+    history: list[dict] = []
+    seconds, made_on = 0.0, _device_name(backend)
+    try:
+        try:
+            K = backend.to_device(initial_inverse(L))
+            L = backend.to_device(L)
+        except GPUOutOfMemory as exc:
+            to_cpu(exc, "refining")
+            K = initial_inverse(L)
+            made_on = "cpu"
+        for s in range(sweeps):
+            t0 = time.perf_counter()
+            try:
+                K_new, res = backend.refine_sweep(L, K, budget, tol)
+            except GPUOutOfMemory as exc:
+                to_cpu(exc, "continuing")
+                K_new, res = backend.refine_sweep(L, K, budget, tol)
+            dt = time.perf_counter() - t0
+            _record(history, s, res, K, seconds, made_on)
+            K, seconds, made_on = K_new, dt, _device_name(backend)
+        try:
+            res = backend.column_residual_norms(L, K)
+        except GPUOutOfMemory as exc:
+            to_cpu(exc, "computing the final residuals")
+            res = backend.column_residual_norms(L, K)
+        _record(history, sweeps, res, K, seconds, made_on)
+        return backend.to_host(K), history
+    finally:
+        backend.release_scratch()

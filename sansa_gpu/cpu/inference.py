@@ -172,3 +172,11 @@ def topk_dense(S: np.ndarray, X: sp.csr_matrix, k: int, out_ids: np.ndarray, out
 def score_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix) -> sp.csr_matrix:
     """Raw scores ``(X Wt) Z`` as a (users, items) CSR float32 (no masking)."""
     return ((X @ Wt) @ Z).astype(np.float32).tocsr()
+
+
+def release_scoring_cache() -> None:
+    """Backend hook (the GPU twin frees the device copy of the weights): nothing is cached here."""
+
+
+#: Where :func:`score_sparse` of this backend runs.
+SCORE_SPARSE_DEVICE = "cpu"

@@ -261,3 +261,7 @@ def refine_sweep(L: sp.csc_matrix, K: sp.csc_matrix, budget: int, tol: float = D
     np.cumsum(col_kept, out=new_indptr[1:])
     K_new = sp.csc_matrix((c_vals[keep], c_rows[keep], new_indptr), shape=(n, n))
     return K_new, np.sqrt(rr)
+
+
+def release_scratch() -> None:
+    """Backend hook (the GPU twin frees its device scratch): nothing is held on the CPU."""

@@ -4,9 +4,10 @@ Refinement (kernels/refine.cu), weight assembly (CuPy) and scoring + top-k
 (kernels/score_topk.cu). The factorisation stays on the CPU (DESIGN.md section 4).
 """
 
-from .inference import recommend_sparse, score_sparse
-from .refine import column_residual_norms, refine_sweep, to_device, to_host
+from .inference import SCORE_SPARSE_DEVICE, recommend_sparse, release_scoring_cache, score_sparse
+from .refine import column_residual_norms, refine_sweep, release_scratch, to_device, to_host
 from .weights import assemble_weights
 
-__all__ = ["assemble_weights", "column_residual_norms", "recommend_sparse", "refine_sweep", "score_sparse",
+__all__ = ["SCORE_SPARSE_DEVICE", "assemble_weights", "column_residual_norms", "recommend_sparse", "refine_sweep",
+           "release_scoring_cache", "release_scratch", "score_sparse",
            "to_device", "to_host"]

@@ -2,30 +2,48 @@
 
 Same signatures and contract as ``sansa_gpu.cpu.inference``, and the same results bit for bit:
 the kernel sums in the CPU twin's order with explicitly rounded operations (see the kernel's
-header). Users are sent in blocks sized from free device memory; the weights stay on the device
-between calls for the same model.
+header). Users are sent in blocks sized from free device memory. The weights and the kernel's
+per-warp scratch stay on the device between calls for the same model (the *scoring cache*):
+:func:`release_scoring_cache` frees them, and so does dropping the model's weights.
 """
 
 from __future__ import annotations
 
+import logging
+import weakref
+
 import numpy as np
 import scipy.sparse as sp
 
-from ._kernels import get_kernel
+from ..errors import GPUOutOfMemory
+from . import _device
+
+logger = logging.getLogger(__name__)
 
 THREADS = 256
 WARPS_PER_BLOCK = THREADS // 32
 WARPS_PER_SM = 64  # resident warps per SM on sm_80 / sm_90 (2048 threads)
+SCRATCH_FRACTION = 0.25  # share of free device memory the per-warp scratch may take
+USERS_FRACTION = 0.25  # share of free device memory one upload of users and results may take
 
 
 def _to_device_csr(M: sp.csr_matrix):
-    import cupy as cp
+    xp = _device.current().xp
+    return (xp.asarray(M.indptr.astype(np.int64, copy=False)), xp.asarray(M.indices.astype(np.int32, copy=False)),
+            xp.asarray(M.data.astype(np.float32, copy=False)))
 
-    return (cp.asarray(M.indptr.astype(np.int64, copy=False)), cp.asarray(M.indices.astype(np.int32, copy=False)),
-            cp.asarray(M.data.astype(np.float32, copy=False)))
+
+_cache: dict = {}  # the last model's device state: key, weights, max_blocks, scratch, finalizers
 
 
-_device_cache: dict = {}  # the last model's device state: key (Wt, Z), weights, max_blocks, scratch
+def release_scoring_cache() -> None:
+    """Free the device copies of the last model's weights and the scoring scratch."""
+    dev = _cache.get("device")
+    for f in _cache.get("finalizers", ()):
+        f.detach()
+    _cache.clear()
+    if dev is not None:
+        dev.release_pool()
 
 
 def scratch_bytes_per_warp(n_latent: int, n_items: int) -> int:
@@ -34,67 +52,62 @@ def scratch_bytes_per_warp(n_latent: int, n_items: int) -> int:
     return 13 * n_latent + 9 * n_items
 
 
-def launch_shape(n_latent: int, n_items: int, fraction: float = 0.25) -> tuple[int, int]:
+def launch_shape(n_latent: int, n_items: int, fraction: float = SCRATCH_FRACTION) -> tuple[int, int]:
     """(blocks, warps) of the largest persistent grid: every SM full, unless the scratch would take
     more than ``fraction`` of free memory."""
-    import cupy as cp
-
-    free, _ = cp.cuda.runtime.memGetInfo()
-    sms = cp.cuda.Device().attributes["MultiProcessorCount"]
+    dev = _device.current()
     per_block = WARPS_PER_BLOCK * scratch_bytes_per_warp(n_latent, n_items)
-    blocks = int(max(1, min(sms * WARPS_PER_SM // WARPS_PER_BLOCK, (fraction * free) // per_block)))
+    full = dev.multiprocessor_count() * WARPS_PER_SM // WARPS_PER_BLOCK
+    blocks = int(max(1, min(full, (fraction * dev.free_bytes()) // per_block)))
     return blocks, blocks * WARPS_PER_BLOCK
 
 
-def _device_state(Wt: sp.csr_matrix, Z: sp.csr_matrix):
+def _device_state(Wt: sp.csr_matrix, Z: sp.csr_matrix, fraction: float):
     """Device copies of Wt, Z and Z's transpose (CSR of Z's columns, rows ascending) plus the
     kernel's zeroed per-warp scratch, for the last model used. Uploaded and allocated once per
     model: streaming blocks of users (recommend_batches) re-sends and re-zeroes nothing, since the
     kernel leaves its scratch zero. Returns (weights, max_blocks, scratch)."""
-    import cupy as cp
-
-    key = _device_cache.get("key")
-    if key is None or key[0] is not Wt or key[1] is not Z:
-        _device_cache.clear()  # free the previous model's buffers before allocating
+    dev = _device.current()
+    key = (id(dev), id(Wt), id(Z), fraction)
+    if _cache.get("key") != key:
+        release_scoring_cache()  # free the previous model's buffers before allocating
+        xp = dev.xp
         Zt = sp.csr_matrix(Z.T)
         Zt.sort_indices()
         weights = (_to_device_csr(Wt), _to_device_csr(Z), _to_device_csr(Zt))
         n_latent, n_items = Wt.shape[1], Z.shape[1]
-        blocks, warps = launch_shape(n_latent, n_items)
-        scratch = (cp.zeros(warps * n_latent, dtype=cp.float64), cp.zeros(warps * n_latent, dtype=cp.uint8),
-                   cp.empty(warps * n_latent, dtype=cp.int32), cp.zeros(warps * n_items, dtype=cp.float32),
-                   cp.zeros(warps * n_items, dtype=cp.uint8), cp.empty(warps * n_items, dtype=cp.int32))
-        _device_cache.update(key=(Wt, Z), weights=weights, max_blocks=blocks, scratch=scratch)
-    return _device_cache["weights"], _device_cache["max_blocks"], _device_cache["scratch"]
+        blocks, warps = launch_shape(n_latent, n_items, fraction)
+        scratch = (xp.zeros(warps * n_latent, dtype=xp.float64), xp.zeros(warps * n_latent, dtype=xp.uint8),
+                   xp.empty(warps * n_latent, dtype=xp.int32), xp.zeros(warps * n_items, dtype=xp.float32),
+                   xp.zeros(warps * n_items, dtype=xp.uint8), xp.empty(warps * n_items, dtype=xp.int32))
+        # the model's weights going away (model dropped or refitted) frees the device copies
+        finalizers = [weakref.finalize(M, release_scoring_cache) for M in (Wt, Z)]
+        _cache.update(key=key, device=dev, weights=weights, max_blocks=blocks, scratch=scratch, finalizers=finalizers)
+    return _cache["weights"], _cache["max_blocks"], _cache["scratch"]
 
 
-def users_per_block(X: sp.csr_matrix, k: int, fraction: float = 0.25) -> int:
+def users_per_block(X: sp.csr_matrix, k: int, fraction: float = USERS_FRACTION) -> int:
     """Users per upload so that the block's rows of X and its results use at most ``fraction`` of
     free device memory (at least 1)."""
-    import cupy as cp
-
-    free, _ = cp.cuda.runtime.memGetInfo()
+    free = _device.current().free_bytes()
     n = X.shape[0]
     per_user = 8 + 8 * X.nnz / max(n, 1) + 12 * k
     return int(max(1, min(n, (fraction * free) // per_user)))
 
 
-def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of ``(X Wt) Z`` per row of X, own items excluded (see the CPU twin for the contract)."""
-    import cupy as cp
-
+def _recommend(X, Wt, Z, k, fraction):
+    dev = _device.current()
+    xp = dev.xp
     n_users, n_items = X.shape[0], Z.shape[1]
     n_latent = Wt.shape[1]
     ids = np.empty((n_users, k), dtype=np.int64)
     scores = np.empty((n_users, k), dtype=np.float32)
-    if n_users == 0:
-        return ids, scores
-    kernel = get_kernel("score_topk.cu", "score_topk_warp<long long>")
-    (wt, z, zt), max_blocks, scratch = _device_state(Wt, Z)
+    kernel = dev.get_kernel("score_topk.cu", "score_topk_warp<long long>")
+    (wt, z, zt), max_blocks, scratch = _device_state(Wt, Z, fraction)
     blocks = min(max_blocks, -(-n_users // WARPS_PER_BLOCK))  # no more warps than users
-    step = users_per_block(X, k)
-    d_ids = cp.empty((min(step, n_users), k), dtype=cp.int64)
-    d_scores = cp.empty((min(step, n_users), k), dtype=cp.float32)
+    step = users_per_block(X, k, fraction)
+    d_ids = xp.empty((min(step, n_users), k), dtype=xp.int64)
+    d_scores = xp.empty((min(step, n_users), k), dtype=xp.float32)
     for start in range(0, n_users, step):
         block = X[start:start + step]
         nb = block.shape[0]
@@ -109,13 +122,43 @@ def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: i
     return ids, scores
 
 
+def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of ``(X Wt) Z`` per row of X, own items excluded (see the CPU twin for the contract).
+
+    A device out-of-memory frees the scoring cache and retries with a quarter of the scratch and
+    upload sizes; if that fails too, :class:`GPUOutOfMemory` is raised (the model then scores on
+    the CPU with a warning).
+    """
+    if X.shape[0] == 0:
+        return np.empty((0, k), dtype=np.int64), np.empty((0, k), dtype=np.float32)
+    try:
+        return _recommend(X, Wt, Z, k, SCRATCH_FRACTION)
+    except Exception as exc:
+        if not _device.is_out_of_memory(exc):
+            raise
+        logger.warning("recommend: GPU out of memory (%s); retrying with smaller scratch and uploads", exc)
+    release_scoring_cache()
+    try:
+        return _recommend(X, Wt, Z, k, SCRATCH_FRACTION / 4)
+    except Exception as exc:
+        release_scoring_cache()
+        if not _device.is_out_of_memory(exc):
+            raise
+        raise GPUOutOfMemory(f"scoring does not fit in GPU memory even with smaller blocks: {exc}") from exc
+
+
 def score_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix) -> sp.csr_matrix:
     """Raw scores ``(X Wt) Z`` as (users, items) CSR float32 on the host.
 
     A sparse score matrix is an inspection tool, not the serving path (that is the fused top-k
     above), and cuSPARSE SpGEMM through cupyx has open reports of silently wrong results and
-    32-bit nnz overflow (DESIGN.md pitfalls): the product is formed by the CPU twin.
+    32-bit nnz overflow (DESIGN.md pitfalls): the product is formed by the CPU twin, and the
+    model records this stage as CPU work (``SCORE_SPARSE_DEVICE``).
     """
     from ..cpu.inference import score_sparse as cpu_score_sparse
 
     return cpu_score_sparse(X, Wt, Z)
+
+
+#: Where :func:`score_sparse` of this backend really runs.
+SCORE_SPARSE_DEVICE = "cpu"

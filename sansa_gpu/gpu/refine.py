@@ -63,6 +63,7 @@ class _Scratch:
 
     _key = None
     _arrays: tuple = ()
+    _device = None  # the device holding them
 
     @classmethod
     def get(cls, n: int, max_grid: int | None = None):
@@ -79,15 +80,15 @@ class _Scratch:
                 xp.zeros(g * n, dtype=xp.int32), xp.zeros(g * n, dtype=xp.int32),
                 xp.empty(g * n, dtype=xp.int32), xp.empty(g * n, dtype=xp.int32),
             )
-            cls._key = (id(dev), n, grid)
+            cls._key, cls._device = (id(dev), n, grid), dev
         return cls._arrays
 
     @classmethod
     def release(cls):
-        had = cls._key is not None
-        cls._key, cls._arrays = None, ()
-        if had:
-            _device.current().release_pool()
+        dev = cls._device
+        cls._key, cls._arrays, cls._device = None, (), None
+        if dev is not None:
+            dev.release_pool()
 
 
 def release_scratch() -> None:
@@ -99,6 +100,11 @@ def _launch(L, K, cap, offsets, tol, update, rows, vals, counts, rr, col_begin=0
     n = L.shape[0]
     col_end = n if col_end is None else col_end
     grid, acc_r, acc_q, mark_r, mark_q, list_r, list_q = _Scratch.get(n, max_grid)
+    # The kernel marks touched rows with the stamp j + 1, and a column is processed by the same block
+    # in every sweep: stale stamps from the previous launch would hide rows from the touched lists
+    # (found by the CPU executor: the second sweep's loss was 40x the CPU twin's). Clear them.
+    mark_r.fill(0)
+    mark_q.fill(0)
     kernel = _device.current().get_kernel("refine.cu", "refine_columns<long long>")
     offset_base = int(offsets[col_begin]) if update else 0
     kernel(
