@@ -216,7 +216,7 @@ class SANSA:
         K, history = refine_inverse(factor.L, budget, int(self.refine_sweeps), backend, float(self.refine_tol))
         t2 = time.perf_counter()
         stats.update(refine_seconds=t2 - t1, nnz_K=int(K.nnz))
-        refine_devices = [h["device"] for h in history]
+        refine_devices = [h["device"] for h in history] + [history[-1]["residual_device"]]
         stage_devices = {"factorize": "cpu", "refine": refine_devices[0] if len(set(refine_devices)) == 1
                          else "gpu, then cpu (GPU out of memory)"}
         try:

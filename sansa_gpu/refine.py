@@ -48,7 +48,8 @@ def refine_inverse(L: sp.csc_matrix, budget: int, sweeps: int, backend: ModuleTy
     The backend moves L and K to its device once (``to_device``) and K back at the end.
     Returns (K host CSC float32, history) where history[s] describes K after s sweeps:
     {'sweep', 'loss', 'max_residual', 'nnz', 'seconds', 'device'} ('device': where the sweep that
-    produced it ran; after a GPU out-of-memory the loop continues on the CPU with a warning).
+    produced it ran; after a GPU out-of-memory the loop continues on the CPU with a warning); the
+    last entry also has 'residual_device'.
     Device scratch is released when the loop ends.
     """
     def to_cpu(exc, what):
@@ -60,13 +61,12 @@ def refine_inverse(L: sp.csc_matrix, budget: int, sweeps: int, backend: ModuleTy
 
     history: list[dict] = []
     seconds, made_on = 0.0, _device_name(backend)
+    K = initial_inverse(L)
     try:
         try:
-            K = backend.to_device(initial_inverse(L))
-            L = backend.to_device(L)
+            K, L = backend.to_device(K), backend.to_device(L)
         except GPUOutOfMemory as exc:
             to_cpu(exc, "refining")
-            K = initial_inverse(L)
             made_on = "cpu"
         for s in range(sweeps):
             t0 = time.perf_counter()
@@ -84,6 +84,7 @@ def refine_inverse(L: sp.csc_matrix, budget: int, sweeps: int, backend: ModuleTy
             to_cpu(exc, "computing the final residuals")
             res = backend.column_residual_norms(L, K)
         _record(history, sweeps, res, K, seconds, made_on)
+        history[-1]["residual_device"] = _device_name(backend)  # where the final residuals were computed
         return backend.to_host(K), history
     finally:
         backend.release_scratch()

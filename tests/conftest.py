@@ -5,18 +5,48 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from sansa_gpu.backend import gpu_status
+from sansa_gpu.backend import _cuda_status
 from sansa_gpu.synthetic import synthetic_interactions
 
 SHARED_DATA = Path(os.environ.get("SANSA_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
 
 
+#: Where tests marked ``gpu`` run the GPU path: always on the CPU executor of the CUDA kernels
+#: (checked build: bounds and race checks on every access), and on the real device when one answers.
+GPU_KINDS = ["executor"] + (["cuda"] if _cuda_status()[0] else [])
+
+if os.environ.get("SANSA_GPU_NO_POOL") == "1" and "cuda" in GPU_KINDS:
+    # compute-sanitizer passes: no pooled blocks that could hide an overrun
+    import cupy
+
+    cupy.cuda.set_allocator(None)
+    cupy.cuda.set_pinned_memory_allocator(None)
+
+
+@pytest.fixture(params=GPU_KINDS)
+def gpu_device(request):
+    """The device the GPU glue runs on in this test: the CPU executor (checked build) or CUDA."""
+    from sansa_gpu import gpu
+    from sansa_gpu.gpu import _device
+
+    if request.param == "cuda":
+        dev = _device.current()
+        yield dev
+    else:
+        from sansa_gpu.testing.cuda_executor import ExecutorDevice
+
+        with ExecutorDevice(checked=True) as dev:
+            yield dev
+            gpu.release_scratch()
+            gpu.release_scoring_cache()
+            return
+    gpu.release_scratch()
+    gpu.release_scoring_cache()
+
+
 def pytest_collection_modifyitems(config, items):
-    has_gpu, reason = gpu_status()
     has_data = SHARED_DATA.is_dir()
     for item in items:
-        if "gpu" in item.keywords and not has_gpu:
-            item.add_marker(pytest.mark.skip(reason=f"no GPU: {reason}"))
         if "data" in item.keywords and not has_data:
             item.add_marker(pytest.mark.skip(reason=f"{SHARED_DATA} is absent"))
 

@@ -1,25 +1,37 @@
 """GPU stages against their CPU twins.
 
-The array-level glue of the GPU path (candidate cut, weight assembly) is written for NumPy and
-CuPy alike, so it is checked here on the CPU; the kernels themselves are checked by the tests
-marked ``gpu`` whenever a device is present.
+Tests marked ``gpu`` take the ``gpu_device`` fixture: they run the real glue of ``sansa_gpu/gpu``
+and the real ``kernels/*.cu`` on the CPU executor (checked build: bounds and race checks) in
+every CI run, and on the CUDA device as well when one answers. No test here needs CHOLMOD (the
+device has no scikit-sparse): factors come from the ICF.
 """
+
+import gc
+import logging
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
-from sansa_gpu import SANSA, cpu
+from sansa_gpu import SANSA, cpu, gpu
 from sansa_gpu.cpu.refine import initial_inverse, sweep_candidates
-from sansa_gpu.factorize import ldlt_cholmod, nnz_budget
+from sansa_gpu.factorize import ldlt_icf, nnz_budget
 from sansa_gpu.gpu.refine import cut_candidates
-from sansa_gpu.weights import weights_from_inverse
 from sansa_gpu.refine import refine_inverse
+from sansa_gpu.weights import weights_from_inverse
+
+PARAMS = dict(l2=20.0, density=0.02, refine_sweeps=2, factorizer="icf")
 
 
 @pytest.fixture(scope="module")
 def factor(medium_X):
     budget = nnz_budget(0.02, medium_X.shape[1])
-    return ldlt_cholmod(medium_X, 20.0, budget), budget
+    return ldlt_icf(medium_X, 20.0, budget, 0.0, "popularity"), budget
+
+
+@pytest.fixture(scope="module")
+def cpu_model(medium_X):
+    return SANSA(**PARAMS, device="cpu").fit(medium_X)
 
 
 def test_cut_candidates_in_any_order_matches_cpu_sweep(factor):
@@ -49,15 +61,21 @@ def test_weights_match_dense_formula(factor):
     r = (W * Z0).sum(axis=0)
     np.testing.assert_array_equal(Wt.toarray(), W.T.astype(np.float32))
     np.testing.assert_allclose(Z.toarray(), Z0 * (-1.0 / r)[None, :], rtol=1e-5, atol=1e-7)
-    # the array-level function is what the GPU runs (on CuPy arrays)
     w_indptr, w_indices, w_data, z, col = weights_from_inverse(K.indptr.astype(np.int64), K.indices, K.data, f.d, f.p)
     np.testing.assert_array_equal(w_indptr, Wt.indptr)
 
 
-@pytest.mark.gpu
-def test_gpu_sweep_matches_cpu(factor):
-    from sansa_gpu import gpu
+def _assert_same_factor(Kg, Kc):
+    """Same selected entries (unless magnitudes tie within rounding at the cut), values to rounding."""
+    assert Kg.nnz == Kc.nnz
+    if np.array_equal(Kg.indptr, Kc.indptr) and np.array_equal(Kg.indices, Kc.indices):
+        np.testing.assert_allclose(Kg.data, Kc.data, rtol=1e-5, atol=1e-7)
+    else:
+        assert abs(Kg - Kc).max() < 1e-3 * np.abs(Kc.data).max()
 
+
+@pytest.mark.gpu
+def test_gpu_sweep_matches_cpu(factor, gpu_device):
     f, budget = factor
     K0 = initial_inverse(f.L)
     Kc, rc = cpu.refine_sweep(f.L, K0, budget)
@@ -65,44 +83,126 @@ def test_gpu_sweep_matches_cpu(factor):
     Kg = gpu.to_host(Kg)
     assert Kg.nnz == Kc.nnz == budget
     np.testing.assert_allclose(rg, rc, rtol=1e-6, atol=1e-9)
-    same = (Kg.indices.size == Kc.indices.size) and np.array_equal(Kg.indptr, Kc.indptr) and np.array_equal(Kg.indices, Kc.indices)
-    if not same:  # allowed only where magnitudes tie within rounding at the cut
-        diff = abs(Kg - Kc)
-        assert diff.max() < 1e-3 * np.abs(Kc.data).max()
-    else:
-        np.testing.assert_allclose(Kg.data, Kc.data, rtol=1e-5, atol=1e-7)
+    _assert_same_factor(Kg, Kc)
     np.testing.assert_allclose(gpu.column_residual_norms(f.L, Kc), cpu.column_residual_norms(f.L, Kc), rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.gpu
-def test_gpu_refine_loss_history_matches_cpu(factor):
-    from sansa_gpu import gpu
-
+def test_gpu_consecutive_sweeps_match_cpu(factor, gpu_device):
+    """Several sweeps on the same device scratch: the second sweep once ran on stale row stamps
+    (loss 40x the CPU's); the loss history and the final K must match the CPU twin."""
     f, budget = factor
-    _, hc = refine_inverse(f.L, budget, 3, cpu)
-    _, hg = refine_inverse(f.L, budget, 3, gpu)
+    Kc, hc = refine_inverse(f.L, budget, 4, cpu)
+    Kg, hg = refine_inverse(f.L, budget, 4, gpu)
     for a, b in zip(hc, hg):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
         assert b["nnz"] == a["nnz"]
+    assert [h["device"] for h in hg] == ["gpu"] * 5
+    _assert_same_factor(Kg, Kc)
 
 
 @pytest.mark.gpu
-def test_gpu_fit_recommend_matches_cpu(medium_X):
-    mc = SANSA(l2=20.0, density=0.02, refine_sweeps=2, device="cpu").fit(medium_X)
-    mg = SANSA(l2=20.0, density=0.02, refine_sweeps=2, device="gpu").fit(medium_X)
+def test_gpu_refine_tol_leaves_converged_columns(factor, gpu_device):
+    """With a tolerance above some column residuals, exactly those columns keep their entries."""
+    f, budget = factor
+    K0 = initial_inverse(f.L)
+    res = cpu.column_residual_norms(f.L, K0)
+    tol = float(np.median(res[res > 0]))
+    Kc, _ = cpu.refine_sweep(f.L, K0, budget, tol)
+    Kg, _ = gpu.refine_sweep(f.L, K0, budget, tol)
+    _assert_same_factor(gpu.to_host(Kg), Kc)
+
+
+@pytest.mark.gpu
+def test_gpu_fit_recommend_matches_cpu(medium_X, cpu_model, gpu_device):
+    mg = SANSA(**PARAMS, device="gpu").fit(medium_X)
     assert mg.device_ == "gpu"
-    ic, sc = mc.recommend(medium_X, k=20)
-    ig, sg = mg.recommend(medium_X, k=20)
+    assert mg.stats_["stage_devices"] == {"factorize": "cpu", "refine": "gpu", "weights": "gpu"}
+    for a, b in zip(cpu_model.history_, mg.history_):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    ic, sc = cpu_model.recommend(medium_X[:300], k=20)
+    ig, sg = mg.recommend(medium_X[:300], k=20)
+    assert mg.stats_["stage_devices"]["recommend"] == "gpu"
     np.testing.assert_allclose(sg, sc, rtol=1e-3, atol=1e-5)
     assert (ig == ic).mean() > 0.99
+    mg.score(medium_X[:5])
+    assert mg.stats_["stage_devices"]["score"] == "cpu"  # the sparse score matrix is formed on the CPU
+
+
+@pytest.mark.gpu
+def test_gpu_recommend_identical_to_cpu_on_the_same_weights(medium_X, cpu_model, gpu_device):
+    """Bit-identical ids and scores (ties and padding included), users with no items, weighted
+    rows, k beyond the catalogue, and repeated calls on the same cached device state."""
+    X = medium_X[:150].copy()
+    X.data = X.data * np.linspace(0.5, 2.0, X.nnz, dtype=np.float32)  # weighted rows exercise the float64 h
+    X = sp.vstack([X, sp.csr_matrix((2, X.shape[1]), dtype=np.float32)]).tocsr()  # + users with no items
+    Wt, Z = cpu_model.weights_
+    for k in (1, 20, X.shape[1] + 3, 20):  # k beyond the catalogue: padding; 20 again on the cache
+        ic, sc = cpu.recommend_sparse(X, Wt, Z, k)
+        ig, sg = gpu.recommend_sparse(X, Wt, Z, k)
+        np.testing.assert_array_equal(ig, ic)
+        np.testing.assert_array_equal(sg, sc)
+    assert np.all(ig[-2:] == -1) and np.all(np.isneginf(sg[-2:]))
+
+
+def test_gpu_recommend_with_scratch_for_one_block_of_warps(medium_X, cpu_model):
+    """Free memory for a single block of 8 warps: every warp serves many users in turn."""
+    from sansa_gpu.gpu.inference import WARPS_PER_BLOCK, launch_shape, scratch_bytes_per_warp
+    from sansa_gpu.testing.cuda_executor import ExecutorDevice
+
+    Wt, Z = cpu_model.weights_
+    need = WARPS_PER_BLOCK * scratch_bytes_per_warp(Wt.shape[1], Z.shape[1])
+    with ExecutorDevice(free_bytes=int(need / 0.25) + 1, checked=True):
+        assert launch_shape(Wt.shape[1], Z.shape[1]) == (1, WARPS_PER_BLOCK)
+        ig, sg = gpu.recommend_sparse(medium_X[:100], Wt, Z, 10)
+        gpu.release_scoring_cache()
+    ic, sc = cpu.recommend_sparse(medium_X[:100], Wt, Z, 10)
+    np.testing.assert_array_equal(ig, ic)
+    np.testing.assert_array_equal(sg, sc)
+
+
+@pytest.mark.gpu
+def test_gpu_odd_shapes(gpu_device):
+    """A one-item catalogue, items nobody has (empty columns), k above the reachable items."""
+    X1 = sp.csr_matrix(np.ones((5, 1), dtype=np.float32))
+    m = SANSA(l2=1.0, density=1.0, refine_sweeps=2, factorizer="icf", device="gpu").fit(X1)
+    ids, scores = m.recommend(X1, k=3)
+    assert np.all(ids == -1) and np.all(np.isneginf(scores))  # the only item is the user's own
+    rng = np.random.default_rng(1)
+    X = sp.random(60, 30, density=0.2, random_state=rng, format="csr", dtype=np.float32)
+    X.data[:] = 1.0
+    X = X[:, :20]
+    X = sp.hstack([X, sp.csr_matrix((60, 10), dtype=np.float32)]).tocsr()  # items 20..29 empty
+    mg = SANSA(l2=5.0, density=0.3, refine_sweeps=3, factorizer="icf", device="gpu").fit(X)
+    mc = SANSA(l2=5.0, density=0.3, refine_sweeps=3, factorizer="icf", device="cpu").fit(X)
+    ig, sg = mg.recommend(X, k=25)
+    ic, sc = cpu.recommend_sparse(X, *mg.weights_, 25)
+    np.testing.assert_array_equal(ig, ic)
+    np.testing.assert_array_equal(sg, sc)
+    assert not np.isin(ig, np.arange(20, 30)).any()  # empty items are never recommended
+    np.testing.assert_allclose(mg.weights_[1].toarray(), mc.weights_[1].toarray(), rtol=1e-4, atol=1e-6)
+
+
+def test_gpu_memory_is_released_after_fit_and_with_the_model(medium_X):
+    from sansa_gpu.gpu import inference, refine
+    from sansa_gpu.testing.cuda_executor import ExecutorDevice
+
+    with ExecutorDevice() as dev:
+        m = SANSA(**PARAMS, device="gpu").fit(medium_X)
+        assert refine._Scratch._key is None and dev.pool_releases >= 1  # refinement scratch freed
+        m.recommend(medium_X[:10], k=5)
+        assert inference._cache  # the scoring cache holds the weights between calls
+        releases = dev.pool_releases
+        del m
+        gc.collect()
+        assert not inference._cache and dev.pool_releases == releases + 1  # dropping the model frees it
 
 
 def test_out_of_memory_in_a_gpu_sweep_falls_back_to_cpu_with_warning(factor, caplog):
     """A backend that raises GPUOutOfMemory hands the loop to the CPU reference; same result."""
-    import logging
     import types
 
-    from sansa_gpu.backend import GPUOutOfMemory
+    from sansa_gpu.errors import GPUOutOfMemory
 
     f, budget = factor
 
@@ -110,7 +210,7 @@ def test_out_of_memory_in_a_gpu_sweep_falls_back_to_cpu_with_warning(factor, cap
         raise GPUOutOfMemory("simulated")
 
     fake = types.SimpleNamespace(to_device=lambda M: M, to_host=lambda M: M, refine_sweep=refine_sweep,
-                                 column_residual_norms=cpu.column_residual_norms)
+                                 column_residual_norms=cpu.column_residual_norms, release_scratch=lambda: None)
     with caplog.at_level(logging.WARNING, logger="sansa_gpu"):
         K_fb, h_fb = refine_inverse(f.L, budget, 2, fake)
     K_ref, h_ref = refine_inverse(f.L, budget, 2, cpu)
@@ -119,71 +219,103 @@ def test_out_of_memory_in_a_gpu_sweep_falls_back_to_cpu_with_warning(factor, cap
     assert [h["loss"] for h in h_fb] == [h["loss"] for h in h_ref]
 
 
-def _score_topk_warp_reference(X, Wt, Z, k):
-    """Python transcription of kernels/score_topk.cu's steps (own items, h in CPU order, reached
-    items, scores gathered over Z's columns in ascending latent order, k rounds of arg-best),
-    with each operation rounded as the kernel's intrinsics round it."""
-    Zt = Z.T.tocsr()
-    Zt.sort_indices()
-    n_users = X.shape[0]
-    ids = np.full((n_users, k), -1, dtype=np.int64)
-    scores = np.full((n_users, k), -np.inf, dtype=np.float32)
-    for u in range(n_users):
-        own = set(X.indices[X.indptr[u]:X.indptr[u + 1]].tolist())
-        h, tlist = {}, []
-        for p in range(X.indptr[u], X.indptr[u + 1]):
-            x = np.float64(X.data[p])
-            for q in range(Wt.indptr[X.indices[p]], Wt.indptr[X.indices[p] + 1]):
-                t = int(Wt.indices[q])
-                if t not in h:
-                    h[t] = np.float64(0.0)
-                    tlist.append(t)
-                h[t] = np.float64(h[t] + np.float64(x * np.float64(Wt.data[q])))
-        reached = []
-        seen = set()
-        for t in tlist:
-            if np.float32(h[t]) == 0:
-                continue
-            for c in Z.indices[Z.indptr[t]:Z.indptr[t + 1]].tolist():
-                if c not in seen and c not in own:
-                    seen.add(c)
-                    reached.append(c)
-        s = {}
-        for c in reached:
-            acc = np.float32(0.0)
-            for q in range(Zt.indptr[c], Zt.indptr[c + 1]):
-                t = int(Zt.indices[q])
-                if t in h and np.float32(h[t]) != 0:
-                    acc = np.float32(acc + np.float32(np.float32(h[t]) * Zt.data[q]))
-            s[c] = acc
-        order = sorted(reached, key=lambda c: (-s[c], c))[:k]
-        ids[u, :len(order)] = order
-        scores[u, :len(order)] = [s[c] for c in order]
-    return ids, scores
+def _small_fit(X):
+    return SANSA(l2=10.0, density=0.1, refine_sweeps=2, factorizer="icf", device="gpu").fit(X)
 
 
-def test_score_topk_kernel_algorithm_matches_cpu_bit_for_bit(medium_X):
-    """The kernel gathers each score over Z's column instead of scattering Z's rows: same terms,
-    same ascending-t order, so the same float32 sums as the CPU path (ties and padding included)."""
-    m = SANSA(l2=20.0, density=0.01, refine_sweeps=1, device="cpu").fit(medium_X)
-    X = medium_X[:40].copy()
-    X.data = X.data * np.linspace(0.5, 2.0, X.nnz, dtype=np.float32)  # weighted rows exercise the float64 h
-    ids_c, sc_c = cpu.inference.recommend_sparse(X, *m.weights_, 30)
-    ids_r, sc_r = _score_topk_warp_reference(X, *m.weights_, 30)
-    np.testing.assert_array_equal(ids_r, ids_c)
-    np.testing.assert_array_equal(sc_r, sc_c)
+def _same_model(a, b):
+    for Ma, Mb in zip(a.weights_, b.weights_):
+        assert Ma.nnz == Mb.nnz
+        np.testing.assert_allclose(Ma.toarray(), Mb.toarray(), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.gpu
-def test_gpu_recommend_identical_to_cpu_on_the_same_weights(medium_X):
-    import scipy.sparse as sp
+@pytest.mark.parametrize("kind", ["pool", "thrust", "driver"])
+def test_every_device_allocation_failing_once_or_for_good_still_fits(small_X, kind, caplog):
+    """Inject an out-of-memory at each device allocation of a fit in turn (as CuPy's pool, Thrust's
+    plain MemoryError, or a driver error). Failing once: the chunked retry or the CPU takes over;
+    failing from then on: the fit finishes on the CPU. Always with a warning and the same model."""
+    from sansa_gpu.testing.cuda_executor import ExecutorDevice
 
-    from sansa_gpu import gpu
+    reference = SANSA(l2=10.0, density=0.1, refine_sweeps=2, factorizer="icf", device="cpu").fit(small_X)
+    with ExecutorDevice() as dev:
+        dev.fail_allocation(-1)  # count only
+        _small_fit(small_X)
+        n_alloc = dev.allocations
+        assert n_alloc > 20
+        for at in range(0, n_alloc, 1 if kind == "pool" else 3):
+            for forever in (False, True):
+                caplog.clear()
+                dev.fail_allocation(at, kind, forever=forever)
+                with caplog.at_level(logging.WARNING, logger="sansa_gpu"):
+                    m = _small_fit(small_X)
+                assert "out of memory" in caplog.text.lower(), (at, forever)
+                _same_model(m, reference)
+                if forever:
+                    assert "gpu" not in m.stats_["stage_devices"]["weights"]
+        dev.fail_allocation(-1)
 
-    m = SANSA(l2=20.0, density=0.01, refine_sweeps=1, device="cpu").fit(medium_X)
-    X = sp.vstack([medium_X, sp.csr_matrix((2, medium_X.shape[1]), dtype=np.float32)]).tocsr()  # + empty users
-    for k in (1, 20, medium_X.shape[1] + 3):  # k beyond the catalogue: padding
-        ic, sc = cpu.inference.recommend_sparse(X, *m.weights_, k)
-        ig, sg = gpu.inference.recommend_sparse(X, *m.weights_, k)
-        np.testing.assert_array_equal(ig, ic)
-        np.testing.assert_array_equal(sg, sc)
+
+def test_kernel_launch_failing_with_driver_out_of_memory_falls_back(small_X, caplog):
+    from sansa_gpu.testing.cuda_executor import ExecutorDevice
+
+    reference = SANSA(l2=10.0, density=0.1, refine_sweeps=2, factorizer="icf", device="cpu").fit(small_X)
+    with ExecutorDevice() as dev:
+        dev.fail_launch(-1)
+        _small_fit(small_X)
+        n_launch = len(dev.launches)
+        for at in range(n_launch):
+            for forever in (False, True):
+                caplog.clear()
+                dev.fail_launch(at, forever=forever)
+                with caplog.at_level(logging.WARNING, logger="sansa_gpu"):
+                    m = _small_fit(small_X)
+                assert "out of memory" in caplog.text.lower()
+                _same_model(m, reference)
+                if forever:
+                    assert m.stats_["stage_devices"]["refine"] != "gpu"
+        dev.fail_launch(-1)
+
+
+def test_recommend_out_of_memory_falls_back_to_cpu(small_X, caplog):
+    from sansa_gpu.testing.cuda_executor import ExecutorDevice
+
+    with ExecutorDevice() as dev:
+        m = _small_fit(small_X)
+        ic, sc = cpu.recommend_sparse(small_X, *m.weights_, 7)
+        dev.fail_allocation(-1)
+        m.recommend(small_X, k=7)
+        n_alloc = dev.allocations
+        gpu.release_scoring_cache()
+        for at in range(n_alloc):
+            for forever in (False, True):
+                caplog.clear()
+                dev.fail_allocation(at, "pool", forever=forever)
+                with caplog.at_level(logging.WARNING, logger="sansa_gpu"):
+                    ig, sg = m.recommend(small_X, k=7)
+                np.testing.assert_array_equal(ig, ic)
+                np.testing.assert_array_equal(sg, sc)
+                assert "out of memory" in caplog.text.lower()
+                assert m.stats_["stage_devices"]["recommend"] == ("cpu (GPU out of memory)" if forever else "gpu")
+                gpu.release_scoring_cache()
+        dev.fail_allocation(-1)
+
+
+def test_auto_stays_on_the_cpu_until_the_gpu_path_is_verified_on_a_device(small_X, caplog):
+    from sansa_gpu import backend
+    from sansa_gpu.testing.cuda_executor import ExecutorDevice
+
+    assert backend.GPU_VERIFIED_ON_DEVICE is False
+    with ExecutorDevice():
+        assert backend.gpu_status()[0]
+        with caplog.at_level(logging.INFO, logger="sansa_gpu"):
+            m = SANSA(l2=10.0, density=0.1, refine_sweeps=1, factorizer="icf", device="auto").fit(small_X)
+        assert m.device_ == "cpu" and m.stats_["stage_devices"]["refine"] == "cpu"
+        assert "not yet verified on a device" in caplog.text
+        backend._warned_unverified = False
+        with pytest.warns(RuntimeWarning, match="verified on the CPU executor only"):
+            assert backend.resolve_device("gpu") == "gpu"
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert backend.resolve_device("gpu") == "gpu"  # warned once per process

@@ -1,5 +1,5 @@
-"""Every CUDA kernel compiles with NVRTC for each supported architecture (no GPU needed), and
-the GPU paths match their CPU twins when a GPU is present."""
+"""Every CUDA kernel compiles with NVRTC for each supported architecture (no GPU needed), and the
+GPU scoring path matches its CPU twin (on the CPU executor always, on a device when present)."""
 
 import numpy as np
 import pytest
@@ -31,24 +31,22 @@ def test_compile_error_is_reported(tmp_path, monkeypatch):
 
 
 @pytest.mark.gpu
-def test_gpu_recommend_matches_cpu(medium_X):
+def test_gpu_recommend_matches_cpu(medium_X, gpu_device):
     from sansa_gpu import SANSA
     from sansa_gpu import cpu, gpu
 
-    m = SANSA(l2=20.0, density=0.02, refine_sweeps=2, device="cpu").fit(medium_X)
+    m = SANSA(l2=20.0, density=0.02, refine_sweeps=2, factorizer="icf", device="cpu").fit(medium_X)
     Wt, Z = m.weights_
-    X = medium_X[:500]
+    X = medium_X[:200]
     ids_c, sc_c = cpu.recommend_sparse(X, Wt, Z, 20)
     ids_g, sc_g = gpu.recommend_sparse(X, Wt, Z, 20)
-    np.testing.assert_allclose(sc_g, sc_c, rtol=1e-4, atol=1e-6)
-    gaps = np.abs(np.diff(sc_c.astype(np.float64), axis=1))
-    clear = np.all(np.where(np.isfinite(gaps), gaps, 1.0) > 1e-4, axis=1)
-    np.testing.assert_array_equal(ids_g[clear], ids_c[clear])
-    assert clear.mean() > 0.5
+    # the kernel sums in the CPU's order with explicitly rounded operations: identical, ties included
+    np.testing.assert_array_equal(ids_g, ids_c)
+    np.testing.assert_array_equal(sc_g, sc_c)
 
 
 @pytest.mark.gpu
-def test_gpu_recommend_padding():
+def test_gpu_recommend_padding(gpu_device):
     import scipy.sparse as sp
     from sansa_gpu import gpu
 

@@ -50,7 +50,15 @@ def cut_candidates(offsets, counts, rows, vals, n: int, budget: int):
 
 
 def to_device(M) -> DeviceCompressed:
-    return M if isinstance(M, DeviceCompressed) else DeviceCompressed.from_host(M)
+    """M on the device (a host CSC/CSR is uploaded); an out-of-memory raises GPUOutOfMemory."""
+    if isinstance(M, DeviceCompressed):
+        return M
+    try:
+        return DeviceCompressed.from_host(M)
+    except Exception as exc:
+        if not _device.is_out_of_memory(exc):
+            raise
+        raise GPUOutOfMemory(f"a {M.shape[0]} x {M.shape[1]} matrix with {M.nnz} nonzeros does not fit in GPU memory: {exc}") from exc
 
 
 def to_host(M):

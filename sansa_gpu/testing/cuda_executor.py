@@ -500,8 +500,8 @@ class ExecutorDevice:
         self.allocations = 0
         self.launches: list[str] = []
         self.pool_releases = 0
-        self._fail_allocation: tuple[int, str] | None = None
-        self._fail_launch: tuple[int, str] | None = None
+        self._fail_allocation: tuple | None = None
+        self._fail_launch: tuple | None = None
         self._ctx = None
 
     # seam API --------------------------------------------------------------------------
@@ -518,32 +518,32 @@ class ExecutorDevice:
         self.pool_releases += 1
 
     # fault injection -------------------------------------------------------------------
-    def fail_allocation(self, at: int, kind: str = "pool") -> None:
-        """Make allocation number ``at`` (0-based, counted from now) raise ``kind``: 'pool'
-        (CuPy's OutOfMemoryError), 'thrust' (plain MemoryError) or 'driver' (CUDA_ERROR_OUT_OF_MEMORY)."""
+    def fail_allocation(self, at: int, kind: str = "pool", forever: bool = False) -> None:
+        """Make allocation number ``at`` (0-based, counted from now; -1: none, just count) raise
+        ``kind``: 'pool' (CuPy's OutOfMemoryError), 'thrust' (a plain MemoryError) or 'driver'
+        (CUDA_ERROR_OUT_OF_MEMORY); with ``forever`` every later allocation fails too."""
         self.allocations = 0
-        self._fail_allocation = (at, kind)
+        self._fail_allocation = (at, kind, forever)
 
-    def fail_launch(self, at: int, kind: str = "driver") -> None:
-        """Make kernel launch number ``at`` (0-based, counted from now) fail with ``kind``."""
+    def fail_launch(self, at: int, kind: str = "driver", forever: bool = False) -> None:
+        """Make kernel launch number ``at`` (0-based, counted from now; -1: none) fail with ``kind``."""
         self.launches = []
-        self._fail_launch = (at, kind)
+        self._fail_launch = (at, kind, forever)
+
+    @staticmethod
+    def _maybe_fail(rule, n: int, what: str):
+        if rule is not None and rule[0] >= 0 and (n == rule[0] or (rule[2] and n > rule[0])):
+            raise FAILURES[rule[1]](what)
 
     def _on_allocation(self, site: str) -> None:
         n = self.allocations
         self.allocations += 1
-        if self._fail_allocation is not None and self._fail_allocation[0] == n:
-            kind = self._fail_allocation[1]
-            self._fail_allocation = None
-            raise FAILURES[kind](f"allocation #{n}, {site}")
+        self._maybe_fail(self._fail_allocation, n, f"allocation #{n}, {site}")
 
     def _on_launch(self, expression: str) -> None:
         n = len(self.launches)
         self.launches.append(expression)
-        if self._fail_launch is not None and self._fail_launch[0] == n:
-            kind = self._fail_launch[1]
-            self._fail_launch = None
-            raise FAILURES[kind](f"launch #{n}, {expression}")
+        self._maybe_fail(self._fail_launch, n, f"launch #{n}, {expression}")
 
     # installation ----------------------------------------------------------------------
     def __enter__(self):
