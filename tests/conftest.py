@@ -13,7 +13,10 @@ SHARED_DATA = Path(os.environ.get("SANSA_SHARED_DATA", Path(__file__).resolve().
 
 #: Where tests marked ``gpu`` run the GPU path: always on the CPU executor of the CUDA kernels
 #: (checked build: bounds and race checks on every access), and on the real device when one answers.
+#: SANSA_GPU_TEST_KINDS=cuda (the device script) runs them on the device only.
 GPU_KINDS = ["executor"] + (["cuda"] if _cuda_status()[0] else [])
+if os.environ.get("SANSA_GPU_TEST_KINDS"):
+    GPU_KINDS = [k for k in os.environ["SANSA_GPU_TEST_KINDS"].split(",") if k in GPU_KINDS]
 
 if os.environ.get("SANSA_GPU_NO_POOL") == "1" and "cuda" in GPU_KINDS:
     # compute-sanitizer passes: no pooled blocks that could hide an overrun
