@@ -48,8 +48,8 @@ def release_scoring_cache() -> None:
 
 def scratch_bytes_per_warp(n_latent: int, n_items: int) -> int:
     """Dense scratch of one warp: h (f64), hmark (u8), tlist (i32) per latent row; s (f32), flag (u8),
-    rlist (i32) per item."""
-    return 13 * n_latent + 9 * n_items
+    list (u64: reached items, then their top-k keys) per item."""
+    return 13 * n_latent + 13 * n_items
 
 
 def launch_shape(n_latent: int, n_items: int, fraction: float = SCRATCH_FRACTION) -> tuple[int, int]:
@@ -63,23 +63,20 @@ def launch_shape(n_latent: int, n_items: int, fraction: float = SCRATCH_FRACTION
 
 
 def _device_state(Wt: sp.csr_matrix, Z: sp.csr_matrix, fraction: float):
-    """Device copies of Wt, Z and Z's transpose (CSR of Z's columns, rows ascending) plus the
-    kernel's zeroed per-warp scratch, for the last model used. Uploaded and allocated once per
-    model: streaming blocks of users (recommend_batches) re-sends and re-zeroes nothing, since the
+    """Device copies of Wt and Z plus the kernel's zeroed per-warp scratch, for the last model
+    used. Uploaded and allocated once per model: streaming blocks of users (recommend_batches) re-sends and re-zeroes nothing, since the
     kernel leaves its scratch zero. Returns (weights, max_blocks, scratch)."""
     dev = _device.current()
     key = (id(dev), id(Wt), id(Z), fraction)
     if _cache.get("key") != key:
         release_scoring_cache()  # free the previous model's buffers before allocating
         xp = dev.xp
-        Zt = sp.csr_matrix(Z.T)
-        Zt.sort_indices()
-        weights = (_to_device_csr(Wt), _to_device_csr(Z), _to_device_csr(Zt))
+        weights = (_to_device_csr(Wt), _to_device_csr(Z))
         n_latent, n_items = Wt.shape[1], Z.shape[1]
         blocks, warps = launch_shape(n_latent, n_items, fraction)
         scratch = (xp.zeros(warps * n_latent, dtype=xp.float64), xp.zeros(warps * n_latent, dtype=xp.uint8),
                    xp.empty(warps * n_latent, dtype=xp.int32), xp.zeros(warps * n_items, dtype=xp.float32),
-                   xp.zeros(warps * n_items, dtype=xp.uint8), xp.empty(warps * n_items, dtype=xp.int32))
+                   xp.zeros(warps * n_items, dtype=xp.uint8), xp.empty(warps * n_items, dtype=xp.uint64))
         # the model's weights going away (model dropped or refitted) frees the device copies
         finalizers = [weakref.finalize(M, release_scoring_cache) for M in (Wt, Z)]
         _cache.update(key=key, device=dev, weights=weights, max_blocks=blocks, scratch=scratch, finalizers=finalizers)
@@ -103,7 +100,7 @@ def _recommend(X, Wt, Z, k, fraction):
     ids = np.empty((n_users, k), dtype=np.int64)
     scores = np.empty((n_users, k), dtype=np.float32)
     kernel = dev.get_kernel("score_topk.cu", "score_topk_warp<long long>")
-    (wt, z, zt), max_blocks, scratch = _device_state(Wt, Z, fraction)
+    (wt, z), max_blocks, scratch = _device_state(Wt, Z, fraction)
     blocks = min(max_blocks, -(-n_users // WARPS_PER_BLOCK))  # no more warps than users
     step = users_per_block(X, k, fraction)
     d_ids = xp.empty((min(step, n_users), k), dtype=xp.int64)
@@ -114,7 +111,7 @@ def _recommend(X, Wt, Z, k, fraction):
         x = _to_device_csr(block)
         kernel(
             (blocks,), (THREADS,),
-            (*x, *wt, *z, *zt, np.int32(n_latent), np.int32(n_items), np.int32(k), np.int32(nb),
+            (*x, *wt, *z, np.int32(n_latent), np.int32(n_items), np.int32(k), np.int32(nb),
              *scratch, d_ids, d_scores),
         )
         d_ids[:nb].get(out=ids[start:start + nb])
