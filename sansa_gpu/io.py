@@ -97,4 +97,11 @@ def csr_from_arrays(prefix: str, arrays: dict[str, np.ndarray], shape: tuple[int
     )
     if not ok:
         raise ValueError(f"{path!r}: arrays of {prefix} are inconsistent with shape {shape} (corrupt model file)")
-    return sp.csr_matrix((data, indices, indptr), shape=shape)
+    M = sp.csr_matrix((data, indices, indptr), shape=shape)
+    if not M.has_canonical_format:  # the scoring kernels need distinct, ascending indices per row
+        summed = M.copy()
+        summed.sum_duplicates()
+        if summed.nnz != M.nnz:
+            raise ValueError(f"{path!r}: {prefix} repeats a column index within a row (corrupt model file)")
+        M = summed  # the same entries, sorted
+    return M

@@ -185,3 +185,51 @@ def test_scoring_does_not_depend_on_the_thread_schedule(medium_X, schedule):
         gpu.release_scoring_cache()
     np.testing.assert_array_equal(ig, ic)
     np.testing.assert_array_equal(sg, sc)
+
+
+CHECKS = r"""
+__global__ void atomics_then_plain_read(int* c, int* out) {
+    if (threadIdx.x < 2) atomicAdd(c, 1);
+    if (threadIdx.x == 1) out[0] = c[0];  // lane 0's atomic is not ordered before this read
+}
+__global__ void far_store(float* a, const float* b, const long long off) {
+    if (threadIdx.x == 0) a[off] = 1.0f;
+}
+__global__ void shuffles_use_low_five_bits(int* out) {
+    out[threadIdx.x] = __shfl_down_sync(0xffffffffu, (int)threadIdx.x, 33u);
+}
+__global__ void scale_in_place(const float* in, float* out, const int n) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = 2.0f * in[i];
+}
+"""
+CHECK_NAMES = ("atomics_then_plain_read", "far_store", "shuffles_use_low_five_bits", "scale_in_place")
+
+
+def test_race_with_an_earlier_atomic_of_another_thread_is_reported():
+    k = _module(CHECKS, *CHECK_NAMES).get_function("atomics_then_plain_read")
+    with pytest.raises(KernelFault, match="data race.*argument #0 'c'.*read by thread 1.*atomic write by thread 0"):
+        k((1,), (32,), (xp.zeros(1, dtype=np.int32), xp.zeros(1, dtype=np.int32)))
+
+
+@pytest.mark.parametrize("off", [1000, 100_000, -3])
+def test_far_out_of_bounds_store_never_lands_in_another_argument(off):
+    k = _module(CHECKS, *CHECK_NAMES).get_function("far_store")
+    a, b = xp.zeros(1000, dtype=np.float32), xp.zeros(100_000, dtype=np.float32)
+    with pytest.raises(KernelFault, match="out-of-bounds write of 4 bytes"):
+        k((1,), (32,), (a, b, np.int64(off)))
+    assert a.get().sum() == 0 and b.get().sum() == 0
+
+
+def test_shuffle_offsets_use_their_low_five_bits_as_on_the_device():
+    k = _module(CHECKS, *CHECK_NAMES, checked=False).get_function("shuffles_use_low_five_bits")
+    out = xp.zeros(64, dtype=np.int32)
+    k((1,), (64,), (out,))
+    lane = np.arange(64) % 32
+    np.testing.assert_array_equal(out.get(), np.where(lane < 31, np.arange(64) + 1, np.arange(64)))
+
+
+def test_the_same_array_passed_twice_is_one_buffer_in_the_checked_build():
+    k = _module(CHECKS, *CHECK_NAMES).get_function("scale_in_place")
+    a = xp.arange(100, dtype=np.float32)
+    k((1,), (32,), (a, a, np.int32(100)))
+    np.testing.assert_array_equal(a.get(), 2 * np.arange(100, dtype=np.float32))

@@ -319,3 +319,47 @@ def test_auto_stays_on_the_cpu_until_the_gpu_path_is_verified_on_a_device(small_
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             assert backend.resolve_device("gpu") == "gpu"  # warned once per process
+
+
+def _random_weights(rng, n_items, n_latent, density, ties):
+    """Random canonical Wt (items x latent) and Z (latent x items) with signed values; ``ties``
+    draws values from a handful of levels so that many scores tie exactly."""
+    def rand(shape):
+        M = sp.random(*shape, density=density, random_state=rng, format="csr", dtype=np.float32)
+        if ties:
+            M.data = rng.choice(np.array([-1.0, -0.5, 0.25, 0.5, 1.0], dtype=np.float32), M.nnz)
+        else:
+            M.data = rng.standard_normal(M.nnz).astype(np.float32)
+        M.sum_duplicates()
+        M.sort_indices()
+        return M
+    return rand((n_items, n_latent)), rand((n_latent, n_items))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("seed", range(4))
+def test_gpu_recommend_bit_identical_on_random_signed_weights_with_ties(gpu_device, seed):
+    """Signed weights, exact ties, n_latent != n_items, k from 1 past the candidates: ids and the
+    scores' bits equal the CPU's, and the kernel leaves its scratch zero."""
+    from sansa_gpu.gpu import inference
+
+    rng = np.random.default_rng(seed)
+    n_items, n_latent = int(rng.integers(2, 90)), int(rng.integers(1, 70))
+    Wt, Z = _random_weights(rng, n_items, n_latent, float(rng.uniform(0.03, 0.3)), ties=seed % 2 == 0)
+    X = sp.random(40, n_items, density=0.1, random_state=rng, format="csr", dtype=np.float32)
+    X.data = rng.uniform(0.5, 2.0, X.nnz).astype(np.float32)
+    for k in (1, 3, n_items + 2):
+        ic, sc = cpu.recommend_sparse(X, Wt, Z, k)
+        ig, sg = gpu.recommend_sparse(X, Wt, Z, k)
+        np.testing.assert_array_equal(ig, ic)
+        np.testing.assert_array_equal(sg.view(np.uint32), sc.view(np.uint32))
+        h, hmark, _, s, flag, _ = (np.asarray(a.get()) for a in inference._cache["scratch"])
+        assert not h.any() and not hmark.any() and not s.any() and not flag.any()
+
+
+def test_gpu_scoring_refuses_weights_with_repeated_indices(small_X):
+    Wt = sp.csr_matrix((np.ones(2, np.float32), np.array([0, 0]), np.array([0, 2] + [2] * 79)), shape=(80, 3))
+    Z = sp.csr_matrix(np.ones((3, 80), dtype=np.float32))
+    assert not Wt.has_canonical_format
+    with pytest.raises(ValueError, match="Wt has repeated or unsorted column indices"):
+        gpu.recommend_sparse(small_X, Wt, Z, 5)

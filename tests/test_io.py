@@ -6,6 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from sansa_gpu import EASE, SANSA
 from sansa_gpu import io as sio
@@ -121,3 +122,17 @@ def test_model_saved_for_gpu_loads_anywhere(small_X, tmp_path):
 
     assert loaded.device_ == ("gpu" if gpu_status()[0] and GPU_VERIFIED_ON_DEVICE else "cpu")
     np.testing.assert_array_equal(loaded.recommend(small_X, k=5)[0], m.recommend(small_X, k=5)[0])
+
+
+def test_model_file_with_a_repeated_index_is_refused_and_unsorted_rows_are_sorted(small_X, tmp_path):
+    """The scoring kernels need distinct, ascending column indices per row of Wt and Z."""
+    from sansa_gpu.io import csr_from_arrays
+
+    M = sp.csr_matrix(np.array([[1, 0, 2], [0, 3, 0]], dtype=np.float32))
+    arrays = {"W_indptr": M.indptr, "W_indices": np.array([2, 0, 1], dtype=np.int32),
+              "W_data": np.array([2, 1, 3], dtype=np.float32)}
+    loaded = csr_from_arrays("W", arrays, (2, 3), "m")
+    assert loaded.has_canonical_format and (loaded != M).nnz == 0
+    arrays["W_indices"] = np.array([0, 0, 1], dtype=np.int32)
+    with pytest.raises(ValueError, match="repeats a column index within a row"):
+        csr_from_arrays("W", arrays, (2, 3), "m")

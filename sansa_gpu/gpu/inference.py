@@ -79,7 +79,8 @@ def _device_state(Wt: sp.csr_matrix, Z: sp.csr_matrix, fraction: float):
                    xp.zeros(warps * n_items, dtype=xp.uint8), xp.empty(warps * n_items, dtype=xp.uint64))
         # the model's weights going away (model dropped or refitted) frees the device copies
         finalizers = [weakref.finalize(M, release_scoring_cache) for M in (Wt, Z)]
-        _cache.update(key=key, device=dev, weights=weights, max_blocks=blocks, scratch=scratch, finalizers=finalizers)
+        _cache.update(key=key, device=dev, fraction=fraction, weights=weights, max_blocks=blocks, scratch=scratch,
+                      finalizers=finalizers)
     return _cache["weights"], _cache["max_blocks"], _cache["scratch"]
 
 
@@ -121,15 +122,20 @@ def _recommend(X, Wt, Z, k, fraction):
 
 def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of ``(X Wt) Z`` per row of X, own items excluded (see the CPU twin for the contract).
+    X, Wt, Z: CSR in canonical format (distinct, sorted indices per row; ValueError otherwise).
 
     A device out-of-memory frees the scoring cache and retries with a quarter of the scratch and
     upload sizes; if that fails too, :class:`GPUOutOfMemory` is raised (the model then scores on
     the CPU with a warning).
     """
+    for name, M in (("X", X), ("Wt", Wt), ("Z", Z)):
+        if not M.has_canonical_format:  # lanes split a row assuming its column indices are distinct
+            raise ValueError(f"{name} has repeated or unsorted column indices in a row; call sum_duplicates() first")
     if X.shape[0] == 0:
         return np.empty((0, k), dtype=np.int64), np.empty((0, k), dtype=np.float32)
     try:
-        return _recommend(X, Wt, Z, k, SCRATCH_FRACTION)
+        # after an out-of-memory the cached model keeps the smaller sizes that worked
+        return _recommend(X, Wt, Z, k, _cache.get("fraction", SCRATCH_FRACTION))
     except Exception as exc:
         if not _device.is_out_of_memory(exc):
             raise

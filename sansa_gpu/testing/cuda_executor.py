@@ -42,6 +42,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import mmap
 import os
 import re
 import shutil
@@ -58,7 +59,10 @@ EMU_DIR = Path(__file__).resolve().parent / "cuda_emu"
 CXX_FLAGS = ("-std=c++17", "-fPIC", "-fvisibility=hidden", "-ffp-contract=off", "-fno-fast-math", "-g")
 KERNEL_OPT = "-O1"
 CHECKED_FLAGS = ("-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0")
-GUARD_BYTES = 256
+#: Checked build: each argument array is copied into its own anonymous mapping with this much
+#: unused address space on both sides, so an access even far outside it lands in no other
+#: argument (the pages are never touched, so they cost no memory).
+GUARD_BYTES = 16 << 20
 SCHEDULES = {"forward": 0, "reverse": 1, "random": 2}
 
 
@@ -205,9 +209,10 @@ class _RangeDesc(ctypes.Structure):
                 ("name", ctypes.c_char_p)]
 
 
-def _shared_variables(lib_path: Path, lib) -> list[tuple[int, int, str]]:
-    """(address, bytes, name) of the kernel's ``__shared__`` variables in the loaded library: its
-    function-local statics (``_ZZ...`` symbols; kernel code has no other kind), found with nm."""
+def _shared_variables(lib_path: Path, lib) -> list[tuple[int, int, str, bool]]:
+    """(address, bytes, name, writable) of the kernel's function-local statics in the loaded
+    library (``_ZZ...`` symbols, found with nm): writable ones are its ``__shared__`` variables
+    (kernel code has no other kind), read-only ones constant tables."""
     if shutil.which("nm") is None:
         raise ExecutorUnavailable("the CUDA executor needs binutils' nm")
     out = subprocess.run(["nm", "-S", "--defined-only", str(lib_path)], capture_output=True, text=True, check=True).stdout
@@ -217,13 +222,13 @@ def _shared_variables(lib_path: Path, lib) -> list[tuple[int, int, str]]:
         if len(parts) == 4:
             addr, size, kind, name = parts
             offsets[name] = int(addr, 16)
-            if name.startswith("_ZZ") and kind in "bBdD" and "cuda_emu_sig" not in name:
-                found.append((int(addr, 16), int(size, 16), name))
+            if name.startswith("_ZZ") and kind in "bBdDrR" and "cuda_emu_sig" not in name:
+                found.append((int(addr, 16), int(size, 16), name, kind in "bBdD"))
         elif len(parts) == 3:
             offsets[parts[2]] = int(parts[0], 16)
     base = ctypes.cast(lib.cuda_emu_launch, ctypes.c_void_p).value - offsets["cuda_emu_launch"]
-    names = subprocess.run(["c++filt"], input="\n".join(n for _, _, n in found), capture_output=True, text=True).stdout.split("\n")
-    return [(base + a, size, names[i].split("::")[-1]) for i, (a, size, n) in enumerate(found)
+    names = subprocess.run(["c++filt"], input="\n".join(f[2] for f in found), capture_output=True, text=True).stdout.split("\n")
+    return [(base + a, size, names[i].split("::")[-1], writable) for i, (a, size, n, writable) in enumerate(found)
             if i < len(names) and names[i] and "cuda_emu::" not in names[i]]
 
 
@@ -290,7 +295,7 @@ class ExecutorKernel:
             raise TypeError(f"{self.expression} takes {len(self.params)} arguments, {len(args)} given")
         if device is not None:
             device._on_launch(self.expression)
-        keep, slots, ranges, copies = [], (ctypes.c_void_p * max(1, len(args)))(), [], []
+        keep, slots, ranges, copies, aliases = [], (ctypes.c_void_p * max(1, len(args)))(), [], [], {}
         for i, (p, a) in enumerate(zip(self.params, args)):
             where = f"{self.expression} argument #{i} '{p.name}' ({p.c_type})"
             if p.pointer:
@@ -306,14 +311,25 @@ class ExecutorKernel:
                         raise TypeError(f"{where}: the array is not C-contiguous (the kernel indexes it densely)")
                     buf = a
                     if self.module.checked:
-                        raw = np.empty(a.nbytes + 2 * GUARD_BYTES, dtype=np.uint8)
-                        buf = raw[GUARD_BYTES:GUARD_BYTES + a.nbytes].view(a.dtype)
-                        buf[...] = a.reshape(-1)
-                        keep.append(raw)
-                        if not p.const:
-                            copies.append((a, buf))
-                        ranges.append(_RangeDesc(buf.ctypes.data, a.nbytes, a.itemsize, i, 0 if p.const else 1, 0,
-                                                 p.name.encode()))
+                        shared_with = next((j for j, (other, _, _) in aliases.items() if np.shares_memory(a, other)), None)
+                        if shared_with is not None:
+                            other, buf, r = aliases[shared_with]
+                            if not (a.ctypes.data == other.ctypes.data and a.nbytes == other.nbytes):
+                                raise NotImplementedError(f"{where}: partly overlaps argument #{shared_with}")
+                            # the same array passed twice: one buffer and one range, as on the device
+                            if not p.const and not ranges[r].writable:
+                                ranges[r].writable = 1
+                                copies.append((a, buf))
+                        else:
+                            raw = np.frombuffer(mmap.mmap(-1, a.nbytes + 2 * GUARD_BYTES), dtype=np.uint8)
+                            buf = raw[GUARD_BYTES:GUARD_BYTES + a.nbytes].view(a.dtype)
+                            buf[...] = a.reshape(-1)
+                            keep.append(raw)
+                            aliases[i] = (a, buf, len(ranges))
+                            if not p.const:
+                                copies.append((a, buf))
+                            ranges.append(_RangeDesc(buf.ctypes.data, a.nbytes, a.itemsize, i, 0 if p.const else 1, 0,
+                                                     p.name.encode()))
                     value = ctypes.c_void_p(buf.ctypes.data)
             else:
                 dt = cupy_passed_dtype(a)
@@ -325,7 +341,7 @@ class ExecutorKernel:
                 value = _CODE_CTYPES[p.base](np.asarray(a).reshape(()).item())
             keep.append(value)
             slots[i] = ctypes.cast(ctypes.pointer(value), ctypes.c_void_p)
-        ranges += [_RangeDesc(addr, size, 1, -1, 1, 1, name.encode()) for addr, size, name in self.module.shared]
+        ranges += [_RangeDesc(addr, size, 1, -1, int(w), int(w), name.encode()) for addr, size, name, w in self.module.shared]
         err = ctypes.create_string_buffer(4096)
         sched = device.schedule if device is not None else "forward"
         seed = device.seed if device is not None else 0

@@ -5,6 +5,10 @@
 #include "cuda_emu.h"
 
 #include <dlfcn.h>
+#include <sys/mman.h>
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstdarg>
@@ -79,9 +83,9 @@ struct Access {
 };
 
 struct Cell {
-    Access w;       // last plain write
-    Access aw;      // last atomic access (atomics are read-modify-writes)
-    Access r1, r2;  // last plain reads (r2: a concurrent one by another thread)
+    Access w;         // last plain write
+    Access aw1, aw2;  // last atomics (read-modify-writes; aw2: a concurrent one by another thread)
+    Access r1, r2;    // last plain reads (r2: a concurrent one by another thread)
 };
 
 struct Range {
@@ -178,8 +182,25 @@ void fiber_main() {
 void fiber_trampoline() { fiber_main(); }
 #endif
 
+// Stacks are mmap'd with a PROT_NONE guard page below them: an overflow faults instead of
+// silently corrupting the neighbouring fiber.
+char* new_stack() {
+    const size_t page = 4096;
+    void* p = mmap(nullptr, STACK_BYTES + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        std::fprintf(stderr, "cuda_emu: cannot map a fiber stack\n");
+        std::abort();
+    }
+    mprotect(p, page, PROT_NONE);
+    return static_cast<char*>(p) + page;
+}
+
+void free_stack(char* stack) {
+    if (stack) munmap(stack - 4096, STACK_BYTES + 4096);
+}
+
 void start_fiber(Fiber& f) {
-    if (!f.stack) f.stack = static_cast<char*>(std::malloc(STACK_BYTES));
+    if (!f.stack) f.stack = new_stack();
     f.state = RUNNABLE;
 #if defined(__x86_64__)
     uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + STACK_BYTES) & ~uintptr_t(15);
@@ -277,12 +298,13 @@ bool release_warp(int w) {
     for (int t = lo; t < hi; ++t) {
         Fiber& f = g->fibers[t];
         const int lane = t - lo, width = f.width, seg = lane / width * width;
+        const int arg = f.arg & 31;  // shfl.sync uses the low 5 bits of the lane / offset operand
         int src = lane;
         switch (f.kind) {
-            case SHFL_IDX: src = seg + ((f.arg % width) + width) % width; break;
-            case SHFL_DOWN: src = (lane - seg) + f.arg < width ? lane + f.arg : lane; break;
-            case SHFL_UP: src = (lane - seg) - f.arg >= 0 ? lane - f.arg : lane; break;
-            case SHFL_XOR: src = lane ^ f.arg; if (src >= seg + width || src < 0 || src > 31) src = lane; break;
+            case SHFL_IDX: src = seg + arg % width; break;
+            case SHFL_DOWN: src = (lane - seg) + arg < width ? lane + arg : lane; break;
+            case SHFL_UP: src = (lane - seg) - arg >= 0 ? lane - arg : lane; break;
+            case SHFL_XOR: src = lane ^ arg; if (src >= seg + width) src = lane; break;
             default: break;
         }
         switch (f.kind) {
@@ -381,6 +403,7 @@ std::string access_str(const Access& a) {
 
 std::string range_str(const Range& r) {
     if (r.shared) return "__shared__ " + r.name;
+    if (r.arg < 0) return "constant " + r.name;
     return fmt("argument #%d '%s'", r.arg, r.name.c_str());
 }
 
@@ -390,27 +413,39 @@ void race(const Range& r, uint64_t idx, const Access& prev, const Access& cur) {
                   access_str(prev) + " (no __syncthreads()/__syncwarp() between them)");
 }
 
+// Remember `cur` in the slot pair (x1, x2): x1 the latest, x2 an older access by another thread
+// that is still concurrent with it (so a later conflicting access sees either).
+void remember(Access& x1, Access& x2, const Access& cur) {
+    if (x1.block < 0 || ordered(x1, cur)) {
+        x1 = cur;
+        if (x2.block >= 0 && ordered(x2, cur)) x2 = Access();
+    } else if (x1.tid != cur.tid) {
+        x2 = x1;
+        x1 = cur;
+    } else {
+        x1 = cur;
+    }
+}
+
 void check_cell(Range& r, uint64_t idx, const Access& cur) {
     Cell& c = r.cells[idx];
     auto conflicts = [&](const Access& a) { return a.block >= 0 && !ordered(a, cur); };
     if (conflicts(c.w)) race(r, idx, c.w, cur);
-    if (!cur.atomic && conflicts(c.aw)) race(r, idx, c.aw, cur);
+    if (!cur.atomic) {
+        if (conflicts(c.aw1)) race(r, idx, c.aw1, cur);
+        if (conflicts(c.aw2)) race(r, idx, c.aw2, cur);
+    }
     if (cur.write) {  // plain writes and atomics
         if (conflicts(c.r1)) race(r, idx, c.r1, cur);
         if (conflicts(c.r2)) race(r, idx, c.r2, cur);
     }
     if (cur.atomic) {
-        c.aw = cur;
+        remember(c.aw1, c.aw2, cur);
     } else if (cur.write) {
+        c = Cell();
         c.w = cur;
-        c.aw = Access();
-        c.r1 = Access();
-        c.r2 = Access();
-    } else if (c.r1.block < 0 || ordered(c.r1, cur)) {
-        c.r1 = cur;
-        if (c.r2.block >= 0 && ordered(c.r2, cur)) c.r2 = Access();
-    } else if (c.r1.tid != cur.tid) {
-        c.r2 = cur;
+    } else {
+        remember(c.r1, c.r2, cur);
     }
 }
 
@@ -605,6 +640,12 @@ EMU_EXPORT int cuda_emu_launch(void (*body)(void**), void** args, const char* ke
         L.ranges.push_back(std::move(r));
     }
     g = &L;
+#if defined(__x86_64__)
+    // IEEE defaults for the kernel (round to nearest, no flush-to-zero / denormals-are-zero), as on
+    // a GPU without --use_fast_math, whatever the host process set.
+    const unsigned int mxcsr = _mm_getcsr();
+    _mm_setcsr(0x1f80);
+#endif
     std::mt19937_64 rng(seed);
     for (unsigned z = 0; z < grid[2] && !L.failed; ++z)
         for (unsigned y = 0; y < grid[1] && !L.failed; ++y)
@@ -614,7 +655,10 @@ EMU_EXPORT int cuda_emu_launch(void (*body)(void**), void** args, const char* ke
                 run_block(rng, schedule);
             }
     g = nullptr;
-    for (auto& f : L.fibers) std::free(f.stack);
+#if defined(__x86_64__)
+    _mm_setcsr(mxcsr);
+#endif
+    for (auto& f : L.fibers) free_stack(f.stack);
     if (L.failed) {
         std::snprintf(err, errlen, "%s", L.error.c_str());
         return 1;
