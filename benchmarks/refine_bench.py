@@ -31,7 +31,6 @@ The budget is the saved factor's budget, or nnz(L) for synthetic L.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -42,6 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _isolated import emit  # noqa: E402
 
 
 def synthetic_unit_lower(n: int, per_col: int, seed: int = 0) -> sp.csc_matrix:
@@ -71,14 +71,6 @@ def _median_time(fn, repeats: int):
         out = fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times)), times, out
-
-
-def _emit(rec: dict, out: str | None) -> None:
-    line = json.dumps(rec)
-    print(line, flush=True)
-    if out:
-        with open(out, "a") as f:
-            f.write(line + "\n")
 
 
 def load_inputs(args):
@@ -192,12 +184,12 @@ def main(argv=None) -> int:
     use_gpu = args.device == "gpu" or (args.device == "auto" and has_gpu)
     failed = False
     if use_gpu and not has_gpu:
-        _emit({"what": "refine_sweep", "device": "gpu", "error": gpu_name}, args.out)
+        emit({"what": "refine_sweep", "device": "gpu", "error": gpu_name}, args.out)
         use_gpu, failed = False, True
     cpu_warm = False
     for name, L, budget in load_inputs(args):
         if L is None:
-            _emit({"what": "refine_sweep", "data": name, "error": budget}, args.out)
+            emit({"what": "refine_sweep", "data": name, "error": budget}, args.out)
             failed = True
             continue
         n = int(L.shape[0])
@@ -213,12 +205,12 @@ def main(argv=None) -> int:
                 fields.update(repeat_same_indices=again["same_indices"],
                               repeat_max_rel_value_diff=again["max_rel_value_diff"],
                               repeat_max_rel_residual_diff=again["max_rel_residual_diff"])
-                _emit({**base, "device": "gpu", "gpu": gpu_name, **fields, "nnz_K1": int(Kg.nnz)}, args.out)
+                emit({**base, "device": "gpu", "gpu": gpu_name, **fields, "nnz_K1": int(Kg.nnz)}, args.out)
             except Exception as exc:
                 failed = True
-                _emit({**base, "device": "gpu", "gpu": gpu_name, "error": f"{type(exc).__name__}: {exc}"}, args.out)
+                emit({**base, "device": "gpu", "gpu": gpu_name, "error": f"{type(exc).__name__}: {exc}"}, args.out)
         if args.cpu_max_n is not None and n > args.cpu_max_n:
-            _emit({**base, "device": "cpu", "skipped": True, "reason": f"n = {n} > --cpu-max-n {args.cpu_max_n}",
+            emit({**base, "device": "cpu", "skipped": True, "reason": f"n = {n} > --cpu-max-n {args.cpu_max_n}",
                    "equality_checked": False}, args.out)
             continue
         if not cpu_warm:  # compile (or load from numba's cache) on a tiny factor, not inside the timing
@@ -231,7 +223,7 @@ def main(argv=None) -> int:
                "loss_before": float(rc @ rc / rc.size)}
         if Kg is not None:
             rec.update(gpu_speedup=t_cpu / t_gpu if t_gpu else None, equality_checked=True, **compare(Kc, rc, Kg, rg))
-        _emit(rec, args.out)
+        emit(rec, args.out)
     return 1 if failed else 0
 
 
