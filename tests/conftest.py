@@ -15,8 +15,13 @@ SHARED_DATA = Path(os.environ.get("SANSA_SHARED_DATA", Path(__file__).resolve().
 #: (checked build: bounds and race checks on every access), and on the real device when one answers.
 #: SANSA_GPU_TEST_KINDS=cuda (the device script) runs them on the device only.
 GPU_KINDS = ["executor"] + (["cuda"] if _cuda_status()[0] else [])
-if os.environ.get("SANSA_GPU_TEST_KINDS"):
-    GPU_KINDS = [k for k in os.environ["SANSA_GPU_TEST_KINDS"].split(",") if k in GPU_KINDS]
+_REQUESTED_KINDS = [k for k in os.environ.get("SANSA_GPU_TEST_KINDS", "").split(",") if k]
+if _REQUESTED_KINDS:
+    _missing = [k for k in _REQUESTED_KINDS if k not in GPU_KINDS]
+    if _missing:  # the device script must not pass with every GPU test skipped
+        raise pytest.UsageError(f"SANSA_GPU_TEST_KINDS asks for {_missing}, not available here "
+                                f"({_cuda_status()[1]})")
+    GPU_KINDS = _REQUESTED_KINDS
 
 if os.environ.get("SANSA_GPU_NO_POOL") == "1" and "cuda" in GPU_KINDS:
     # compute-sanitizer passes: no pooled blocks that could hide an overrun
