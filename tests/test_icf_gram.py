@@ -42,7 +42,9 @@ def test_icf_equals_exact_cholesky_when_nothing_is_dropped(small_X):
 
 
 @pytest.mark.parametrize("density", [0.02, 0.1])
-def test_icf_respects_budget_exactly_and_is_deterministic(medium_X, density):
+def test_icf_stays_within_budget_and_is_deterministic(medium_X, density):
+    """Within, not exactly at, the budget: per-column caps leave part of it unused (7134 of 7200 at
+    2e-2, 34230 of 36000 at 1e-1 on this data, while the exact factor has 170749 nonzeros)."""
     n = medium_X.shape[1]
     budget = nnz_budget(density, n)
     f1 = ldlt_icf(medium_X, 20.0, budget)

@@ -80,3 +80,43 @@ def test_ease_recommend_padding_and_masking(small_X):
     ids, scores = e.recommend(small_X[:5], k=n)
     for u in range(5):
         assert (ids[u] >= 0).sum() == n - small_X[u].nnz
+
+
+def _descending_ties(n_items, m, n_users):
+    """Every user has item 0; item 0 reaches latents 0..m-1 and latent t reaches item n_items-1-t
+    with the same weight: m tied candidates, first touched in descending item order."""
+    Wt = sp.csr_matrix((np.ones(m, np.float32), np.arange(m), np.r_[0, np.full(n_items, m)]), shape=(n_items, m))
+    Z = sp.csr_matrix((np.full(m, 0.5, np.float32), n_items - 1 - np.arange(m), np.arange(m + 1)), shape=(m, n_items))
+    X = sp.csr_matrix((np.ones(n_users, np.float32), np.zeros(n_users, np.int64), np.arange(n_users + 1)),
+                      shape=(n_users, n_items))
+    return X, Wt, Z
+
+
+@pytest.mark.parametrize("n_items, m", [(200, 30), (40, 39)])  # list mode, and dense mode (work > n_items)
+def test_ties_at_the_k_boundary_keep_the_lowest_ids_whatever_the_feed_order(n_items, m):
+    X, Wt, Z = _descending_ties(n_items, m, n_users=7)
+    lowest = np.arange(n_items - m, n_items)
+    compared = 0
+    for k in (1, 5, m - 1):
+        ids, scores = recommend_sparse(X, Wt, Z, k)
+        for u in range(X.shape[0]):
+            assert ids[u].tolist() == lowest[:k].tolist()
+            assert np.all(scores[u] == np.float32(0.5))
+            compared += 1
+    assert compared == 21
+
+
+def test_ease_ties_at_the_k_boundary_keep_the_lowest_ids():
+    n = 50
+    e = EASE(l2=1.0)
+    e.B_ = np.zeros((n, n), dtype=np.float32)
+    e.B_[0, 10:] = 0.25  # item 0 scores items 10..49 the same
+    e.n_items_ = n
+    X = sp.csr_matrix((np.ones(6, np.float32), np.zeros(6, np.int64), np.arange(7)), shape=(6, n))
+    compared = 0
+    for k in (1, 7, 40):
+        ids, scores = e.recommend(X, k=k)
+        for u in range(6):
+            assert ids[u].tolist() == list(range(10, 10 + k))
+            compared += 1
+    assert compared == 18

@@ -98,3 +98,38 @@ def test_ldl_factor_check_rejects_bad_factor():
         assert "positive" in str(e)
     else:
         raise AssertionError("negative D accepted")
+
+
+def test_refine_tol_leaves_exactly_the_columns_within_tolerance(medium_X):
+    """Columns with 0 < ||r_j|| <= tol stay as they are, columns with ||r_j|| > tol change (nothing
+    is cut: the budget holds every candidate)."""
+    f, _ = _factor(medium_X, 0.02)
+    n = f.n
+    K0 = initial_inverse(f.L)
+    res = column_residual_norms(f.L, K0)
+    tol = float(np.median(res[res > 0]))
+    within, above = (res > 0) & (res <= tol), res > tol
+    assert within.sum() > 10 and above.sum() > 10
+    K1, res1 = refine_sweep(f.L, K0, n * (n + 1) // 2, tol)
+    np.testing.assert_array_equal(res1, res)
+    D0, D1 = K0.toarray(), K1.toarray()
+    unchanged = np.all(D0 == D1, axis=0)
+    assert unchanged[within].all()
+    assert not unchanged[above].any()
+
+
+def test_refine_is_bit_identical_with_one_and_two_threads(medium_X):
+    import numba
+
+    f, budget = _factor(medium_X, 0.02)
+    K0 = initial_inverse(f.L)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        K1, r1 = refine_sweep(f.L, K0, budget)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        K2, r2 = refine_sweep(f.L, K0, budget)
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(K1.indptr, K2.indptr) and np.array_equal(K1.indices, K2.indices)
+    assert np.array_equal(K1.data.view(np.uint32), K2.data.view(np.uint32)) and np.array_equal(r1, r2)
