@@ -12,9 +12,12 @@ interaction per row; IDs may be integers or strings. Errors are reported in one 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
+import tempfile
 import time
 
 from . import __version__
@@ -29,6 +32,59 @@ def _add_columns(p: argparse.ArgumentParser) -> None:
     p.add_argument("--delimiter", default=None, help="CSV delimiter (default: ',' or tab for .tsv)")
 
 
+def _one_line(message) -> str:
+    """``message`` with its line breaks (pyarrow's messages have some) folded into spaces."""
+    return " ".join(str(message).split())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse reporting a usage error like every other error: one line ``<prog>: error: ...``, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _check_device(device: str | None) -> None:
+    """``--device gpu`` on a machine where no GPU answers: a ValueError before any work (the API
+    raises RuntimeError for it, from deep inside fit / load)."""
+    if device != "gpu":
+        return
+    from .backend import resolve_device
+
+    try:
+        resolve_device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device gpu: {exc}") from exc
+
+
+def _check_output(path: str) -> None:
+    """Fail before any work when ``path`` cannot be written: its folder must exist and take a new
+    file (probed with a temporary file, as the atomic writer will make), and it must not be a folder."""
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    if not os.path.exists(directory):
+        raise FileNotFoundError(f"output folder {directory!r} does not exist")
+    if not os.path.isdir(directory):
+        raise NotADirectoryError(f"output folder {directory!r} is not a folder")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"output {path!r} is a folder, not a file name")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tmp-", suffix=".probe", dir=directory)
+    except OSError as exc:
+        raise OSError(f"cannot write in output folder {directory!r}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    os.unlink(probe)
+
+
+@contextlib.contextmanager
+def _writing(path: str):
+    """An OSError while writing ``path`` (disk full, ...) becomes one that names the file."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(f"cannot write {path!r}: {exc.strerror or exc}") from exc
+
+
 def _read(path: str, args):
     from .ids import read_table
 
@@ -39,6 +95,8 @@ def _read(path: str, args):
 def _cmd_fit(args) -> int:
     from .model import SANSA
 
+    _check_output(args.output)
+    _check_device(args.device)
     t0 = time.perf_counter()
     table = _read(args.input, args)
     logger.info("read %d interactions from %s (%.1fs)", table.num_rows, args.input, time.perf_counter() - t0)
@@ -47,7 +105,8 @@ def _cmd_fit(args) -> int:
                   **({"refine_tol": args.refine_tol} if args.refine_tol is not None else {}))
     model.fit(table, check_memory=not args.no_memory_check, user_col=args.user_col, item_col=args.item_col,
               value_col=args.value_col)
-    model.save(args.output)
+    with _writing(args.output):
+        model.save(args.output)
     summary = {"model": args.output, "n_items": model.n_items_, "model_nnz": model.model_nnz,
                "model_bytes": model.model_bytes, "fit_seconds": round(model.stats_["fit_seconds"], 3),
                "n_users": model.stats_["n_users"], "nnz_X": model.stats_["nnz_X"]}
@@ -59,25 +118,57 @@ def _cmd_recommend(args) -> int:
     from .model import SANSA
     from .serving import score_to_parquet
 
+    _check_output(args.output)
+    _check_device(args.device)
     model = SANSA.load(args.model, device=args.device)
     table = _read(args.input, args)
-    out = score_to_parquet(model, table, args.output, k=args.k, batch_size=args.batch_size, user_col=args.user_col,
-                           item_col=args.item_col, value_col=args.value_col, format=args.format,
-                           progress=not args.quiet)
+    with _writing(args.output):
+        out = score_to_parquet(model, table, args.output, k=args.k, batch_size=args.batch_size,
+                               user_col=args.user_col, item_col=args.item_col, value_col=args.value_col,
+                               format=args.format, progress=not args.quiet)
     print(json.dumps({**out, "seconds": round(out["seconds"], 3)}))
     return 0
 
 
+def _split_matrices(model, directory: str):
+    """(train, test) of an adjacency-list split (train.txt / test.txt), columns in the model's item
+    numbering. The split's item ids are raw IDs: a model fitted on a table of raw IDs maps them
+    through its ``item_ids_`` (items it does not know are dropped with a warning, as for --train /
+    --test); a model fitted on a matrix takes them as its column indices. Rows stay the split's users."""
+    import numpy as np
+    import pyarrow as pa
+
+    from .data import load_adjacency_split
+    from .ids import IdMap
+
+    split = load_adjacency_split(directory)
+    item_ids = getattr(model, "item_ids_", None)
+    if item_ids is None:
+        return split.train, split.test
+    if item_ids.kind != "int":
+        raise ValueError(f"the split in {directory!r} has integer item ids but the model's item IDs are strings: "
+                         "evaluate it with --train / --test files of raw IDs")
+    users = IdMap(np.arange(split.train.shape[0], dtype=np.int64))
+
+    def encode(M):
+        coo = M.tocoo()
+        pairs = pa.table({"user_id": coo.row.astype(np.int64), "item_id": coo.col.astype(np.int64)})
+        return model.encode(pairs, users=users).X
+
+    return encode(split.train), encode(split.test)
+
+
 def _cmd_evaluate(args) -> int:
+    from .io import atomic_file
     from .metrics import evaluate
     from .model import SANSA
 
+    if args.output:
+        _check_output(args.output)
+    _check_device(args.device)
     model = SANSA.load(args.model, device=args.device)
     if args.split:
-        from .data import load_adjacency_split
-
-        split = load_adjacency_split(args.split)
-        train, test = split.train, split.test
+        train, test = _split_matrices(model, args.split)
     else:
         if not (args.train and args.test):
             raise ValueError("evaluate needs --split DIR or both --train and --test files")
@@ -98,14 +189,14 @@ def _cmd_evaluate(args) -> int:
               **metrics}
     text = json.dumps(result)
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+        with _writing(args.output), atomic_file(args.output, ".json-part") as f:
+            f.write((text + "\n").encode("utf-8"))
     print(text)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="sansa-gpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="sansa-gpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"sansa_gpu {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -148,18 +239,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     for p in (f, r, e):
         p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+        p.set_defaults(parser=p)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:  # a usage error of the subcommand, reported as its own
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, MemoryError, ImportError) as exc:
+    except (ValueError, TypeError, KeyError, OSError, MemoryError, ImportError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"sansa-gpu {args.command}: error: {msg}", file=sys.stderr)
+        print(f"sansa-gpu {args.command}: error: {_one_line(msg)}", file=sys.stderr)
         return 2
 
 

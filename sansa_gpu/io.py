@@ -16,16 +16,27 @@ FORMAT = "sansa_gpu.model"
 FORMAT_VERSION = 1
 
 
+def _current_umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, suffix: str = ".part"):
     """Yield a binary file object on a temporary file beside ``path``; when the block ends normally
     it is flushed, fsynced and renamed over ``path``. On any exception it is deleted, so ``path``
-    is either left as it was or replaced by a complete file, never half-written."""
+    is either left as it was or replaced by a complete file, never half-written.
+
+    The file gets the mode of any newly created file, ``0o666 & ~umask`` (``mkstemp`` alone
+    would leave it readable by its owner only)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp, 0o666 & ~_current_umask())
             yield f
             f.flush()
             os.fsync(f.fileno())

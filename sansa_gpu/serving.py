@@ -8,6 +8,7 @@ half-written file behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -72,6 +73,12 @@ class _Writer:
         if self.w is not None:
             self.w.close()
 
+    def abort(self) -> None:
+        """Close after a failure, while the file object is still open (the file is discarded): a
+        writer left open would write its footer to the closed file when garbage-collected."""
+        with contextlib.suppress(Exception):  # the original error is the one to report
+            self.close()
+
 
 def score_to_parquet(model, data, path: str | os.PathLike, k: int = 20, *, batch_size: int | None = None,
                      user_col: str = "user_id", item_col: str = "item_id", value_col: str | None = None,
@@ -107,13 +114,17 @@ def score_to_parquet(model, data, path: str | os.PathLike, k: int = 20, *, batch
     n_rows = 0
     with atomic_file(path, f".{fmt}-part") as f:
         writer = _Writer(f, fmt, "\t" if path.lower().endswith(".tsv") else ",")
-        with tqdm(total=X.shape[0], unit="user", disable=not progress, desc="recommend") as bar:
-            for start, ids, scores in model.recommend_batches(X, k, batch_size):
-                table = long_format(users[start:start + ids.shape[0]], ids, scores, item_ids)
-                writer.write(table)
-                n_rows += table.num_rows
-                bar.update(ids.shape[0])
-        if writer.w is None:  # no users: still write a valid, empty file with the schema
-            writer.write(long_format(users[:0], np.empty((0, k), np.int64), np.empty((0, k), np.float32), item_ids))
+        try:
+            with tqdm(total=X.shape[0], unit="user", disable=not progress, desc="recommend") as bar:
+                for start, ids, scores in model.recommend_batches(X, k, batch_size):
+                    table = long_format(users[start:start + ids.shape[0]], ids, scores, item_ids)
+                    writer.write(table)
+                    n_rows += table.num_rows
+                    bar.update(ids.shape[0])
+            if writer.w is None:  # no users: still write a valid, empty file with the schema
+                writer.write(long_format(users[:0], np.empty((0, k), np.int64), np.empty((0, k), np.float32), item_ids))
+        except BaseException:
+            writer.abort()
+            raise
         writer.close()
     return {"users": int(X.shape[0]), "rows": int(n_rows), "path": path, "seconds": time.perf_counter() - t0}

@@ -1,6 +1,8 @@
 """Raw IDs (pandas / pyarrow tables), streaming recommendations and the Parquet / CSV writer."""
 
+import gc
 import os
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -154,3 +156,32 @@ def test_idmap_lookup_and_padding():
     assert m.ids.tolist() == [10, 20, 30] and m.kind == "int"
     assert m.lookup([20, 99, 10]).tolist() == [1, -1, 0]
     assert m.to_raw(np.array([[2, -1]])).tolist() == [[30, -1]]
+
+
+@pytest.mark.parametrize("name", ["top.parquet", "top.csv"])
+def test_score_to_parquet_failure_after_two_blocks_keeps_previous_file(medium_X, tmp_path, monkeypatch, name):
+    """recommend raising on the third block: the old output stays byte-identical, no temporary file remains,
+    and the half-used writer is closed then, not later by the garbage collector on a closed file."""
+    m = SANSA(l2=20.0, density=0.02, device="cpu").fit(medium_X)
+    path = tmp_path / name
+    score_to_parquet(m, medium_X[:50], path, k=3, progress=False)  # a previous, complete output
+    previous = path.read_bytes()
+    calls = []
+    recommend = m.recommend
+
+    def failing_recommend(X, k=20):
+        calls.append(X.shape[0])
+        if len(calls) == 3:
+            raise RuntimeError("scoring failed on block 3")
+        return recommend(X, k)
+
+    m.recommend = failing_recommend
+    unraisable = []  # "Exception ignored in ...__del__" (stderr noise, e.g. under the CLI's one-line errors)
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(RuntimeError, match="block 3"):
+        score_to_parquet(m, medium_X[:1000], path, k=5, batch_size=300, progress=False)
+    gc.collect()
+    assert [f"{u.exc_type.__name__}: {u.exc_value} in {u.object!r}" for u in unraisable] == []
+    assert calls == [300, 300, 300]  # two blocks were written before the failure
+    assert path.read_bytes() == previous
+    assert sorted(os.listdir(tmp_path)) == [name]
