@@ -1,3 +1,4 @@
+import importlib
 import os
 from pathlib import Path
 
@@ -57,6 +58,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "data" in item.keywords and not has_data:
             item.add_marker(pytest.mark.skip(reason=f"{SHARED_DATA} is absent"))
+
+
+def require(name: str):
+    """Import an optional test dependency. Without it the test using it is skipped -- except under
+    CI=true, where a missing dependency means a broken set-up and fails the test."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        return importlib.import_module(name)
+    return pytest.importorskip(name, reason=f"{name} is not installed")
+
+
+@pytest.fixture
+def pd():
+    return require("pandas")
+
+
+@pytest.fixture
+def cupy_module():
+    return require("cupy")
 
 
 @pytest.fixture(scope="session")

@@ -61,8 +61,14 @@ def test_weights_match_dense_formula(factor):
     r = (W * Z0).sum(axis=0)
     np.testing.assert_array_equal(Wt.toarray(), W.T.astype(np.float32))
     np.testing.assert_allclose(Z.toarray(), Z0 * (-1.0 / r)[None, :], rtol=1e-5, atol=1e-7)
+    # the array-level function the GPU runs, against the dense formula (not against its CPU wrapper)
     w_indptr, w_indices, w_data, z, col = weights_from_inverse(K.indptr.astype(np.int64), K.indices, K.data, f.d, f.p)
-    np.testing.assert_array_equal(w_indptr, Wt.indptr)
+    Wt_dense = sp.csr_matrix(W.T.astype(np.float32))
+    np.testing.assert_array_equal(w_indptr, Wt_dense.indptr)
+    np.testing.assert_array_equal(w_indices, Wt_dense.indices)
+    np.testing.assert_array_equal(w_data, Wt_dense.data)
+    Z_dense = Z0 * (-1.0 / r)[None, :]
+    np.testing.assert_allclose(z, Z_dense[w_indices, col], rtol=1e-5, atol=1e-7)
 
 
 def _assert_same_factor(Kg, Kc):

@@ -14,13 +14,13 @@ import scipy.sparse as sp
 from sansa_gpu import SANSA, score_to_parquet
 from sansa_gpu.ids import IdMap, encode_interactions
 
-pd = pytest.importorskip("pandas")
+from conftest import require
 
 
 def table_of(X: sp.csr_matrix, user_names, item_names, kind="pandas"):
     coo = X.tocoo()
     cols = {"user": np.asarray(user_names)[coo.row], "item": np.asarray(item_names)[coo.col]}
-    return pd.DataFrame(cols) if kind == "pandas" else pa.table(cols)
+    return require("pandas").DataFrame(cols) if kind == "pandas" else pa.table(cols)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_encode_numbers_ids_by_sorted_raw_id_and_sums_duplicates(named):
     assert diff.nnz == 5 and np.all(diff.data == 1.0)
 
 
-def test_encode_errors_name_the_problem():
+def test_encode_errors_name_the_problem(pd):
     with pytest.raises(KeyError, match="itm"):
         encode_interactions(pd.DataFrame({"user": [1], "item": [2]}), "user", "itm")
     with pytest.raises(ValueError, match="missing"):
@@ -85,7 +85,7 @@ def test_fit_from_table_equals_fit_from_matrix_and_returns_raw_ids(named, tmp_pa
         m_tab.recommend_table(df, k=5, user_col="user", item_col="item"))
 
 
-def test_unknown_items_are_reported_and_ignored_unknown_users_folded_in(named):
+def test_unknown_items_are_reported_and_ignored_unknown_users_folded_in(named, pd):
     X, users, items = named
     model = SANSA(l2=10.0, density=0.1, device="cpu").fit(table_of(X, users, items), user_col="user", item_col="item")
     req = pd.DataFrame({"user": ["new-a", "new-a", "new-a", "new-b"],
@@ -101,7 +101,7 @@ def test_unknown_items_are_reported_and_ignored_unknown_users_folded_in(named):
         model.recommend_table(pd.DataFrame({"user": [1], "item": [5]}), user_col="user", item_col="item")
 
 
-def test_matrix_fitted_model_rejects_tables(small_X):
+def test_matrix_fitted_model_rejects_tables(small_X, pd):
     m = SANSA(l2=10.0, density=0.1, device="cpu").fit(small_X)
     with pytest.raises(ValueError, match="fitted on a matrix"):
         m.recommend_table(pd.DataFrame({"user_id": [1], "item_id": [2]}))

@@ -6,7 +6,6 @@ import pytest
 
 from sansa_gpu.gpu._kernels import KERNELS, SUPPORTED_ARCHS, compile_check, kernel_dir
 
-cupy = pytest.importorskip("cupy", reason="CuPy (the [gpu] extra) is not installed")
 
 
 def test_every_kernel_file_is_registered():
@@ -16,12 +15,12 @@ def test_every_kernel_file_is_registered():
 
 @pytest.mark.parametrize("arch", SUPPORTED_ARCHS)
 @pytest.mark.parametrize("name", sorted(KERNELS))
-def test_kernel_compiles(name, arch):
+def test_kernel_compiles(name, arch, cupy_module):
     cubin = compile_check(name, arch)
     assert len(cubin) > 1000
 
 
-def test_compile_error_is_reported(tmp_path, monkeypatch):
+def test_compile_error_is_reported(tmp_path, monkeypatch, cupy_module):
     import sansa_gpu.gpu._kernels as kern
 
     monkeypatch.setitem(kern.KERNELS, "broken.cu", ())

@@ -33,11 +33,14 @@ def test_full_density_topk_equals_dense_ease(small_X):
 
 
 def test_sparse_model_is_close_to_ease_and_improves_with_sweeps(medium_X):
+    """Relative error ||Wt Z - (B - I)||_F / ||B - I||_F of the density-5e-2 model, measured
+    0.562 with K0 and 0.271 after 3 sweeps (CHOLMOD, this data): bounds with ~10% margin."""
     exact = dense_ease_minus_identity(medium_X, 20.0)
     errs = []
     for sweeps in (0, 3):
         m = SANSA(l2=20.0, density=0.05, refine_sweeps=sweeps, device="cpu").fit(medium_X)
         Wt, Z = m.weights_
         errs.append(np.linalg.norm((Wt @ Z).toarray() - exact) / np.linalg.norm(exact))
-    assert errs[1] < errs[0]
-    assert errs[1] < 0.5
+    assert errs[0] < 0.62
+    assert errs[1] < 0.30
+    assert errs[1] < 0.55 * errs[0]
