@@ -53,11 +53,17 @@ class EASE:
     Same surface as :class:`sansa_gpu.SANSA` (fit / recommend / score / save / load). Needs about
     3 * 8 * n_items^2 bytes while fitting; refuses with a MemoryError naming the numbers when that
     exceeds the available memory.
+
+    Fitted attributes: ``B_`` ((n_items, n_items) float32, zero diagonal), ``n_items_``, ``stats_``
+    (``fit_seconds``, ``n_items``); all of them are saved with the model.
     """
 
     def __init__(self, l2: float = 500.0):
         self.l2 = l2
         check_positive_float(l2, "l2")
+
+    def get_params(self) -> dict:
+        return {"l2": float(self.l2)}
 
     @staticmethod
     def estimate_fit_bytes(n_items: int) -> int:
@@ -103,11 +109,16 @@ class EASE:
         return ids, scores
 
     def save(self, path) -> None:
+        """Write the fitted model (``B_``, ``n_items_``, ``stats_``, ``l2``) to ``path`` atomically (no pickle)."""
         self._check_fitted()
-        save_arrays(path, "EASE", {"package_version": __version__, "l2": float(self.l2), "n_items": int(self.n_items_)}, {"B": self.B_})
+        meta = {"package_version": __version__, "l2": float(self.l2), "n_items": int(self.n_items_),
+                "stats": getattr(self, "stats_", {})}
+        save_arrays(path, "EASE", meta, {"B": self.B_})
 
     @classmethod
     def load(cls, path) -> "EASE":
+        """Read a model written by :meth:`save`: ``B_``, ``n_items_``, ``stats_`` and ``l2`` as saved
+        (files written before ``stats_`` was saved load with ``stats_ = {}``)."""
         header, arrays = load_arrays(path, "EASE")
         B = arrays.get("B")
         n = header.get("n_items")
@@ -115,4 +126,5 @@ class EASE:
             raise ValueError(f"{os.fspath(path)!r}: EASE weights missing or of the wrong shape")
         model = cls(l2=header["l2"])
         model.B_, model.n_items_ = B, int(n)
+        model.stats_ = header.get("stats", {})
         return model

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -25,6 +25,9 @@ CHOLMOD_ORDERINGS = ("colamd", "amd", "metis", "nesdis", "natural", "best")
 ORDERINGS = CHOLMOD_ORDERINGS + ("popularity",)
 """All item orderings: CHOLMOD's, plus 'popularity' (items by ascending interaction count, O(nnz);
 'icf' only)."""
+ICF_MAX_RESTARTS = 60
+"""Restarts with a larger diagonal shift the incomplete Cholesky makes before giving up (the shift
+grows geometrically: the 60th restart adds about 6e14 times the mean diagonal)."""
 
 
 @dataclass
@@ -34,11 +37,18 @@ class LDLFactor:
     L : (n, n) scipy CSC, float32, unit lower triangular, sorted row indices (diagonal first).
     d : (n,) float64, the diagonal of D (all > 0).
     p : (n,) int64, the fill-reducing permutation (``A[p][:, p]`` is what was factorised).
+    shift : float or None, 'icf' only: the diagonal shift the incomplete Cholesky was computed with
+        (``l2``, or larger after restarts); None for the exact CHOLMOD factor.
+    breakdowns : list of dict, 'icf' only: one ``{"pivot": int, "shift": float}`` per failed attempt
+        (the first non-positive pivot, a position in the order ``p``, and the shift tried), in
+        order; empty without restarts.
     """
 
     L: sp.csc_matrix
     d: np.ndarray
     p: np.ndarray
+    shift: float | None = None
+    breakdowns: list = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -252,18 +262,41 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
     return nnz
 
 
-def icf(A_lower: sp.csc_matrix, shift: float, budget: int, shift_step: float = 1e-3, shift_growth: float = 2.0,
-        max_restarts: int = 60) -> tuple[sp.csc_matrix, float]:
-    """Incomplete Cholesky ``L L^T ~= A + shift I`` within ``budget`` nonzeros.
+@dataclass
+class ICFResult:
+    """An incomplete Cholesky ``L L^T ~= A + shift I`` and how it was reached.
 
-    A_lower : (n, n) CSC lower triangle of a symmetric matrix, sorted rows. Returns (L CSC
-    float64 lower triangular with the diagonal first, the shift used). When a pivot is not
+    L : (n, n) scipy CSC float64, lower triangular, diagonal first in every column.
+    shift : float, the diagonal shift L was computed with (the one asked for unless it restarted).
+    breakdowns : list of ``{"pivot": int, "shift": float}``, one per failed attempt in order: the
+        first pivot (row of A) that was not positive and the shift of that attempt. ``len(breakdowns)`` is the
+        number of restarts.
+    """
+
+    L: sp.csc_matrix
+    shift: float
+    breakdowns: list = field(default_factory=list)
+
+    @property
+    def restarts(self) -> int:
+        return len(self.breakdowns)
+
+
+def incomplete_cholesky(A_lower: sp.csc_matrix, shift: float, budget: int, shift_step: float = 1e-3,
+                        shift_growth: float = 2.0, max_restarts: int | None = None) -> ICFResult:
+    """Incomplete Cholesky ``L L^T ~= A + shift I`` within ``budget`` nonzeros, restarting on breakdown.
+
+    A_lower : (n, n) CSC lower triangle of a symmetric matrix, sorted rows. When a pivot is not
     positive the factorisation restarts with ``shift + shift_step * mean(diag A) * shift_growth**r``
-    (logged), so the schedule is independent of the scale of A.
-    Memory: exactly ``budget`` slots for L plus O(n) work arrays.
+    (r = 0, 1, ...: the schedule is independent of the scale of A), at most ``max_restarts`` times
+    (default :data:`ICF_MAX_RESTARTS`). Each breakdown is logged and recorded in the result, and a
+    factor reached by restarting is reported with a warning (it regularises more than asked).
+    Raises ``numpy.linalg.LinAlgError`` (a ValueError) naming the pivot and the shifts tried when
+    every attempt breaks down. Memory: exactly ``budget`` slots for L plus O(n) work arrays.
     """
     n = A_lower.shape[0]
     budget = max(int(budget), n)
+    max_restarts = ICF_MAX_RESTARTS if max_restarts is None else int(max_restarts)
     Lp = np.zeros(n + 1, dtype=np.int64)
     Li = np.empty(budget, dtype=np.int32)
     Lx = np.empty(budget, dtype=np.float64)
@@ -272,14 +305,38 @@ def icf(A_lower: sp.csc_matrix, shift: float, budget: int, shift_step: float = 1
     Ap, Ai, Ax = A_lower.indptr.astype(np.int64, copy=False), A_lower.indices, A_lower.data.astype(np.float64, copy=False)
     used = float(shift)
     diag_mean = float(A_lower.diagonal().mean()) or 1.0
+    breakdowns: list[dict] = []
     for restart in range(max_restarts + 1):
         nnz = _icf_core(n, Ap, Ai, Ax, used, budget, Lp, Li, Lx, *work)
         if nnz >= 0:
-            return sp.csc_matrix((Lx[:nnz], Li[:nnz], Lp), shape=(n, n)), used
+            if breakdowns:
+                logger.warning("icf: %d pivot breakdown(s) at the budget of %d nnz; factorised with diagonal shift "
+                               "%.4g instead of %.4g (stats_['icf_shift']), i.e. more regularisation than asked",
+                               len(breakdowns), budget, used, float(shift))
+            return ICFResult(L=sp.csc_matrix((Lx[:nnz], Li[:nnz], Lp), shape=(n, n)), shift=used,
+                             breakdowns=breakdowns)
+        breakdowns.append({"pivot": int(-nnz - 1), "shift": used})
+        if restart == max_restarts:
+            break
         new = float(shift) + shift_step * diag_mean * shift_growth**restart
         logger.info("icf: pivot %d not positive with shift %.4g; restarting with shift %.4g", -nnz - 1, used, new)
         used = new
-    raise np.linalg.LinAlgError(f"incomplete Cholesky failed after {max_restarts} restarts (last shift {used:g})")
+    last = breakdowns[-1]
+    raise np.linalg.LinAlgError(
+        f"incomplete Cholesky broke down: pivot {last['pivot']} of {n} was not positive with every diagonal shift "
+        f"tried ({len(breakdowns)} attempts, shift {breakdowns[0]['shift']:.4g} up to {last['shift']:.4g}, "
+        f"{max_restarts} restarts): keeping only {budget} nnz of its factor drops too much of the matrix (or it has "
+        f"non-finite entries); raise l2 or density"
+    )
+
+
+def icf(A_lower: sp.csc_matrix, shift: float, budget: int, shift_step: float = 1e-3, shift_growth: float = 2.0,
+        max_restarts: int | None = None) -> tuple[sp.csc_matrix, float]:
+    """Incomplete Cholesky ``L L^T ~= A + shift I`` within ``budget`` nonzeros:
+    :func:`incomplete_cholesky` returning only (L CSC float64 lower triangular with the diagonal
+    first, the shift used)."""
+    res = incomplete_cholesky(A_lower, shift, budget, shift_step, shift_growth, max_restarts)
+    return res.L, res.shift
 
 
 def item_ordering(X: sp.csr_matrix, method: str = "colamd") -> np.ndarray:
@@ -322,17 +379,18 @@ def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float =
              ordering: str = "colamd", prune_scale: np.ndarray | None = None) -> LDLFactor:
     """Ordering (:func:`item_ordering`), column-parallel Gram of the permuted X, incomplete Cholesky within
     ``budget``: the factor never exceeds the budget, so catalogues whose exact factor does not
-    fit can be trained."""
+    fit can be trained. The result records the shift used and any restarts (``shift``,
+    ``breakdowns``: :func:`incomplete_cholesky`)."""
     n = X.shape[1]
     t0 = time.perf_counter()
     p = item_ordering(X, ordering)
     t1 = time.perf_counter()
     A = gram_lower(X, 0.0, p, min_cooccurrence=min_cooccurrence, prune_scale=prune_scale)
     t2 = time.perf_counter()
-    L_chol, shift = icf(A, float(l2), budget)
+    res = incomplete_cholesky(A, float(l2), budget)
     del A
     t3 = time.perf_counter()
-    logger.info("factorize: ordering=%s %.2fs, gram %.2fs, ICF %.2fs (shift %.4g), nnz(L)=%d (budget %d)",
-                ordering, t1 - t0, t2 - t1, t3 - t2, shift, L_chol.nnz, budget)
-    L, d = sparsify_cholesky_factor(L_chol, budget)
-    return LDLFactor(L=L, d=d, p=p)
+    logger.info("factorize: ordering=%s %.2fs, gram %.2fs, ICF %.2fs (shift %.4g, %d restart(s)), nnz(L)=%d "
+                "(budget %d)", ordering, t1 - t0, t2 - t1, t3 - t2, res.shift, res.restarts, res.L.nnz, budget)
+    L, d = sparsify_cholesky_factor(res.L, budget)
+    return LDLFactor(L=L, d=d, p=p, shift=res.shift, breakdowns=res.breakdowns)

@@ -74,7 +74,8 @@ class SANSA:
     min_cooccurrence : float >= 0
         'icf' only: drop Gram entries below this value while building it (for 0/1 data, items seen
         together by fewer users; the test is on the unscaled Gram even with column_scaling). 0 keeps
-        the exact Gram.
+        the exact Gram. A positive value with factorizer='cholmod' (which factorises the exact Gram)
+        is a ValueError.
     refine_tol : float > 0
         Columns of K whose residual ||e_j - L k_j|| is at or below this are left as they are in a
         sweep (their minimal-residual step, the costly part, is skipped). Default 1e-2
@@ -87,8 +88,13 @@ class SANSA:
     Fitted attributes: ``weights_`` (Wt, Z), ``n_items_``, ``history_`` (loss per sweep, with the
     device each sweep ran on), ``stats_`` (seconds and nnz per stage; ``stats_["stage_devices"]``:
     where each stage actually ran -- after a GPU out-of-memory fallback too -- updated by
-    ``recommend``/``score``), ``device_`` (the device the model was set to use), ``item_ids_`` (an :class:`~sansa_gpu.ids.IdMap`
-    of raw item IDs when fitted from a table, else None; saved with the model).
+    ``recommend``/``score``; for 'icf' also ``icf_shift``, the diagonal shift the incomplete
+    Cholesky was computed with -- ``l2`` unless it restarted --, ``icf_restarts`` and
+    ``icf_breakdowns``, one ``{"pivot", "shift"}`` per failed attempt: a non-positive pivot
+    restarts it with a larger shift, i.e. more regularisation than asked, with a logged warning),
+    ``device_`` (the device the model was set to use), ``item_ids_`` (an :class:`~sansa_gpu.ids.IdMap`
+    of raw item IDs when fitted from a table, else None). All of them are saved with the model
+    (:meth:`load` says what is resolved again on loading).
     """
 
     def __init__(
@@ -129,6 +135,9 @@ class SANSA:
             raise TypeError(f"column_scaling must be None, True or False, got {self.column_scaling!r}")
         if not (isinstance(self.min_cooccurrence, (int, float)) and np.isfinite(self.min_cooccurrence) and self.min_cooccurrence >= 0):
             raise ValueError(f"min_cooccurrence must be a finite number >= 0, got {self.min_cooccurrence!r}")
+        if self.min_cooccurrence > 0 and self.factorizer != "icf":
+            raise ValueError(f"min_cooccurrence applies to factorizer='icf' only (CHOLMOD factorises the exact Gram); "
+                             f"got min_cooccurrence={self.min_cooccurrence!r} with factorizer={self.factorizer!r}")
         if self.device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {self.device!r}")
 
@@ -188,8 +197,8 @@ class SANSA:
                 stage = max(("gram", "factorize", "refine", "weights"), key=lambda k: est[k])
                 raise MemoryError(
                     f"fitting needs about {est['peak'] / 1e9:.1f} GB (stage '{stage}'), only {have / 1e9:.1f} GB are "
-                    f"available; lower density (budget {est['budget']} nnz), use factorizer='icf' or set "
-                    f"min_cooccurrence to prune the Gram"
+                    f"available; lower density (budget {est['budget']} nnz) or use factorizer='icf' (with "
+                    f"min_cooccurrence to prune its Gram)"
                 )
         device = resolve_device(self.device)
         backend = get_backend(device)
@@ -213,6 +222,10 @@ class SANSA:
         del X
         t1 = time.perf_counter()
         stats.update(factorize_seconds=t1 - t0, nnz_L=int(factor.L.nnz))
+        if self.factorizer == "icf":
+            stats.update(icf_shift=float(factor.shift), icf_restarts=len(factor.breakdowns),
+                         icf_breakdowns=[{"pivot": int(b["pivot"]), "shift": float(b["shift"])}
+                                         for b in factor.breakdowns])
         K, history = refine_inverse(factor.L, budget, int(self.refine_sweeps), backend, float(self.refine_tol))
         t2 = time.perf_counter()
         stats.update(refine_seconds=t2 - t1, nnz_K=int(K.nnz))
@@ -355,8 +368,17 @@ class SANSA:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> "SANSA":
-        """Read a model written by :meth:`save`. ``device`` overrides the saved device setting; a
-        model saved with device='gpu' loads with 'auto' (the GPU when one answers, else the CPU)."""
+        """Read a model written by :meth:`save`: weights, ``n_items_``, ``item_ids_``, ``history_``
+        and ``stats_`` exactly as saved, and the parameters, except:
+
+        - ``device`` overrides the saved device setting; a model saved with device='gpu' loads with
+          'auto' (the GPU when one answers, else the CPU), so ``get_params()['device']`` is 'auto'.
+        - ``device_`` is resolved again from that setting on the loading machine (it is where this
+          model will score, not where it was fitted: that stays in ``stats_["stage_devices"]`` and
+          ``history_``).
+        - files written before ``min_cooccurrence`` was refused with factorizer='cholmod' (it was
+          ignored there) load with ``min_cooccurrence=0``, what was actually fitted (logged).
+        """
         header, arrays = load_arrays(path, "SANSA")
         try:
             params = dict(header["params"])
@@ -369,6 +391,11 @@ class SANSA:
         elif params.get("device") == "gpu":
             # a model trained on a GPU machine must still load where there is none (CI, CPU servers)
             params["device"] = "auto"
+        if params.get("factorizer") != "icf" and params.get("min_cooccurrence"):
+            logger.warning("%s: min_cooccurrence=%r was saved with factorizer=%r, which ignores it; loading with "
+                           "min_cooccurrence=0 (what was fitted)", os.fspath(path), params["min_cooccurrence"],
+                           params.get("factorizer"))
+            params["min_cooccurrence"] = 0.0
         model = cls(**params)
         Wt = csr_from_arrays("Wt", arrays, (n_items, n_latent), os.fspath(path))
         Z = csr_from_arrays("Z", arrays, (n_latent, n_items), os.fspath(path))
