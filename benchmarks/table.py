@@ -1,22 +1,408 @@
-"""Markdown table from compare_official.py JSON lines: python benchmarks/table.py results.jsonl"""
+"""The README's result tables, generated from the JSON lines in ``benchmarks/results/``.
 
+    python benchmarks/table.py                      # every table, each under its name
+    python benchmarks/table.py compare_official     # one table (names: python benchmarks/table.py --list)
+    python benchmarks/table.py --check README.md    # exit 1, with a diff, where a marked table differs
+    python benchmarks/table.py --write README.md    # rewrite the marked tables in place
+    python benchmarks/table.py results.jsonl        # compare_official.py lines of any file, as one table
+
+In the README each generated table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->``; the
+text between the two marker lines is exactly what ``NAME`` prints (``tests/test_readme_records.py``
+checks it). Every table is a function of the records alone: no figure is typed here.
+
+Selection: a table row names the fields a record must have (data, density, implementation, ordering,
+...). When several records match, the last one in the file is used (a later run of the same command
+supersedes an earlier one); failed runs (``error``) never match; when none matches, generation fails
+(no row without a record).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
 import json
+import re
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MARKER = re.compile(r"^<!-- table:(?P<name>[a-z_]+) -->\n(?P<body>.*?)^<!-- /table -->$", re.M | re.S)
+
+Records = dict  # file stem -> list of records, in file order
 
 
-def main(path: str) -> None:
-    rows = [json.loads(line) for line in open(path) if line.strip()]
-    print("| data | density | impl | Recall@20 | R@20 BARS | nDCG@20 | fit s | recommend s (all users) | nnz | peak RSS GB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        if "error" in r:
-            print(f"| {r['data']} | {r['density']:g} | {r['implementation']} | error: {r['error']} ||||||")
-            continue
+def load(results_dir: Path | str = RESULTS) -> Records:
+    """Every ``*.jsonl`` under ``results_dir``, by file stem, records in file order."""
+    out = {}
+    for path in sorted(Path(results_dir).glob("*.jsonl")):
+        out[path.stem] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return out
+
+
+def load_file(path: str) -> list:
+    """The records of one JSON-lines file, in order."""
+    return [json.loads(line) for line in open(path) if line.strip()]
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _matches(rec: dict, key: dict) -> bool:
+    for k, want in key.items():
+        have = rec.get(k)
+        if callable(want):
+            if not want(have):
+                return False
+        elif have != want:
+            return False
+    return True
+
+
+def _all(records: list, **key) -> list:
+    """Records matching every ``field=value``; a run that failed (``error``) matches nothing."""
+    return [r for r in records if "error" not in r and _matches(r, key)]
+
+
+def _last(records: list, **key) -> dict:
+    """The last record matching every ``field=value`` (``value`` may be a predicate)."""
+    found = _all(records, **key)
+    if not found:
+        raise LookupError(f"no record with {key}")
+    return found[-1]
+
+
+def _no_pruning(v) -> bool:  # min_cooccurrence absent (older records) or 0: the exact Gram
+    return not v
+
+
+def _table(header: list, rows: list) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _sci(x: float) -> str:
+    """5e-4, 2e-3, 1e-7 (one significant digit, no exponent padding)."""
+    m, e = f"{x:.0e}".split("e")
+    return f"{m}e{int(e)}"
+
+
+def _count(n: int) -> str:
+    """200k, 1M, 2.5M."""
+    if n >= 1_000_000:
+        return f"{n / 1e6:g}M"
+    return f"{n / 1e3:g}k"
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.1f}M"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×"
+
+
+def _delta(a: float, b: float) -> str:
+    return f"{a - b:+.4f}".replace("-", "−")
+
+
+def _secs(x: float) -> str:
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+
+def _share(x: float) -> str:
+    """Share of rows as a percentage with at most 2 decimals, never rounded up to 100%."""
+    s = f"{100 * x:.2f}"
+    if x < 1 and float(s) >= 100:
+        s = "99.99"
+    return s.rstrip("0").rstrip(".") + "%"
+
+
+# ------------------------------------------------------------------------------ compare_official.py
+def _withheld(rec: dict) -> bool:
+    """The official part of the first gowalla run shared the 2-core machine with development work;
+    its record says so in ``run``. Its times are not shown and enter no ratio (accuracy, nnz and the
+    process's own peak RSS are kept)."""
+    return rec.get("implementation") == "official" and rec.get("run", "quiet") != "quiet"
+
+
+def _compare_rows(records: list) -> list:
+    """(official, ours) pairs per (data, density), last record of each, in order of first appearance."""
+    keys = []
+    for r in records:
+        k = (r["data"], r["density"])
+        if k not in keys and "error" not in r:
+            keys.append(k)
+    return [(_last(records, data=d, density=dens, implementation="official"),
+             _last(records, data=d, density=dens, implementation="ours")) for d, dens in keys]
+
+
+_COMPARE_HEADER = ["data", "density", "impl", "Recall@20", "R@20 BARS", "nDCG@20", "fit s", "recommend s (all users)",
+                   "nnz", "peak RSS GB"]
+
+
+def _compare_row(r: dict) -> list:
+    if _withheld(r):
+        fit = rec = "— (shared machine)"
+    else:
+        fit = f"{r['fit_seconds']:.1f}"
         rec = r.get("recommend_seconds")
-        print(f"| {r['data']} | {r['density']:g} | {r['implementation']} | {r.get('recall@20', float('nan')):.4f} | "
-              f"{r.get('recall_bars@20', float('nan')):.4f} | {r.get('ndcg@20', float('nan')):.4f} | {r['fit_seconds']:.1f} | "
-              f"{'crash: ' + r['recommend_error'][:30] if rec is None else f'{rec:.2f}'} | {r['nnz']:,} | {r['peak_rss_gb']:.2f} |")
+        rec = f"crash: {r.get('recommend_error', '')[:30]}" if rec is None else f"{rec:.2f}"
+    return [r["data"], f"{r['density']:g}", r["implementation"], f"{r['recall@20']:.4f}", f"{r['recall_bars@20']:.4f}",
+            f"{r['ndcg@20']:.4f}", fit, rec, f"{r['nnz']:,}", f"{r['peak_rss_gb']:.2f}"]
+
+
+def compare_official_lines(records: list) -> str:
+    """All records of one compare_official.py output file, one row each (the old ``table.py FILE``)."""
+    rows = []
+    for r in records:
+        if "error" in r:
+            rows.append([r["data"], f"{r['density']:g}", r["implementation"], f"error: {r['error']}"] + [""] * 6)
+            continue
+        rows.append(_compare_row(r))
+    return _table(_COMPARE_HEADER, rows)
+
+
+def compare_official(res: Records) -> str:
+    rows = []
+    for off, ours in _compare_rows(res["compare_official"]):
+        rows += [_compare_row(off), _compare_row(ours)]
+    return _table(_COMPARE_HEADER, rows)
+
+
+def compare_official_targets(res: Records) -> str:
+    """Ours against the official package per pair: the issue-2 targets as differences and ratios."""
+    rows = []
+    for off, ours in _compare_rows(res["compare_official"]):
+        timed = not (_withheld(off) or _withheld(ours))
+        rows.append([off["data"], f"{off['density']:g}",
+                     _delta(ours["recall@20"], off["recall@20"]), _delta(ours["recall_bars@20"], off["recall_bars@20"]),
+                     _ratio(ours["fit_seconds"], off["fit_seconds"]) if timed else "— (shared machine)",
+                     _ratio(ours["recommend_seconds"], off["recommend_seconds"]) if timed else "— (shared machine)",
+                     _ratio(ours["peak_rss_gb"], off["peak_rss_gb"])])
+    return _table(["data", "density", "Δ Recall@20 (≥ −0.002)", "Δ R@20 BARS", "fit time ours / official (≤ 1)",
+                   "recommend time ours / official (≤ 1/3)", "peak RSS ours / official (≤ 1)"], rows)
+
+
+def _loss(hist: list) -> str:
+    return " → ".join(f"{h:.3g}" for h in hist)
+
+
+def compare_official_stages(res: Records) -> str:
+    """Where our fit's time goes (CHOLMOD factoriser), and the refinement's loss after each sweep."""
+    rows = []
+    for _, r in _compare_rows(res["compare_official"]):
+        s = r["stage_seconds"]
+        rows.append([r["data"], f"{r['density']:g}", _secs(r["fit_seconds"]), _secs(s["factorize_seconds"]),
+                     _secs(s["refine_seconds"]), _secs(s["weights_seconds"]), _loss(r["loss_history"])])
+    return _table(["data", "density", "fit s", "factorise s (CHOLMOD + cut)", "refine s", "weights s",
+                   "‖I − LK‖²_F / n: K₀ → sweep 1 → sweep 2"], rows)
+
+
+# ------------------------------------------------------------------------------------ refine_tol
+_REFINE_TOL_ROWS = [  # (file, key): ml-1m from compare_official.py --refine-tol T, the others from scale.py
+    ("refine_tol", dict(data="ml-1m-implicit", density=0.002, implementation="ours")),
+    ("refine_tol", dict(data="ml-1m-implicit", density=0.01, implementation="ours")),
+    ("scale", dict(data="gowalla", density=0.0005, implementation="ours", ordering="popularity",
+                   min_cooccurrence=_no_pruning)),
+    ("scale", dict(data="epinions", density=0.0005, implementation="ours", ordering="popularity",
+                   min_cooccurrence=_no_pruning)),
+]
+
+
+def refine_tol(res: Records) -> str:
+    rows = []
+    for stem, key in _REFINE_TOL_ROWS:
+        tight = _last(res[stem], refine_tol=1e-7, **key)
+        loose = _last(res[stem], refine_tol=0.01, **key)
+        fact = "ICF" if stem == "scale" else "CHOLMOD"
+        worst = max(abs(tight[m] - loose[m]) for m in ("recall@20", "recall_bars@20"))
+        rows.append([tight["data"], f"{fact}, δ = {_sci(tight['density'])}",
+                     f"{tight['recall@20']:.4f} / {loose['recall@20']:.4f}",
+                     f"{tight['recall_bars@20']:.4f} / {loose['recall_bars@20']:.4f}", f"{worst:.4f}",
+                     f"{tight['stage_seconds']['refine_seconds']:.2f} / {loose['stage_seconds']['refine_seconds']:.2f}",
+                     f"`{stem}.jsonl`"])
+    return _table(["data", "factoriser, density", "R@20 at 1e-7 / 1e-2", "R@20 BARS at 1e-7 / 1e-2", "largest change",
+                   "refine s at 1e-7 / 1e-2", "records"], rows)
+
+
+# ------------------------------------------------------------------------------------ score_bench.py
+def score(res: Records) -> str:
+    recs = _all(res["score"], what="score_cpu_vs_official")
+    keys = list(dict.fromkeys((r["data"], r["density"]) for r in recs))
+    rows = []
+    for d, dens in keys:
+        r = _last(recs, data=d, density=dens)
+        rows.append([d, _sci(dens), f"{r['n_users']:,}", f"{r['ours_users_per_s']:,.0f}",
+                     f"{r['official_users_per_s']:,.0f}", f"{r['speedup']:.2f}×", _share(r["same_topk_rows"])])
+    return _table(["data", "density", "users", "ours users/s", "official users/s", "speedup",
+                   "identical top-k rows"], rows)
+
+
+def score_synthetic(res: Records) -> str:
+    recs = _all(res["score"], what="score_synthetic", device="cpu")
+    keys = list(dict.fromkeys((r["n_items"], r["n_users"], r["density"]) for r in recs))
+    rows = []
+    for items, users, dens in keys:
+        r = _last(recs, n_items=items, n_users=users, density=dens)
+        rows.append([f"{_count(items)} × {_count(users)}", f"{r['nnz_X'] / users:.1f}", _sci(dens), f"{r['model_nnz']:,}",
+                     r["device"].upper(), f"{r['users_per_s']:,.0f}"])
+    return _table(["items × users", "items per user", "density", "nnz(Wᵀ) + nnz(Z)", "device", "users/s"], rows)
+
+
+# ------------------------------------------------------------------------------------ scale.py
+def _scale_ours(res: Records, data: str, **key) -> dict:
+    key.setdefault("min_cooccurrence", _no_pruning)
+    key.setdefault("refine_tol", 0.01)
+    key.setdefault("density", 0.0005)
+    return _last(res["scale"], implementation="ours", data=data, **key)
+
+
+_ORDERINGS = ("popularity", "colamd", "amd")
+
+
+def scale_icf(res: Records) -> str:
+    rows = []
+    for data in ("gowalla", "epinions"):
+        off = _last(res["scale"], implementation="official", data=data, density=0.0005)
+        label = f"{data} ({off['n_items']:,} items)"
+        if "recommend_error" in off:
+            recall = [f"— (its `recommend` raises \"{off['recommend_error']}\")", "—"]
+        else:
+            recall = [f"{off['recall@20']:.4f}", f"{off['recall_bars@20']:.4f}"]
+        rows.append([label, "official ICF", f"{off['fit_seconds']:.1f}", f"{off['peak_rss_gb']:.2f}", *recall])
+        for o in _ORDERINGS:
+            r = _scale_ours(res, data, ordering=o)
+            name = f"ours, {o}" + (" (default)" if o == "popularity" else "")
+            rows.append([data, name, f"{r['fit_seconds']:.1f}", f"{r['peak_rss_gb']:.2f}", f"{r['recall@20']:.4f}",
+                         f"{r['recall_bars@20']:.4f}"])
+    return _table(["data", "impl", "fit s", "peak RSS GB", "R@20", "R@20 BARS"], rows)
+
+
+def scale_icf_targets(res: Records) -> str:
+    rows = []
+    for data in ("gowalla", "epinions"):
+        off = _last(res["scale"], implementation="official", data=data, density=0.0005)
+        for o in _ORDERINGS:
+            r = _scale_ours(res, data, ordering=o)
+            d = (_delta(r["recall_bars@20"], off["recall_bars@20"]) if "recall_bars@20" in off
+                 else "— (no official recall)")
+            rows.append([data, o, f"{off['fit_seconds'] / r['fit_seconds']:.1f}×", d])
+    return _table(["data", "our ordering", "fit speed-up over the official ICF (≥ 2×)", "Δ R@20 BARS (≥ −0.002)"], rows)
+
+
+def _synthetic_runs(res: Records) -> list:
+    recs = _all(res["scale"], implementation="ours", data=lambda d: str(d).startswith("synthetic_"))
+    names = sorted(set(r["data"] for r in recs), key=lambda d: int(d.split("_")[1]))
+    return [_last(recs, data=d) for d in names]
+
+
+def synthetic(res: Records) -> str:
+    rows = []
+    for r in _synthetic_runs(res):
+        s = r["stage_seconds"]
+        total = r["data_seconds"] + r["estimate_seconds"] + r["fit_seconds"]
+        rows.append([f"{_count(r['n_items'])} × {_count(r['n_users'])}", _millions(r["nnz_X"]),
+                     _millions(r["nnz_gram_lower"]), _sci(r["refine_tol"]),
+                     f"{r['fit_seconds']:.1f} ({s['factorize_seconds']:.1f} / {s['refine_seconds']:.1f} / "
+                     f"{s['weights_seconds']:.1f})",
+                     f"{total:.0f} ({total / 60:.1f} min)", f"{r['peak_rss_gb']:.2f}", f"{r['estimated_peak_gb']:.2f}"])
+    return _table(["items × users", "interactions", "nnz(Gram, lower)", "refine_tol",
+                   "fit s (factorise / refine / weights)", "data + estimate + fit s", "peak RSS GB", "estimate GB"], rows)
+
+
+def memory_estimate(res: Records) -> str:
+    runs = [_scale_ours(res, d, ordering="popularity") for d in ("gowalla", "epinions")] + _synthetic_runs(res)
+    rows = [[r["data"], _sci(r["refine_tol"]), f"{r['estimated_peak_gb']:.2f}", f"{r['peak_rss_gb']:.2f}",
+             f"{r['estimated_peak_gb'] / r['peak_rss_gb']:.2f}"] for r in runs]
+    return _table(["data", "refine_tol", "estimate GB", "peak RSS GB (whole process)", "estimate / peak"], rows)
+
+
+def pruning(res: Records) -> str:
+    rows = []
+    for data, thresholds in (("gowalla", (0.0, 2.0, 3.0)), ("epinions", (0.0, 2.0))):
+        for mc in thresholds:
+            r = _scale_ours(res, data, ordering="popularity", min_cooccurrence=_no_pruning if mc == 0 else mc)
+            rows.append([data, f"{mc:g}", _millions(r["nnz_gram_lower"]), f"{r['fit_seconds']:.1f}",
+                         f"{r['peak_rss_gb']:.2f}", f"{r['recall_bars@20']:.4f}"])
+    return _table(["data", "min_cooccurrence", "nnz(Gram, lower)", "fit s", "peak RSS GB", "R@20 BARS"], rows)
+
+
+TABLES = {f.__name__: f for f in (compare_official, compare_official_targets, compare_official_stages, refine_tol,
+                                  score, score_synthetic, scale_icf, scale_icf_targets, synthetic, memory_estimate,
+                                  pruning)}
+
+
+# ------------------------------------------------------------------------------------ README markers
+def render(res: Records | None = None) -> dict:
+    res = load() if res is None else res
+    return {name: f(res) for name, f in TABLES.items()}
+
+
+def marked(text: str) -> list:
+    """(name, body) of every marked table in a README text, in order."""
+    return [(m["name"], m["body"]) for m in MARKER.finditer(text)]
+
+
+def problems(text: str, tables: dict) -> list:
+    """What differs between a README text and the generated tables (empty: they agree)."""
+    out = []
+    found = marked(text)
+    names = [n for n, _ in found]
+    for n in sorted(set(names)):
+        if names.count(n) > 1:
+            out.append(f"table:{n} is marked {names.count(n)} times")
+    for n in tables:
+        if n not in names:
+            out.append(f"table:{n} is not marked in the README")
+    for n, body in found:
+        if n not in tables:
+            out.append(f"table:{n} has no generator")
+        elif body != tables[n]:
+            diff = difflib.unified_diff(body.splitlines(), tables[n].splitlines(), "README", "records", lineterm="")
+            out.append(f"table:{n} differs from the records:\n" + "\n".join(diff))
+    return out
+
+
+def rewrite(text: str, tables: dict) -> str:
+    return MARKER.sub(lambda m: f"<!-- table:{m['name']} -->\n{tables[m['name']]}<!-- /table -->", text)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", help="tables to print (default all), or one compare_official.py .jsonl file")
+    ap.add_argument("--results", default=str(RESULTS), help="folder of the *.jsonl records")
+    ap.add_argument("--check", metavar="README", help="exit 1 if a marked table differs from the records")
+    ap.add_argument("--write", metavar="README", help="rewrite the marked tables from the records")
+    ap.add_argument("--list", action="store_true", help="the table names")
+    args = ap.parse_args(argv)
+    if args.list:
+        print("\n".join(TABLES))
+        return 0
+    if len(args.names) == 1 and args.names[0].endswith(".jsonl"):
+        print(compare_official_lines(load_file(args.names[0])), end="")
+        return 0
+    tables = render(load(args.results))
+    if args.check or args.write:
+        path = Path(args.check or args.write)
+        text = path.read_text()
+        if args.write:
+            text = rewrite(text, tables)
+            path.write_text(text)
+        errors = problems(text, tables)
+        for e in errors:
+            print(e, file=sys.stderr)
+        return 1 if errors else 0
+    unknown = [n for n in args.names if n not in TABLES]
+    if unknown:
+        ap.error(f"unknown table(s) {unknown}; known: {', '.join(TABLES)}")
+    for name in args.names or TABLES:
+        if not args.names or len(args.names) > 1:
+            print(f"<!-- table:{name} -->")
+        print(tables[name], end="")
+        if not args.names or len(args.names) > 1:
+            print("<!-- /table -->\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    sys.exit(main())
