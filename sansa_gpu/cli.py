@@ -2,6 +2,7 @@
 
     sansa-gpu fit interactions.parquet -o model.npz --user-col user --item-col item --density 5e-4
     sansa-gpu recommend model.npz interactions.parquet -o top20.parquet --k 20
+    sansa-gpu recommend model.npz interactions/ -o top20/ --scheduler tcp://HOST:8786   # or --workers 4
     sansa-gpu evaluate model.npz --train train.csv --test test.csv -o metrics.json
     sansa-gpu evaluate model.npz --split ../shared/data/gowalla      # train.txt / test.txt lists
 
@@ -114,10 +115,50 @@ def _cmd_fit(args) -> int:
     return 0
 
 
+def _cmd_recommend_distributed(args) -> int:
+    """``recommend --scheduler ADDR`` / ``--workers N``: score on a Dask cluster into a Parquet folder."""
+    if args.scheduler and args.workers is not None:
+        args.parser.error("--scheduler and --workers exclude each other")
+    if args.workers is not None and args.workers < 1:
+        args.parser.error(f"--workers must be >= 1, got {args.workers}")
+    if args.format == "csv":
+        raise ValueError("--scheduler / --workers write a Parquet folder; --format csv is not supported there")
+    if args.workers is not None:  # on --scheduler the workers' devices count, checked by the workers
+        _check_device(args.device)
+    from .distributed import _dask, preflight, restored_environ, score_partitioned
+
+    _, _, distributed = _dask()
+    preflight(args.model, args.input, args.output, args.k, args.user_col, args.item_col, args.value_col,
+              args.batch_size)  # bad input fails before a cluster is started
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # the cluster's own INFO chatter
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(restored_environ())  # a LocalCluster leaves OMP_NUM_THREADS=1 etc. behind
+        if args.scheduler:
+            try:
+                client = stack.enter_context(distributed.Client(args.scheduler, timeout="30s"))
+            except (OSError, TimeoutError) as exc:
+                raise OSError(f"cannot connect to the Dask scheduler at {args.scheduler!r}: {exc}") from exc
+        else:
+            cluster = stack.enter_context(distributed.LocalCluster(
+                n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0"))
+            client = stack.enter_context(distributed.Client(cluster))
+        try:
+            out = score_partitioned(args.model, args.input, args.output, k=args.k, user_col=args.user_col,
+                                    item_col=args.item_col, value_col=args.value_col, client=client,
+                                    batch_size=args.batch_size, device=args.device or "auto",
+                                    progress=not args.quiet)
+        except RuntimeError as exc:  # a task failed with a non-standard error (e.g. KilledWorker)
+            raise OSError(str(exc)) from exc
+    print(json.dumps({**out, "seconds": round(out["seconds"], 3)}))
+    return 0
+
+
 def _cmd_recommend(args) -> int:
     from .model import SANSA
     from .serving import score_to_parquet
 
+    if args.scheduler or args.workers is not None:
+        return _cmd_recommend_distributed(args)
     _check_output(args.output)
     _check_device(args.device)
     model = SANSA.load(args.model, device=args.device)
@@ -223,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=None, help="users per block (bounds memory)")
     r.add_argument("--format", choices=("parquet", "csv"), default=None, help="default: from the output name")
     r.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
+    r.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="score on an existing Dask cluster (tcp://HOST:8786); INPUT is a Parquet folder or file, "
+                        "OUTPUT a Parquet folder (needs sansa_gpu[distributed])")
+    r.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="score on a local Dask cluster of N worker processes (output as for --scheduler)")
     _add_columns(r)
     r.set_defaults(run=_cmd_recommend)
 
