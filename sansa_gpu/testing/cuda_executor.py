@@ -108,15 +108,33 @@ def _source_digest(*parts: str) -> str:
     return h.hexdigest()[:20]
 
 
+def _runtime_object(cxx: str) -> Path:
+    """``cuda_emu/runtime.cpp`` compiled once (never instrumented), shared by every kernel library."""
+    flags = list(CXX_FLAGS) + ["-O2"]
+    out = cache_dir() / f"runtime_{_source_digest(repr(flags), cxx)}.o"
+    if not out.is_file():
+        fd, tmp = tempfile.mkstemp(suffix=".o", dir=cache_dir())
+        os.close(fd)
+        try:
+            _run([cxx, *flags, "-I", str(EMU_DIR), "-c", str(EMU_DIR / "runtime.cpp"), "-o", tmp])
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return out
+
+
 def build_library(file: str, expressions: tuple[str, ...], checked: bool, source: str | None = None) -> Path:
     """Compile kernel file ``file`` (or the given ``source`` text standing for it) with the
-    emulation header and the runtime into a shared library; cached by content. Returns its path."""
+    emulation header and link it with the runtime into a shared library; cached by content.
+    Returns its path."""
     cxx = compiler()
     flags = list(CXX_FLAGS) + [KERNEL_OPT] + (list(CHECKED_FLAGS) if checked else [])
     key = _source_digest(file, repr(expressions), repr(flags), cxx, source or "")
     out = cache_dir() / f"{Path(file).stem}_{'checked' if checked else 'plain'}_{key}.so"
     if out.is_file():
         return out
+    runtime = _runtime_object(cxx)
     with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
         tmp = Path(tmp)
         kernel_path = kernel_dir() / file
@@ -129,9 +147,8 @@ def build_library(file: str, expressions: tuple[str, ...], checked: bool, source
         wrapper.write_text("\n".join(lines) + "\n")
         includes = ["-I", str(kernel_dir()), "-I", str(EMU_DIR), "-include", str(EMU_DIR / "cuda_emu.h")]
         _run([cxx, *flags, *includes, "-c", str(wrapper), "-o", str(tmp / "kernel.o")])
-        _run([cxx, *CXX_FLAGS, "-O2", "-I", str(EMU_DIR), "-c", str(EMU_DIR / "runtime.cpp"), "-o", str(tmp / "runtime.o")])
         lib = tmp / "lib.so"
-        _run([cxx, "-shared", "-Wl,--no-undefined", "-o", str(lib), str(tmp / "kernel.o"), str(tmp / "runtime.o")])
+        _run([cxx, "-shared", "-Wl,--no-undefined", "-o", str(lib), str(tmp / "kernel.o"), str(runtime)])
         os.replace(lib, out)
     return out
 

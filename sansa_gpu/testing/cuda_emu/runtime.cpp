@@ -57,13 +57,26 @@ namespace {
 enum State { RUNNABLE, WAIT_BLOCK, WAIT_WARP, DONE };
 const size_t STACK_BYTES = 256 * 1024;
 
-struct Fiber {
-    char* stack = nullptr;
+// A saved execution context: the stack pointer (callee-saved registers are on the stack) or a ucontext.
+struct Context {
 #if defined(__x86_64__)
     void* sp = nullptr;
 #else
-    ucontext_t ctx;
+    ucontext_t uc;
 #endif
+};
+
+void switch_context(Context& from, Context& to) {
+#if defined(__x86_64__)
+    cuda_emu_switch(&from.sp, to.sp);
+#else
+    swapcontext(&from.uc, &to.uc);
+#endif
+}
+
+struct Fiber {
+    char* stack = nullptr;
+    Context ctx;
     State state = RUNNABLE;
     dim3 tidx{0, 0, 0};
     // what the fiber waits at
@@ -110,11 +123,7 @@ struct Launch {
     dim3 grid{1, 1, 1}, block{1, 1, 1}, bidx{0, 0, 0};
     int block_linear = 0, nthreads = 0, current = -1;
     std::vector<Fiber> fibers;
-#if defined(__x86_64__)
-    void* sched_sp = nullptr;
-#else
-    ucontext_t sched_ctx;
-#endif
+    Context sched;  // the scheduler's context, resumed whenever a fiber blocks or ends
     bool failed = false;
     std::string error;
     // checker
@@ -154,11 +163,7 @@ std::string pc_str(const void* pc) {
 
 void to_scheduler() {
     Fiber& f = g->fibers[g->current];
-#if defined(__x86_64__)
-    cuda_emu_switch(&f.sp, g->sched_sp);
-#else
-    swapcontext(&f.ctx, &g->sched_ctx);
-#endif
+    switch_context(f.ctx, g->sched);
 }
 
 // Record the first error and leave the fiber for good (its stack is simply abandoned).
@@ -208,24 +213,20 @@ void start_fiber(Fiber& f) {
     *--sp = nullptr;                                   // fiber_main's (never used) return address
     *--sp = reinterpret_cast<void*>(&fiber_main);      // where cuda_emu_switch's `ret` goes
     for (int r = 0; r < 6; ++r) *--sp = nullptr;        // rbp rbx r12 r13 r14 r15
-    f.sp = sp;
+    f.ctx.sp = sp;
 #else
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = f.stack;
-    f.ctx.uc_stack.ss_size = STACK_BYTES;
-    f.ctx.uc_link = nullptr;
-    makecontext(&f.ctx, fiber_trampoline, 0);
+    getcontext(&f.ctx.uc);
+    f.ctx.uc.uc_stack.ss_sp = f.stack;
+    f.ctx.uc.uc_stack.ss_size = STACK_BYTES;
+    f.ctx.uc.uc_link = nullptr;
+    makecontext(&f.ctx.uc, fiber_trampoline, 0);
 #endif
 }
 
 void resume(int t) {
     g->current = t;
     Fiber& f = g->fibers[t];
-#if defined(__x86_64__)
-    cuda_emu_switch(&g->sched_sp, f.sp);
-#else
-    swapcontext(&g->sched_ctx, &f.ctx);
-#endif
+    switch_context(g->sched, f.ctx);
     g->current = -1;
 }
 
