@@ -82,6 +82,11 @@ def resolve_device(device: str) -> str:
     return "gpu" if ok else "cpu"
 
 
+def backend_device(backend) -> str:
+    """'gpu' for :mod:`sansa_gpu.gpu`, else 'cpu' (where a stage run by ``backend`` ran)."""
+    return "gpu" if getattr(backend, "__name__", "").endswith(".gpu") else "cpu"
+
+
 def get_backend(device: str) -> ModuleType:
     """The implementation module for a resolved device ('cpu' or 'gpu')."""
     if device == "gpu":

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import __version__, cpu
-from .backend import get_backend, resolve_device
+from .backend import backend_device, get_backend, resolve_device
 from .errors import GPUOutOfMemory
 from .factorize import ORDERINGS, icf_column_scaling, ldlt_cholmod, ldlt_icf, nnz_budget
 from .ids import IdMap, encode_interactions, is_table
@@ -276,7 +276,7 @@ class SANSA:
         backend = self._inference_backend()
         try:
             ids, scores = backend.recommend_sparse(X, Wt, Z, k)
-            where = backend.__name__.rsplit(".", 1)[-1]
+            where = backend_device(backend)
         except GPUOutOfMemory as exc:
             logger.warning("recommend: %s; scoring on the CPU", exc)
             ids, scores = cpu.recommend_sparse(X, Wt, Z, k)

@@ -14,14 +14,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import cpu
+from .backend import backend_device
 from .errors import GPUOutOfMemory
 from .cpu.refine import DEFAULT_TOL, initial_inverse
 
 logger = logging.getLogger(__name__)
-
-
-def _device_name(backend: ModuleType) -> str:
-    return "gpu" if getattr(backend, "__name__", "").endswith(".gpu") else "cpu"
 
 
 def _record(history: list, sweep: int, res: np.ndarray, K: sp.csc_matrix, seconds: float, device: str) -> None:
@@ -60,7 +57,7 @@ def refine_inverse(L: sp.csc_matrix, budget: int, sweeps: int, backend: ModuleTy
         backend = cpu
 
     history: list[dict] = []
-    seconds, made_on = 0.0, _device_name(backend)
+    seconds, made_on = 0.0, backend_device(backend)
     K = initial_inverse(L)
     try:
         try:
@@ -77,14 +74,14 @@ def refine_inverse(L: sp.csc_matrix, budget: int, sweeps: int, backend: ModuleTy
                 K_new, res = backend.refine_sweep(L, K, budget, tol)
             dt = time.perf_counter() - t0
             _record(history, s, res, K, seconds, made_on)
-            K, seconds, made_on = K_new, dt, _device_name(backend)
+            K, seconds, made_on = K_new, dt, backend_device(backend)
         try:
             res = backend.column_residual_norms(L, K)
         except GPUOutOfMemory as exc:
             to_cpu(exc, "computing the final residuals")
             res = backend.column_residual_norms(L, K)
         _record(history, sweeps, res, K, seconds, made_on)
-        history[-1]["residual_device"] = _device_name(backend)  # where the final residuals were computed
+        history[-1]["residual_device"] = backend_device(backend)  # where the final residuals were computed
         return backend.to_host(K), history
     finally:
         backend.release_scratch()

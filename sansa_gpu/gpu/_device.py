@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import functools
 
+from ..errors import GPUOutOfMemory
+
 _override = None  # a device installed by use() (the executor in tests), else None
 
 #: CUDA status of an allocation failure: CUDA_ERROR_OUT_OF_MEMORY (driver) and
@@ -80,10 +82,29 @@ def use(device):
         _override = previous
 
 
+@contextlib.contextmanager
+def out_of_memory_as(what: str, on_oom=None):
+    """Inside the block, a device out-of-memory (:func:`is_out_of_memory`) becomes
+    ``GPUOutOfMemory(f"{what}: {exc}")`` -- the error on which callers continue on the CPU -- after
+    ``on_oom()`` (freeing what the stage holds). A GPUOutOfMemory from a nested stage passes as it
+    is; other errors propagate unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        if on_oom is not None:
+            on_oom()
+        if isinstance(exc, GPUOutOfMemory):
+            raise
+        raise GPUOutOfMemory(f"{what}: {exc}") from exc
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` means the device ran out of memory: CuPy's ``OutOfMemoryError`` and the
     plain ``MemoryError`` Thrust raises (both MemoryError), or a driver / runtime error with the
     out-of-memory status (a launch or a library call that could not allocate)."""
     if isinstance(exc, MemoryError):
         return True
-    return type(exc).__name__ in ("CUDADriverError", "CUDARuntimeError") and getattr(exc, "status", None) == _CUDA_OUT_OF_MEMORY
+    return (type(exc).__name__ in ("CUDADriverError", "CUDARuntimeError")
+            and getattr(exc, "status", None) == _CUDA_OUT_OF_MEMORY)

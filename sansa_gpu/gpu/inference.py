@@ -15,7 +15,6 @@ import weakref
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import GPUOutOfMemory
 from . import _device
 
 logger = logging.getLogger(__name__)
@@ -64,8 +63,8 @@ def launch_shape(n_latent: int, n_items: int, fraction: float = SCRATCH_FRACTION
 
 def _device_state(Wt: sp.csr_matrix, Z: sp.csr_matrix, fraction: float):
     """Device copies of Wt and Z plus the kernel's zeroed per-warp scratch, for the last model
-    used. Uploaded and allocated once per model: streaming blocks of users (recommend_batches) re-sends and re-zeroes nothing, since the
-    kernel leaves its scratch zero. Returns (weights, max_blocks, scratch)."""
+    used. Uploaded and allocated once per model: streaming blocks of users (recommend_batches)
+    re-sends and re-zeroes nothing, since the kernel leaves its scratch zero. Returns (weights, max_blocks, scratch)."""
     dev = _device.current()
     key = (id(dev), id(Wt), id(Z), fraction)
     if _cache.get("key") != key:
@@ -141,13 +140,8 @@ def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: i
             raise
         logger.warning("recommend: GPU out of memory (%s); retrying with smaller scratch and uploads", exc)
     release_scoring_cache()
-    try:
+    with _device.out_of_memory_as("scoring does not fit in GPU memory even with smaller blocks", release_scoring_cache):
         return _recommend(X, Wt, Z, k, SCRATCH_FRACTION / 4)
-    except Exception as exc:
-        release_scoring_cache()
-        if not _device.is_out_of_memory(exc):
-            raise
-        raise GPUOutOfMemory(f"scoring does not fit in GPU memory even with smaller blocks: {exc}") from exc
 
 
 def score_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix) -> sp.csr_matrix:

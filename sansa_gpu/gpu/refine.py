@@ -13,7 +13,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..cpu.refine import DEFAULT_TOL, column_caps
-from ..errors import GPUOutOfMemory
 from ..selection import array_module, largest_magnitude_mask
 from . import _device
 from ._arrays import DeviceCompressed
@@ -53,12 +52,9 @@ def to_device(M) -> DeviceCompressed:
     """M on the device (a host CSC/CSR is uploaded); an out-of-memory raises GPUOutOfMemory."""
     if isinstance(M, DeviceCompressed):
         return M
-    try:
+    what = f"a {M.shape[0]} x {M.shape[1]} matrix with {M.nnz} nonzeros does not fit in GPU memory"
+    with _device.out_of_memory_as(what):
         return DeviceCompressed.from_host(M)
-    except Exception as exc:
-        if not _device.is_out_of_memory(exc):
-            raise
-        raise GPUOutOfMemory(f"a {M.shape[0]} x {M.shape[1]} matrix with {M.nnz} nonzeros does not fit in GPU memory: {exc}") from exc
 
 
 def to_host(M):
@@ -71,7 +67,7 @@ class _Scratch:
 
     _key = None
     _arrays: tuple = ()
-    _device = None  # the device holding them
+    _holder = None  # the device holding them
 
     @classmethod
     def get(cls, n: int, max_grid: int | None = None):
@@ -88,13 +84,13 @@ class _Scratch:
                 xp.zeros(g * n, dtype=xp.int32), xp.zeros(g * n, dtype=xp.int32),
                 xp.empty(g * n, dtype=xp.int32), xp.empty(g * n, dtype=xp.int32),
             )
-            cls._key, cls._device = (id(dev), n, grid), dev
+            cls._key, cls._holder = (id(dev), n, grid), dev
         return cls._arrays
 
     @classmethod
     def release(cls):
-        dev = cls._device
-        cls._key, cls._arrays, cls._device = None, (), None
+        dev = cls._holder
+        cls._key, cls._arrays, cls._holder = None, (), None
         if dev is not None:
             dev.release_pool()
 
@@ -183,19 +179,15 @@ def refine_sweep(L, K, budget: int, tol: float = DEFAULT_TOL):
             raise
         logger.warning("refine: GPU out of memory for a full sweep (%s); retrying in column chunks", exc)
     release_scratch()
-    try:
+    with _device.out_of_memory_as("refinement sweep does not fit in GPU memory even in column chunks",
+                                  release_scratch):
         L, K = to_device(L), to_device(K)
         return _sweep_chunked(L, K, budget, tol, n_chunks=CHUNKS)
-    except Exception as exc:
-        release_scratch()
-        if not _device.is_out_of_memory(exc):
-            raise
-        raise GPUOutOfMemory(f"refinement sweep does not fit in GPU memory even in column chunks: {exc}") from exc
 
 
 def column_residual_norms(L, K) -> np.ndarray:
     """GPU twin of :func:`sansa_gpu.cpu.column_residual_norms`; returns host (n,) float64."""
-    try:
+    with _device.out_of_memory_as("residual pass does not fit in GPU memory", release_scratch):
         L, K = to_device(L), to_device(K)
         xp = _device.current().xp
         n = L.shape[0]
@@ -207,8 +199,3 @@ def column_residual_norms(L, K) -> np.ndarray:
         offsets = xp.zeros(n + 1, dtype=xp.int64)
         _launch(L, K, cap, offsets, DEFAULT_TOL, False, dummy_i, dummy_f, counts, rr)
         return xp.sqrt(rr).get()
-    except Exception as exc:
-        if not _device.is_out_of_memory(exc):
-            raise
-        release_scratch()
-        raise GPUOutOfMemory(f"residual pass does not fit in GPU memory: {exc}") from exc

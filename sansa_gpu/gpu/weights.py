@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import GPUOutOfMemory
 from ..weights import weights_from_inverse
 from . import _device
 from .refine import to_device
@@ -15,7 +14,7 @@ def assemble_weights(K, d: np.ndarray, p: np.ndarray) -> tuple[sp.csr_matrix, sp
     """GPU twin of :func:`sansa_gpu.cpu.assemble_weights`; K host CSC or DeviceCompressed.
     Returns host CSR (Wt, Z). A device out-of-memory raises :class:`GPUOutOfMemory` (the caller
     assembles on the CPU instead)."""
-    try:
+    with _device.out_of_memory_as("weight assembly does not fit in GPU memory"):
         xp = _device.current().xp
         K = to_device(K)
         n = K.shape[0]
@@ -27,8 +26,4 @@ def assemble_weights(K, d: np.ndarray, p: np.ndarray) -> tuple[sp.csr_matrix, sp
         xp.cumsum(xp.bincount(w_indices, minlength=n), out=z_indptr[1:])
         Z = sp.csr_matrix((z[order].get(), col[order].astype(xp.int32).get(), z_indptr.get()), shape=(n, n))
         Wt = sp.csr_matrix((w_data.get(), w_indices.get(), w_indptr.get()), shape=(n, n))
-    except Exception as exc:
-        if not _device.is_out_of_memory(exc):
-            raise
-        raise GPUOutOfMemory(f"weight assembly does not fit in GPU memory: {exc}") from exc
     return Wt, Z
