@@ -31,7 +31,6 @@ import time
 import uuid
 import warnings
 
-import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -82,30 +81,11 @@ def model_fingerprint(path: str | os.PathLike) -> tuple[str, int, int]:
 
 
 def _model_header(path: str) -> dict:
-    """The JSON header of a model file, read without loading the weights; ValueError when the file
-    is not a readable SANSA model."""
-    import zipfile
+    """The header of a SANSA model file fitted on raw IDs, read without loading the weights;
+    ValueError when the file is not a readable SANSA model or has no item IDs."""
+    from .io import read_header
 
-    from .io import FORMAT, FORMAT_VERSION
-
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "__header__" not in z.files:
-                raise ValueError(f"{path!r} is not a sansa_gpu model file (no header)")
-            header = json.loads(z["__header__"].tobytes().decode("utf-8"))
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path!r} is not a readable sansa_gpu model file (truncated or corrupt?): {exc}") from exc
-    except ValueError as exc:
-        if "sansa_gpu" in str(exc):
-            raise
-        raise ValueError(f"{path!r} is not a readable sansa_gpu model file (truncated or corrupt?): {exc}") from exc
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"{path!r} is not a sansa_gpu model file")
-    if header.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path!r} has model format version {header.get('format_version')}; "
-                         f"this sansa_gpu reads version {FORMAT_VERSION}")
-    if header.get("kind") != "SANSA":
-        raise ValueError(f"{path!r} holds a {header.get('kind')} model, not a SANSA model")
+    header = read_header(path, "SANSA")
     if header.get("item_ids") is None:
         raise ValueError(f"{path!r}: this model was fitted on a matrix, not a table of raw IDs, so it cannot "
                          "score a table of raw user / item IDs")

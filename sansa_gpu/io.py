@@ -57,21 +57,10 @@ def save_arrays(path: str | os.PathLike, kind: str, meta: dict, arrays: dict[str
         np.savez(f, __header__=blob, **arrays)
 
 
-def load_arrays(path: str | os.PathLike, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
-    """Read a file written by :func:`save_arrays`; returns (header, arrays). ValueError names the
-    problem: not a model file, truncated/corrupt, another format version or another model kind."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no model file at {path!r}")
+def _check_header(path: str, blob: np.ndarray, kind: str) -> dict:
+    """Parse the ``__header__`` array of a model file and check format, version and kind."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {name: z[name] for name in z.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zipfile.LargeZipFile) as exc:
-        raise ValueError(f"{path!r} is not a readable sansa_gpu model file (truncated or corrupt?): {exc}") from exc
-    if "__header__" not in arrays:
-        raise ValueError(f"{path!r} is not a sansa_gpu model file (no header)")
-    try:
-        header = json.loads(arrays.pop("__header__").tobytes().decode("utf-8"))
+        header = json.loads(blob.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path!r} has a corrupt header: {exc}") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT:
@@ -82,7 +71,34 @@ def load_arrays(path: str | os.PathLike, kind: str) -> tuple[dict, dict[str, np.
         )
     if header.get("kind") != kind:
         raise ValueError(f"{path!r} holds a {header.get('kind')} model, not a {kind} model")
-    return header, arrays
+    return header
+
+
+def _read(path: str | os.PathLike, kind: str, header_only: bool) -> tuple[dict, dict[str, np.ndarray]]:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model file at {path!r}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = ["__header__"] if header_only and "__header__" in z.files else z.files
+            arrays = {name: z[name] for name in names}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zipfile.LargeZipFile) as exc:
+        raise ValueError(f"{path!r} is not a readable sansa_gpu model file (truncated or corrupt?): {exc}") from exc
+    if "__header__" not in arrays:
+        raise ValueError(f"{path!r} is not a sansa_gpu model file (no header)")
+    return _check_header(path, arrays.pop("__header__"), kind), arrays
+
+
+def load_arrays(path: str | os.PathLike, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read a file written by :func:`save_arrays`; returns (header, arrays). ValueError names the
+    problem: not a model file, truncated/corrupt, another format version or another model kind."""
+    return _read(path, kind, header_only=False)
+
+
+def read_header(path: str | os.PathLike, kind: str) -> dict:
+    """The checked header of a file written by :func:`save_arrays`, without reading its arrays
+    (same errors as :func:`load_arrays`)."""
+    return _read(path, kind, header_only=True)[0]
 
 
 def csr_to_arrays(prefix: str, M: sp.csr_matrix) -> dict[str, np.ndarray]:
