@@ -119,17 +119,21 @@ def test_refine_tol_leaves_exactly_the_columns_within_tolerance(medium_X):
 
 
 def test_refine_is_bit_identical_with_one_and_two_threads(medium_X):
+    """Each chunk of columns owns its scratch: a scratch shared between threads (a race) makes 2-thread
+    sweeps differ from the 1-thread one. Races are timing-dependent, so the 2-thread sweep is repeated
+    (with the accumulator hoisted out of the parallel loop: failed 5 of 5 pytest runs; one 2-thread sweep: 2 of 6)."""
     import numba
 
-    f, budget = _factor(medium_X, 0.02)
+    f, budget = _factor(medium_X, 0.05)
     K0 = initial_inverse(f.L)
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
         K1, r1 = refine_sweep(f.L, K0, budget)
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        K2, r2 = refine_sweep(f.L, K0, budget)
+        runs = [refine_sweep(f.L, K0, budget) for _ in range(8)]
     finally:
         numba.set_num_threads(before)
-    assert np.array_equal(K1.indptr, K2.indptr) and np.array_equal(K1.indices, K2.indices)
-    assert np.array_equal(K1.data.view(np.uint32), K2.data.view(np.uint32)) and np.array_equal(r1, r2)
+    for K2, r2 in runs:
+        assert np.array_equal(K1.indptr, K2.indptr) and np.array_equal(K1.indices, K2.indices)
+        assert np.array_equal(K1.data.view(np.uint32), K2.data.view(np.uint32)) and np.array_equal(r1, r2)

@@ -1,6 +1,7 @@
 """A regression test on real data that CI has (../shared/data): ml-1m at density 2e-3 must keep the
 recall@20 committed in benchmarks/results/refine_tol.jsonl (same split, parameters and protocol as
-benchmarks/compare_official.py, which produced that record)."""
+benchmarks/compare_official.py, which produced that record). Seen failing on an injected defect: the
+weights' column normaliser r_c = Σ W_ic²/d_i computed without the 1/d_i (recall@20 off by 0.041)."""
 
 import json
 from pathlib import Path
