@@ -14,15 +14,21 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
-def run_isolated(target, args: tuple, label: dict) -> dict:
+def run_isolated(target, args: tuple, label: dict, timeout: float | None = None) -> dict:
     """Call ``target(*args, queue)`` in a fresh spawned process; returns the dict it put on the
-    queue, or ``label`` plus the exit code if it died (for example killed for memory)."""
+    queue, or ``label`` plus the exit code if it died (for example killed for memory), or plus
+    ``error: "timeout after T s"`` when it ran past ``timeout`` seconds (then it is killed)."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=target, args=(*args, q))
     p.start()
-    p.join()
-    rec = q.get() if p.exitcode == 0 else {**label, "error": f"exit code {p.exitcode}"}
+    p.join(timeout)
+    if p.is_alive():
+        p.kill()
+        p.join()
+        rec = {**label, "error": f"timeout after {timeout:g} s"}
+    else:
+        rec = q.get() if p.exitcode == 0 else {**label, "error": f"exit code {p.exitcode}"}
     rec.update(machine=platform.node(), cpus=os.cpu_count(), device="cpu")
     return rec
 

@@ -244,6 +244,24 @@ def score_synthetic(res: Records) -> str:
     return _table(["items × users", "items per user", "density", "nnz(Wᵀ) + nnz(Z)", "device", "users/s"], rows)
 
 
+# ------------------------------------------------------------------------------------ distributed_bench.py
+def distributed(res: Records) -> str:
+    """Single process beside a local Dask cluster, from the last run of distributed_bench.py."""
+    recs = _all(res["distributed"], what="distributed_scoring")
+    single = _last(recs, case="single")
+    rows = [["single process (`score_to_parquet`)", "—", "—", f"{single['seconds']:.1f}", f"{single['users_per_s']:,.0f}",
+             "1", f"{single['peak_rss_gb']:.2f}"]]
+    for r in recs[recs.index(single) + 1:]:
+        if r.get("case") != "dask":
+            continue
+        how = f"{r['workers']} workers, " + ("hash shuffle by user" if r["shuffle"] else "input partitioned by user")
+        rows.append([how, str(r["partitions"]), f"{r['users_per_partition']:,}", f"{r['seconds']:.1f}",
+                     f"{r['users_per_s']:,.0f}", f"{r['ratio_to_single']:.2f}×",
+                     " / ".join(f"{x:.2f}" for x in r["peak_rss_gb_workers"])])
+    return _table(["run", "partitions", "users per partition", "seconds", "users/s", "÷ single process",
+                   "peak RSS GB (per process)"], rows)
+
+
 # ------------------------------------------------------------------------------------ scale.py
 def _scale_ours(res: Records, data: str, **key) -> dict:
     key.setdefault("min_cooccurrence", _no_pruning)
@@ -324,7 +342,7 @@ def pruning(res: Records) -> str:
 
 TABLES = {f.__name__: f for f in (compare_official, compare_official_targets, compare_official_stages, refine_tol,
                                   score, score_synthetic, scale_icf, scale_icf_targets, synthetic, memory_estimate,
-                                  pruning)}
+                                  pruning, distributed)}
 
 
 # ------------------------------------------------------------------------------------ README markers

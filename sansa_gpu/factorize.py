@@ -131,6 +131,29 @@ def sparsify_cholesky_factor(L_chol: sp.csc_matrix, budget: int) -> tuple[sp.csc
     return L, diag * diag
 
 
+CHOLMOD_INSTALL_HINT = ("install SuiteSparse and the extra: apt-get install libsuitesparse-dev (Debian/Ubuntu; "
+                        "suitesparse on conda/brew), then pip install 'sansa_gpu[cholmod]'")
+
+
+def cholmod_available() -> bool:
+    """Whether scikit-sparse's CHOLMOD can be imported (the optional extra ``sansa_gpu[cholmod]``)."""
+    try:
+        import_cholmod()
+    except ImportError:
+        return False
+    return True
+
+
+def import_cholmod():
+    """``sksparse.cholmod``, or an ImportError that names the extra and the system package."""
+    try:
+        from sksparse import cholmod
+    except ImportError as exc:
+        raise ImportError(f"factorizer='cholmod' needs scikit-sparse, which is not installed: {CHOLMOD_INSTALL_HINT}. "
+                          f"factorizer='icf' (the default choice without it) needs neither.") from exc
+    return cholmod
+
+
 def ldlt_cholmod(X: sp.csr_matrix, l2: float, budget: int, ordering: str = "colamd") -> LDLFactor:
     """Exact CHOLMOD factorisation of ``A = X^T X + l2*I`` (the Gram is never formed: CHOLMOD
     factorises ``X^T (X^T)^T + beta*I`` directly), then magnitude-cut to ``budget`` nonzeros.
@@ -139,12 +162,7 @@ def ldlt_cholmod(X: sp.csr_matrix, l2: float, budget: int, ordering: str = "cola
     can be a large fraction of n^2 (gowalla: 0.3 n^2); use a lower density with ``factorizer="icf"``
     on catalogs whose exact factor does not fit.
     """
-    try:
-        from sksparse import cholmod
-    except ImportError as exc:  # pragma: no cover - depends on the machine
-        raise ImportError(
-            "factorizer='cholmod' needs scikit-sparse (apt-get install libsuitesparse-dev; pip install scikit-sparse)"
-        ) from exc
+    cholmod = import_cholmod()
     if ordering not in CHOLMOD_ORDERINGS:
         raise ValueError(f"ordering for factorizer='cholmod' must be one of {CHOLMOD_ORDERINGS}, got {ordering!r}")
     n = X.shape[1]
@@ -356,10 +374,11 @@ def item_ordering(X: sp.csr_matrix, method: str = "colamd") -> np.ndarray:
     if method == "natural":
         return np.arange(n, dtype=np.int64)
     try:
-        from sksparse import cholmod
+        cholmod = import_cholmod()
     except ImportError:
         from scipy.sparse.csgraph import reverse_cuthill_mckee
 
+        logger.warning("ordering %r needs CHOLMOD (not installed): using reverse Cuthill-McKee instead", method)
         G = sp.csr_matrix(X.T @ X)
         return np.asarray(reverse_cuthill_mckee(G, symmetric_mode=True), dtype=np.int64)
     factor = cholmod.analyze_AAt(_owned_transpose(X), mode="simplicial", ordering_method=method)
