@@ -9,5 +9,6 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 from .ease import EASE  # noqa: E402
 from .model import SANSA  # noqa: E402
 from .serving import score_to_parquet  # noqa: E402
+from .tuning import TuneResult, tune  # noqa: E402
 
-__all__ = ["EASE", "SANSA", "score_to_parquet", "__version__"]
+__all__ = ["EASE", "SANSA", "TuneResult", "score_to_parquet", "tune", "__version__"]

@@ -5,6 +5,7 @@
     sansa-gpu recommend model.npz interactions/ -o top20/ --scheduler tcp://HOST:8786   # or --workers 4
     sansa-gpu evaluate model.npz --train train.csv --test test.csv -o metrics.json
     sansa-gpu evaluate model.npz --split ../shared/data/gowalla      # train.txt / test.txt lists
+    sansa-gpu tune interactions.parquet -o model.npz --max-model-bytes 200e6 --trials trials.jsonl --plot tune.png
 
 Input files are CSV / TSV (by extension, or --delimiter) or Parquet, with one (user, item[, value])
 interaction per row; IDs may be integers or strings. Errors are reported in one line, exit code 2.
@@ -236,6 +237,36 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_tune(args) -> int:
+    from .tuning import tune
+
+    for path in [args.output] + [p for p in (args.trials, args.plot) if p]:
+        _check_output(path)
+    _check_device(args.device)
+    table = _read(args.input, args)
+    kw = {}
+    for name in ("l2_grid", "densities", "min_cooccurrence", "factorizers"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
+    result = tune(table, k=args.k, metric=args.metric, validation=args.validation,
+                  validation_fraction=args.validation_fraction, seed=args.seed, max_model_bytes=args.max_model_bytes,
+                  max_memory=args.max_memory, max_seconds=args.max_seconds, device=args.device,
+                  dense_ease=args.plot is not None and not args.no_dense_ease, progress=not args.quiet,
+                  user_col=args.user_col, item_col=args.item_col, value_col=args.value_col, **kw)
+    with _writing(args.output):
+        result.model.save(args.output)
+    if args.trials:
+        with _writing(args.trials):
+            result.to_jsonl(args.trials)
+    if args.plot:
+        with _writing(args.plot):
+            result.plot(args.plot, title=os.path.basename(args.input))
+    print(json.dumps({"model": args.output, **result.best_params, result.metric: result.best[result.metric],
+                      "model_bytes": result.model.model_bytes, "trials": len(result.trials),
+                      "search_seconds": result.seconds}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="sansa-gpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"sansa_gpu {__version__}")
@@ -247,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_columns(f)
     f.add_argument("--l2", type=float, default=20.0)
     f.add_argument("--density", type=float, default=5e-4)
-    f.add_argument("--factorizer", choices=("cholmod", "icf"), default="cholmod")
+    f.add_argument("--factorizer", choices=("auto", "cholmod", "icf"), default="auto",
+                   help="default auto: the rule of sansa_gpu.factorize.choose_factorizer")
     f.add_argument("--ordering", default=None, help="item ordering (default: colamd for cholmod, popularity for icf)")
     f.add_argument("--refine-sweeps", type=int, default=2)
     f.add_argument("--refine-tol", type=float, default=None)
@@ -283,7 +315,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_columns(e)
     e.set_defaults(run=_cmd_evaluate)
 
-    for p in (f, r, e):
+    t = sub.add_parser("tune", help="search l2 / density / pruning / factoriser on a validation split, save the best")
+    t.add_argument("input", help="interactions (.csv / .tsv / .parquet)")
+    t.add_argument("-o", "--output", required=True, help="model file to write (.npz): the best, refitted on all input")
+    _add_columns(t)
+    t.add_argument("--k", type=int, default=20)
+    t.add_argument("--metric", choices=("recall", "ndcg"), default="recall")
+    t.add_argument("--validation", choices=("holdout", "users"), default="holdout",
+                   help="per-user random holdout (default) or held-out users")
+    t.add_argument("--validation-fraction", type=float, default=0.2)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--l2-grid", type=float, nargs="+", default=None, help="coarse l2 grid (default 1 10 100 1000)")
+    t.add_argument("--densities", type=float, nargs="+", default=None,
+                   help="densities to try (default: 4, 16, 64, 256 nonzeros per item, capped by --max-model-bytes)")
+    t.add_argument("--min-cooccurrence", type=float, nargs="+", default=None, help="ICF pruning levels (default 0 2 3)")
+    t.add_argument("--factorizers", nargs="+", choices=("icf", "cholmod"), default=None)
+    t.add_argument("--max-model-bytes", type=float, default=None, help="largest weights size to consider")
+    t.add_argument("--max-memory", type=float, default=None, help="bytes a fit may peak at (default: available)")
+    t.add_argument("--max-seconds", type=float, default=None, help="stop starting trials after this many seconds")
+    t.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    t.add_argument("--trials", default=None, help="write every trial here (JSON lines)")
+    t.add_argument("--plot", default=None, help="write the accuracy / size picture here (.png, .svg, .pdf)")
+    t.add_argument("--no-dense-ease", action="store_true", help="do not fit dense EASE for the plot")
+    t.set_defaults(run=_cmd_tune)
+
+    for p in (f, r, e, t):
         p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
         p.set_defaults(parser=p)
     return ap

@@ -94,9 +94,11 @@ def load_adjacency_split(directory: str | os.PathLike, train: str = "train.txt",
 
 
 def strong_generalization_split(
-    X: sp.csr_matrix, n_heldout_users: int, fold_in: float = 0.8, seed: int = 0, min_items: int = 2
-) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
-    """Hold out users: returns (train, fold_in_part, target_part).
+    X: sp.csr_matrix, n_heldout_users: int, fold_in: float = 0.8, seed: int = 0, min_items: int = 2,
+    return_held: bool = False,
+):
+    """Hold out users: returns (train, fold_in_part, target_part), and with ``return_held`` also the
+    held-out users' row numbers in X (ascending, the order of the two held-out matrices).
 
     ``n_heldout_users`` users with at least ``min_items`` interactions are drawn at random; the
     others form ``train``. For each held-out user, ``fold_in`` of their items (at least one) are
@@ -125,6 +127,8 @@ def strong_generalization_split(
     target = sp.csr_matrix((H.data * ~in_mask, H.indices.copy(), H.indptr.copy()), shape=H.shape)
     fold.eliminate_zeros()
     target.eliminate_zeros()
+    if return_held:
+        return X[keep], fold, target, held
     return X[keep], fold, target
 
 

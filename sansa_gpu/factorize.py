@@ -131,6 +131,55 @@ def sparsify_cholesky_factor(L_chol: sp.csc_matrix, budget: int) -> tuple[sp.csc
     return L, diag * diag
 
 
+class FactorCache:
+    """Work shared by several fits of ONE interaction matrix that differ in ``l2`` / ``density``
+    (:func:`sansa_gpu.tune` passes one to :meth:`SANSA.fit`): the ICF column scaling; the item
+    ordering and unshifted Gram per (ordering, min_cooccurrence); the exact CHOLMOD factor per
+    (l2, ordering), cut to each density. Only the most recent Gram and the most recent exact
+    factor are kept (memory: one of each beside the fit), so order trials by pruning level, then l2.
+    Results are identical to fits without a cache. ``hits`` counts reuses per kind.
+
+    The cache binds to the first matrix it sees; a fit on a different matrix raises ValueError.
+    """
+
+    def __init__(self):
+        self._X = None
+        self._scaling = None
+        self._gram = None
+        self._exact = None
+        self.hits = {"scaling": 0, "gram": 0, "exact_factor": 0}
+
+    def bind(self, X: sp.csr_matrix) -> None:
+        """Check that ``X`` (canonical CSR) is the matrix this cache holds work for."""
+        if self._X is None:
+            self._X = X
+            return
+        Y = self._X
+        same = X is Y or (X.shape == Y.shape and X.nnz == Y.nnz and np.array_equal(X.indptr, Y.indptr)
+                          and np.array_equal(X.indices, Y.indices) and np.array_equal(X.data, Y.data))
+        if not same:
+            raise ValueError("this FactorCache holds work for another interaction matrix: use one cache per matrix")
+
+    def _get(self, slot: str, key, build):
+        held = getattr(self, slot)
+        if held is not None and held[0] == key:
+            self.hits["exact_factor" if slot == "_exact" else slot.strip("_")] += 1
+            return held[1]
+        setattr(self, slot, None)  # free the old one before building the new one
+        value = build()
+        setattr(self, slot, (key, value))
+        return value
+
+    def column_scaling(self, X: sp.csr_matrix) -> np.ndarray:
+        return self._get("_scaling", "icf", lambda: icf_column_scaling(X))
+
+    def gram(self, key, build):
+        return self._get("_gram", key, build)
+
+    def exact_factor(self, key, build):
+        return self._get("_exact", key, build)
+
+
 CHOLMOD_INSTALL_HINT = ("install SuiteSparse and the extra: apt-get install libsuitesparse-dev (Debian/Ubuntu; "
                         "suitesparse on conda/brew), then pip install 'sansa_gpu[cholmod]'")
 
@@ -154,17 +203,63 @@ def import_cholmod():
     return cholmod
 
 
-def ldlt_cholmod(X: sp.csr_matrix, l2: float, budget: int, ordering: str = "colamd") -> LDLFactor:
+def choose_factorizer(X: sp.csr_matrix, density: float, *, ordering: str | None = None,
+                      min_cooccurrence: float = 0.0) -> tuple[str, str]:
+    """The factoriser ``SANSA(factorizer="auto")`` uses for X at ``density``, and why.
+
+    Rule (from ``benchmarks/results/factorizers.jsonl``, README "Choosing the factoriser"): ICF with
+    popularity ordering matched or beat CHOLMOD at equal density on every shared dataset measured, at
+    a fraction of its time and memory, so 'icf' is chosen unless CHOLMOD is installed AND the model
+    keeps at least ``AUTO_CHOLMOD_MIN_NNZ_PER_ITEM`` nonzeros per item column AND the catalogue has at
+    most ``AUTO_CHOLMOD_MAX_ITEMS`` items (where the exact factor stays small and fast). An ICF-only
+    option (``min_cooccurrence > 0``, ``ordering='popularity'``) always selects 'icf'.
+    """
+    n = X.shape[1]
+    if min_cooccurrence > 0:
+        return "icf", "min_cooccurrence > 0 applies to ICF only"
+    if ordering == "popularity":
+        return "icf", "ordering='popularity' applies to ICF only"
+    if not cholmod_available():
+        return "icf", "CHOLMOD (scikit-sparse) is not installed"
+    per_item = density * n
+    if per_item >= AUTO_CHOLMOD_MIN_NNZ_PER_ITEM and n <= AUTO_CHOLMOD_MAX_ITEMS:
+        return "cholmod", (f"{per_item:.0f} nonzeros per item column >= {AUTO_CHOLMOD_MIN_NNZ_PER_ITEM} on "
+                           f"{n} <= {AUTO_CHOLMOD_MAX_ITEMS} items: the exact factor is cheap and more accurate")
+    return "icf", (f"{per_item:.1f} nonzeros per item column on {n} items: ICF is as accurate at this density "
+                   f"and far cheaper than the exact CHOLMOD factor")
+
+
+#: ``choose_factorizer`` thresholds (see its docstring for the evidence).
+AUTO_CHOLMOD_MIN_NNZ_PER_ITEM = float("inf")
+AUTO_CHOLMOD_MAX_ITEMS = 20_000
+
+
+def ldlt_cholmod(X: sp.csr_matrix, l2: float, budget: int, ordering: str = "colamd",
+                 cache: "FactorCache | None" = None) -> LDLFactor:
     """Exact CHOLMOD factorisation of ``A = X^T X + l2*I`` (the Gram is never formed: CHOLMOD
     factorises ``X^T (X^T)^T + beta*I`` directly), then magnitude-cut to ``budget`` nonzeros.
 
     X : (users, n) CSR, nonnegative. Memory: the exact factor, which for dense co-occurrence data
     can be a large fraction of n^2 (gowalla: 0.3 n^2); use a lower density with ``factorizer="icf"``
-    on catalogs whose exact factor does not fit.
+    on catalogs whose exact factor does not fit. ``cache`` (:class:`FactorCache`): the exact factor
+    of this (X, l2, ordering) is computed once and cut to each budget.
     """
-    cholmod = import_cholmod()
     if ordering not in CHOLMOD_ORDERINGS:
         raise ValueError(f"ordering for factorizer='cholmod' must be one of {CHOLMOD_ORDERINGS}, got {ordering!r}")
+    if cache is None:
+        p, L_chol = _exact_cholmod(X, l2, ordering)
+    else:
+        p, L_chol = cache.exact_factor((float(l2), ordering), lambda: _exact_cholmod(X, l2, ordering))
+    t2 = time.perf_counter()
+    L, d = sparsify_cholesky_factor(L_chol, budget)
+    del L_chol
+    logger.info("factorize: cut L to %d nnz (budget %d) in %.2fs", L.nnz, budget, time.perf_counter() - t2)
+    return LDLFactor(L=L, d=d, p=p)
+
+
+def _exact_cholmod(X: sp.csr_matrix, l2: float, ordering: str) -> tuple[np.ndarray, sp.csc_matrix]:
+    """(p, exact CHOLMOD factor L with L L^T = P A P^T) of A = X^T X + l2 I."""
+    cholmod = import_cholmod()
     n = X.shape[1]
     Xt = _owned_transpose(X)
     t0 = time.perf_counter()
@@ -180,10 +275,7 @@ def ldlt_cholmod(X: sp.csr_matrix, l2: float, budget: int, ordering: str = "cola
         "factorize: ordering=%s %.2fs, CHOLMOD LL^T %.2fs, exact nnz(L)=%d (density %.3g)",
         ordering, t1 - t0, t2 - t1, L_chol.nnz, L_chol.nnz / float(n) ** 2,
     )
-    L, d = sparsify_cholesky_factor(L_chol, budget)
-    del L_chol
-    logger.info("factorize: cut L to %d nnz (budget %d) in %.2fs", L.nnz, budget, time.perf_counter() - t2)
-    return LDLFactor(L=L, d=d, p=p)
+    return p, L_chol
 
 
 # ----------------------------------------------------------------------------- incomplete Cholesky
@@ -395,21 +487,29 @@ def icf_column_scaling(X: sp.csr_matrix) -> np.ndarray:
 
 
 def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float = 0.0,
-             ordering: str = "colamd", prune_scale: np.ndarray | None = None) -> LDLFactor:
+             ordering: str = "colamd", prune_scale: np.ndarray | None = None,
+             cache: "FactorCache | None" = None) -> LDLFactor:
     """Ordering (:func:`item_ordering`), column-parallel Gram of the permuted X, incomplete Cholesky within
     ``budget``: the factor never exceeds the budget, so catalogues whose exact factor does not
     fit can be trained. The result records the shift used and any restarts (``shift``,
-    ``breakdowns``: :func:`incomplete_cholesky`)."""
-    n = X.shape[1]
+    ``breakdowns``: :func:`incomplete_cholesky`). ``cache`` (:class:`FactorCache`): the ordering and
+    the unshifted Gram of this (X, ordering, min_cooccurrence) are built once (``l2`` only shifts the
+    diagonal, inside the incomplete Cholesky; ``budget`` only limits it)."""
     t0 = time.perf_counter()
-    p = item_ordering(X, ordering)
+
+    def build():
+        p = item_ordering(X, ordering)
+        return p, gram_lower(X, 0.0, p, min_cooccurrence=min_cooccurrence, prune_scale=prune_scale)
+
+    if cache is None:
+        p, A = build()
+    else:
+        p, A = cache.gram((ordering, float(min_cooccurrence), prune_scale is not None), build)
     t1 = time.perf_counter()
-    A = gram_lower(X, 0.0, p, min_cooccurrence=min_cooccurrence, prune_scale=prune_scale)
-    t2 = time.perf_counter()
     res = incomplete_cholesky(A, float(l2), budget)
     del A
-    t3 = time.perf_counter()
-    logger.info("factorize: ordering=%s %.2fs, gram %.2fs, ICF %.2fs (shift %.4g, %d restart(s)), nnz(L)=%d "
-                "(budget %d)", ordering, t1 - t0, t2 - t1, t3 - t2, res.shift, res.restarts, res.L.nnz, budget)
+    t2 = time.perf_counter()
+    logger.info("factorize: ordering=%s + gram %.2fs, ICF %.2fs (shift %.4g, %d restart(s)), nnz(L)=%d "
+                "(budget %d)", ordering, t1 - t0, t2 - t1, res.shift, res.restarts, res.L.nnz, budget)
     L, d = sparsify_cholesky_factor(res.L, budget)
     return LDLFactor(L=L, d=d, p=p, shift=res.shift, breakdowns=res.breakdowns)

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from . import __version__, cpu
 from .backend import backend_device, get_backend, resolve_device
 from .errors import GPUOutOfMemory
-from .factorize import ORDERINGS, icf_column_scaling, ldlt_cholmod, ldlt_icf, nnz_budget
+from .factorize import ORDERINGS, FactorCache, choose_factorizer, icf_column_scaling, ldlt_cholmod, ldlt_icf, nnz_budget
 from .ids import IdMap, encode_interactions, is_table
 from .io import csr_from_arrays, csr_to_arrays, load_arrays, save_arrays
 from .refine import refine_inverse
@@ -27,7 +27,7 @@ from .validation import (
 
 logger = logging.getLogger(__name__)
 
-FACTORIZERS = ("cholmod", "icf")
+FACTORIZERS = ("auto", "cholmod", "icf")
 REFINE_TOL = 1e-2
 """Default ``refine_tol``: columns of K within 1% of their target (``||e_j - L k_j|| <= 0.01``) are
 not refined. Against 1e-7: the same recall@20 within 0.0004 on ml-1m (CHOLMOD), gowalla and
@@ -51,10 +51,12 @@ class SANSA:
     density : float in (0, 1]
         Weight density delta: each factor (L, then K ~= L^{-1}) keeps about ``delta * n_items**2``
         nonzeros (at least the diagonal). 1 keeps everything: the model then equals EASE.
-    factorizer : 'cholmod' | 'icf'
-        'cholmod': exact CHOLMOD LDL^T, then cut to the budget (best accuracy; the exact factor must
-        fit in memory). 'icf': column-parallel Gram + incomplete Cholesky that never exceeds the
-        budget (catalogues whose exact factor does not fit).
+    factorizer : 'auto' | 'cholmod' | 'icf'
+        'cholmod': exact CHOLMOD LDL^T, then cut to the budget (the exact factor must fit in memory;
+        needs the ``sansa_gpu[cholmod]`` extra). 'icf': column-parallel Gram + incomplete Cholesky that
+        never exceeds the budget (no SuiteSparse needed). 'auto' (default) picks one per fit by the
+        measured rule of :func:`sansa_gpu.factorize.choose_factorizer`; the choice and its reason are in
+        ``factorizer_`` and ``stats_["factorizer_reason"]``.
     refine_sweeps : int >= 0
         Minimal-residual sweeps refining K from K0 = 2I - L.
     device : 'auto' | 'cpu' | 'gpu'
@@ -101,7 +103,7 @@ class SANSA:
         self,
         l2: float = 20.0,
         density: float = 5e-4,
-        factorizer: str = "cholmod",
+        factorizer: str = "auto",
         refine_sweeps: int = 2,
         device: str = "auto",
         ordering: str | None = None,
@@ -129,13 +131,13 @@ class SANSA:
             raise ValueError(f"factorizer must be one of {FACTORIZERS}, got {self.factorizer!r}")
         if self.ordering is not None and self.ordering not in ORDERINGS:
             raise ValueError(f"ordering must be None or one of {ORDERINGS}, got {self.ordering!r}")
-        if self.ordering == "popularity" and self.factorizer != "icf":
+        if self.ordering == "popularity" and self.factorizer == "cholmod":
             raise ValueError("ordering='popularity' needs factorizer='icf' (CHOLMOD computes its own orderings)")
         if self.column_scaling not in (None, True, False):
             raise TypeError(f"column_scaling must be None, True or False, got {self.column_scaling!r}")
         if not (isinstance(self.min_cooccurrence, (int, float)) and np.isfinite(self.min_cooccurrence) and self.min_cooccurrence >= 0):
             raise ValueError(f"min_cooccurrence must be a finite number >= 0, got {self.min_cooccurrence!r}")
-        if self.min_cooccurrence > 0 and self.factorizer != "icf":
+        if self.min_cooccurrence > 0 and self.factorizer == "cholmod":
             raise ValueError(f"min_cooccurrence applies to factorizer='icf' only (CHOLMOD factorises the exact Gram); "
                              f"got min_cooccurrence={self.min_cooccurrence!r} with factorizer={self.factorizer!r}")
         if self.device not in ("auto", "cpu", "gpu"):
@@ -143,10 +145,21 @@ class SANSA:
 
     @property
     def ordering_(self) -> str:
-        """The ordering used: ``ordering``, or by default 'colamd' for 'cholmod' and 'popularity' for 'icf'."""
+        """The ordering used: ``ordering``, or by default 'colamd' for 'cholmod' and 'popularity' for 'icf'
+        (with factorizer='auto': for the factoriser chosen by the last fit; before one, 'icf')."""
+        return self._ordering_for(getattr(self, "factorizer_", None) or self.factorizer)
+
+    def _ordering_for(self, factorizer: str) -> str:
         if self.ordering is not None:
             return self.ordering
-        return "popularity" if self.factorizer == "icf" else "colamd"
+        return "colamd" if factorizer == "cholmod" else "popularity"
+
+    def choose_factorizer(self, X) -> tuple[str, str]:
+        """(factoriser, reason) a fit on X would use: ``factorizer`` itself unless it is 'auto'."""
+        if self.factorizer != "auto":
+            return self.factorizer, "set by the caller"
+        return choose_factorizer(X, float(self.density), ordering=self.ordering,
+                                 min_cooccurrence=float(self.min_cooccurrence))
 
     def get_params(self) -> dict:
         return {
@@ -164,10 +177,12 @@ class SANSA:
 
         self._check_params()
         X = check_interactions(X, require_nonempty=True)
-        return estimate_memory(X, float(self.density), self.factorizer, float(self.min_cooccurrence), self.ordering_)
+        factorizer, _ = self.choose_factorizer(X)
+        return estimate_memory(X, float(self.density), factorizer, float(self.min_cooccurrence),
+                               self._ordering_for(factorizer))
 
     def fit(self, X, check_memory: bool = True, *, user_col: str = "user_id", item_col: str = "item_id",
-            value_col: str | None = None) -> "SANSA":
+            value_col: str | None = None, factor_cache: FactorCache | None = None) -> "SANSA":
         """Fit on X: (users, items) scipy sparse, nonnegative, or a pandas / pyarrow table of
         interactions with raw user and item IDs in ``user_col`` / ``item_col`` (integers or
         strings) and optional weights in ``value_col``. Returns self.
@@ -175,6 +190,10 @@ class SANSA:
         With ``check_memory`` the peak memory is estimated first (:meth:`estimate_memory`) and a
         MemoryError naming the numbers is raised, instead of being killed, when it exceeds the
         available memory.
+
+        ``factor_cache`` (:class:`~sansa_gpu.factorize.FactorCache`): reuse the Gram / exact factor of
+        earlier fits on the same X with other ``l2`` / ``density`` (:func:`sansa_gpu.tune` does); the
+        result is the same as without it.
         """
         self._check_params()
         item_ids = None
@@ -182,14 +201,18 @@ class SANSA:
             enc = encode_interactions(X, user_col, item_col, value_col)
             X, item_ids = enc.X, enc.items
         X = check_interactions(X, require_nonempty=True)
+        if factor_cache is not None:
+            factor_cache.bind(X)
+        factorizer, reason = self.choose_factorizer(X)
+        ordering = self._ordering_for(factorizer)
         if check_memory:
             from .memory import available_memory_bytes, estimate_memory, memory_upper_bound
 
             t_est = time.perf_counter()
             have = available_memory_bytes()
-            est = memory_upper_bound(X, float(self.density), self.factorizer)
+            est = memory_upper_bound(X, float(self.density), factorizer)
             if est["peak"] > have:  # the worst case does not fit: count exactly
-                est = estimate_memory(X, float(self.density), self.factorizer, float(self.min_cooccurrence), self.ordering_)
+                est = estimate_memory(X, float(self.density), factorizer, float(self.min_cooccurrence), ordering)
             logger.info("fit: estimated peak %.2f GB (%s), available %.2f GB (%.2fs)", est["peak"] / 1e9,
                         ", ".join(f"{k} {est[k] / 1e9:.2f}" for k in ("gram", "factorize", "refine", "weights")),
                         have / 1e9, time.perf_counter() - t_est)
@@ -204,25 +227,27 @@ class SANSA:
         backend = get_backend(device)
         n = X.shape[1]
         budget = nnz_budget(float(self.density), n)
-        logger.info("fit: %d users x %d items, nnz(X)=%d, l2=%g, density=%g -> budget %d nnz per factor, device=%s",
-                    X.shape[0], n, X.nnz, self.l2, self.density, budget, device)
-        stats: dict = {"n_users": int(X.shape[0]), "n_items": int(n), "nnz_X": int(X.nnz), "budget": budget}
+        logger.info("fit: %d users x %d items, nnz(X)=%d, l2=%g, density=%g -> budget %d nnz per factor, device=%s, "
+                    "factorizer=%s (%s)", X.shape[0], n, X.nnz, self.l2, self.density, budget, device, factorizer, reason)
+        stats: dict = {"n_users": int(X.shape[0]), "n_items": int(n), "nnz_X": int(X.nnz), "budget": budget,
+                       "factorizer": factorizer, "factorizer_reason": reason}
         t0 = time.perf_counter()
-        scale = self.column_scaling if self.column_scaling is not None else self.factorizer == "icf"
+        scale = self.column_scaling if self.column_scaling is not None else factorizer == "icf"
         col_scale = None
         if scale:
-            col_scale = icf_column_scaling(X)
+            col_scale = icf_column_scaling(X) if factor_cache is None else factor_cache.column_scaling(X)
             X = sp.csr_matrix(X @ sp.diags((1.0 / col_scale).astype(np.float32)), dtype=np.float32)
             X.sort_indices()  # the product's rows come out unsorted
-        if self.factorizer == "icf":
-            factor = ldlt_icf(X, float(self.l2), budget, float(self.min_cooccurrence), self.ordering_,
-                              prune_scale=col_scale)
+        if factorizer == "icf":
+            factor = ldlt_icf(X, float(self.l2), budget, float(self.min_cooccurrence), ordering,
+                              prune_scale=col_scale, cache=factor_cache)
         else:
-            factor = ldlt_cholmod(X, float(self.l2), budget, self.ordering_)
+            factor = ldlt_cholmod(X, float(self.l2), budget, ordering,
+                                  cache=factor_cache if col_scale is None else None)
         del X
         t1 = time.perf_counter()
         stats.update(factorize_seconds=t1 - t0, nnz_L=int(factor.L.nnz))
-        if self.factorizer == "icf":
+        if factorizer == "icf":
             stats.update(icf_shift=float(factor.shift), icf_restarts=len(factor.breakdowns),
                          icf_breakdowns=[{"pivot": int(b["pivot"]), "shift": float(b["shift"])}
                                          for b in factor.breakdowns])
@@ -250,6 +275,7 @@ class SANSA:
         self.history_ = history
         self.stats_ = stats
         self.device_ = device
+        self.factorizer_ = factorizer
         return self
 
     # ------------------------------------------------------------ inference
@@ -391,7 +417,7 @@ class SANSA:
         elif params.get("device") == "gpu":
             # a model trained on a GPU machine must still load where there is none (CI, CPU servers)
             params["device"] = "auto"
-        if params.get("factorizer") != "icf" and params.get("min_cooccurrence"):
+        if params.get("factorizer") == "cholmod" and params.get("min_cooccurrence"):
             logger.warning("%s: min_cooccurrence=%r was saved with factorizer=%r, which ignores it; loading with "
                            "min_cooccurrence=0 (what was fitted)", os.fspath(path), params["min_cooccurrence"],
                            params.get("factorizer"))
@@ -411,6 +437,7 @@ class SANSA:
             model.item_ids_ = IdMap(ids.astype(np.int64) if ids.dtype.kind in "iu" else ids)
         model.history_ = header.get("history", [])
         model.stats_ = header.get("stats", {})
+        model.factorizer_ = model.stats_.get("factorizer", params.get("factorizer"))
         model.device_ = resolve_device(model.device)
         return model
 

@@ -9,7 +9,7 @@ from sansa_gpu import EASE, SANSA
 
 @pytest.mark.parametrize("l2", [5.0, 50.0])
 def test_full_density_equals_dense_ease(small_X, l2):
-    model = SANSA(l2=l2, density=1.0, refine_sweeps=12, refine_tol=1e-7, device="cpu").fit(small_X)
+    model = SANSA(l2=l2, density=1.0, factorizer="cholmod", refine_sweeps=12, refine_tol=1e-7, device="cpu").fit(small_X)
     Wt, Z = model.weights_
     approx = (Wt @ Z).toarray()
     exact = dense_ease_minus_identity(small_X, l2)
@@ -20,7 +20,7 @@ def test_full_density_equals_dense_ease(small_X, l2):
 
 def test_full_density_topk_equals_dense_ease(small_X):
     l2 = 10.0
-    sansa = SANSA(l2=l2, density=1.0, refine_sweeps=12, refine_tol=1e-7, device="cpu").fit(small_X)
+    sansa = SANSA(l2=l2, density=1.0, factorizer="cholmod", refine_sweeps=12, refine_tol=1e-7, device="cpu").fit(small_X)
     ease = EASE(l2=l2).fit(small_X)
     ids_s, sc_s = sansa.recommend(small_X, k=10)
     ids_e, sc_e = ease.recommend(small_X, k=10)
@@ -38,7 +38,7 @@ def test_sparse_model_is_close_to_ease_and_improves_with_sweeps(medium_X):
     exact = dense_ease_minus_identity(medium_X, 20.0)
     errs = []
     for sweeps in (0, 3):
-        m = SANSA(l2=20.0, density=0.05, refine_sweeps=sweeps, device="cpu").fit(medium_X)
+        m = SANSA(l2=20.0, density=0.05, factorizer="cholmod", refine_sweeps=sweeps, device="cpu").fit(medium_X)
         Wt, Z = m.weights_
         errs.append(np.linalg.norm((Wt @ Z).toarray() - exact) / np.linalg.norm(exact))
     assert errs[0] < 0.62

@@ -27,7 +27,7 @@ def _committed(data: str, density: float, refine_tol: float) -> dict:
 def test_ml1m_recall_matches_the_committed_record(shared_data):
     rec = _committed("ml-1m-implicit", 0.002, 0.01)
     split = load_adjacency_split(shared_data / "ml-1m-implicit")
-    model = SANSA(l2=rec["l2"], density=rec["density"], refine_sweeps=rec["refine_sweeps"],
+    model = SANSA(l2=rec["l2"], density=rec["density"], factorizer="cholmod", refine_sweeps=rec["refine_sweeps"],
                   refine_tol=rec["refine_tol"], device="cpu").fit(split.train)
     ids, _ = model.recommend(split.train, k=20)
     users = split.eval_users

@@ -1,0 +1,145 @@
+"""Does tuning pay? ``sansa_gpu.tune`` on a dataset's training split, judged on its test split beside the
+default-parameter model and the official ``sansa==1.1.0`` at the chosen density over the same λ grid.
+
+Per dataset (each step in its own spawned process, one after another), JSON lines:
+
+- ``tune``: ``tune(train, seed, max_seconds, ...)`` (validation carved out of train only: per-user
+  random holdout of 20%; the test split is never seen), every trial (``trials``), the chosen
+  parameters, the refit's *test* Recall@20 / BARS / nDCG@20, search seconds, peak RSS.
+- ``default``: ``SANSA()`` with every default (its ``factorizer`` resolved by the auto rule) on train,
+  test metrics.
+- ``official``: the official package at the chosen density and factoriser (ICF ↔ its
+  ICFGramianFactorizer, CHOLMOD ↔ CHOLMODGramianFactorizer; ``scans=1``, ``finetune_steps=5``) for
+  every λ the search tried with that factoriser, fitted on train, test metrics per λ, and the best.
+
+    python benchmarks/tune_bench.py --data ml-1m-implicit pinterest gowalla --max-seconds 600 \\
+        --out benchmarks/results/tune.jsonl --plot-dir benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _isolated import emit, peak_rss_gb, run_isolated  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _split(data_dir, data):
+    from sansa_gpu.data import load_adjacency_split
+
+    split = load_adjacency_split(Path(data_dir) / data)
+    split.train.data[:] = 1.0  # binary implicit feedback (pinterest's files repeat some pairs)
+    return split
+
+
+def _test(model, split) -> dict:
+    from sansa_gpu.metrics import evaluate
+
+    users = split.eval_users
+    ids, _ = model.recommend(split.train[users], k=20)
+    return {k: round(float(v), 5) for k, v in evaluate(ids, split.test[users], ks=(20,)).items()}
+
+
+def _tune(data_dir, data, seed, max_seconds, plot_dir, queue):
+    from sansa_gpu import tune
+
+    split = _split(data_dir, data)
+    t0 = time.perf_counter()
+    r = tune(split.train, seed=seed, max_seconds=max_seconds, dense_ease=plot_dir is not None, progress=True)
+    total = time.perf_counter() - t0
+    rec = {"case": "tune", "seed": seed, "max_seconds": max_seconds, "search_seconds": r.seconds,
+           "total_seconds": round(total, 2), "chosen": r.best_params, "validation_metric": r.metric,
+           "validation_best": r.best[r.metric], "not_started": r.extra["not_started"],
+           "model_bytes": r.model.model_bytes, "factorizer_reason": r.model.stats_["factorizer_reason"],
+           "dense_ease_validation": r.dense_ease, "validation": r.validation,
+           "trials": [{k: v for k, v in t.items() if k != "peak_rss_bytes"} for t in r.trials],
+           **_test(r.model, split), "peak_rss_gb": round(peak_rss_gb(), 3)}
+    if plot_dir is not None:
+        path = Path(plot_dir) / f"tune_{data}.png"
+        r.plot(path, title=f"{data}: validation Recall@20 against weights size (sansa_gpu.tune, seed {seed})")
+        rec["plot"] = str(path.relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+    queue.put(rec)
+
+
+def _default(data_dir, data, queue):
+    from sansa_gpu import SANSA
+
+    split = _split(data_dir, data)
+    model = SANSA(device="cpu")
+    t0 = time.perf_counter()
+    model.fit(split.train)
+    queue.put({"case": "default", "params": model.get_params(), "factorizer_": model.factorizer_,
+               "fit_seconds": round(time.perf_counter() - t0, 2), "model_bytes": model.model_bytes,
+               **_test(model, split), "peak_rss_gb": round(peak_rss_gb(), 3)})
+
+
+def _official(data_dir, data, density, factorizer, l2s, queue):
+    import logging
+
+    import numpy as np
+
+    logging.disable(logging.WARNING)
+    from sansa import (
+        CHOLMODGramianFactorizerConfig,
+        ICFGramianFactorizerConfig,
+        SANSA,
+        SANSAConfig,
+        UMRUnitLowerTriangleInverterConfig,
+    )
+
+    from sansa_gpu.metrics import evaluate
+
+    split = _split(data_dir, data)
+    users = split.eval_users
+    per_l2 = []
+    for l2 in l2s:
+        fac = ICFGramianFactorizerConfig() if factorizer == "icf" else CHOLMODGramianFactorizerConfig()
+        config = SANSAConfig(l2=l2, weight_matrix_density=density, gramian_factorizer_config=fac,
+                             lower_triangle_inverter_config=UMRUnitLowerTriangleInverterConfig(scans=1, finetune_steps=5))
+        t0 = time.perf_counter()
+        model = SANSA(config).fit(split.train)
+        fit_s = time.perf_counter() - t0
+        X = split.train[users]
+        ids = np.full((X.shape[0], 20), -1, dtype=np.int64)
+        has = np.flatnonzero(np.diff(X.indptr) > 0)
+        ids[has], _ = model.recommend(X[has], k=20, mask_input=True)  # the official top-k fails on empty rows
+        per_l2.append({"l2": l2, "fit_seconds": round(fit_s, 2),
+                       **{k: round(float(v), 5) for k, v in evaluate(ids, split.test[users], ks=(20,)).items()}})
+    best = max(per_l2, key=lambda r: r["recall@20"])
+    queue.put({"case": "official", "density": density, "factorizer": factorizer, "per_l2": per_l2, "best": best,
+               "recall@20": best["recall@20"], "recall_bars@20": best["recall_bars@20"], "ndcg@20": best["ndcg@20"],
+               "peak_rss_gb": round(peak_rss_gb(), 3)})
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data", nargs="+", default=["ml-1m-implicit", "pinterest", "gowalla"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-seconds", type=float, default=600.0)
+    ap.add_argument("--plot-dir", default=None, help="write tune_<data>.png here")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tune.jsonl"))
+    args = ap.parse_args(argv)
+    missing = [d for d in args.data if not (Path(args.data_dir) / d / "train.txt").is_file()]
+    if missing:
+        ap.error(f"no train.txt for {missing} under --data-dir {args.data_dir}")
+    for data in args.data:
+        base = {"what": "tune_vs_default_vs_official", "data": data}
+        t = run_isolated(_tune, (args.data_dir, data, args.seed, args.max_seconds, args.plot_dir), {**base, "case": "tune"})
+        emit({**base, **t}, args.out)
+        emit({**base, **run_isolated(_default, (args.data_dir, data), {**base, "case": "default"})}, args.out)
+        if "chosen" in t:
+            c = t["chosen"]
+            l2s = sorted({tr["l2"] for tr in t["trials"] if tr["factorizer"] == c["factorizer"] and tr["status"] == "ok"})
+            emit({**base, **run_isolated(_official, (args.data_dir, data, c["density"], c["factorizer"], l2s),
+                                         {**base, "case": "official"})}, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

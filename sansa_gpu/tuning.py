@@ -1,0 +1,478 @@
+"""Choosing the model: search ``l2``, ``density``, ``min_cooccurrence`` and the factoriser on a
+validation split carved out of the training data, under budgets on model size, fit memory and time.
+
+    from sansa_gpu import tune
+    result = tune(X, max_model_bytes=200e6, max_seconds=600)     # X: users x items sparse, or a table
+    result.model                 # the best parameters, refitted on all of X
+    result.best                  # its trial: parameters, validation Recall@k / nDCG@k, bytes, seconds
+    result.trials                # every trial, in the order run (also result.to_jsonl(path))
+    result.plot("tune.png")      # validation Recall@k against weights size
+
+The search never sees anything but ``X``: a per-user random holdout (default) or held-out users
+(``validation="users"``) is taken from it with ``seed``; each trial fits on the rest and is scored
+on the held-out interactions. Order (cheapest first, so a tight ``max_seconds`` still returns a
+good model):
+
+1. ICF at each density of the ladder, lowest first; per density every pruning level and every
+   ``l2`` of the coarse grid. One Gram per pruning level is built and reused (``l2`` only shifts
+   its diagonal; the density only limits the factor): :class:`~sansa_gpu.factorize.FactorCache`.
+2. CHOLMOD (when installed, ``"cholmod"`` in ``factorizers``): per ``l2`` one exact factor, cut to
+   every density.
+3. ``l2`` refined around the best trial (log-steps of 10^±0.25, then 10^±0.125).
+
+Budgets: ``max_model_bytes`` caps the density ladder (weights ≈ 16 B per nonzero of each factor);
+``max_memory`` (default: the available memory) skips a trial whose predicted fit peak
+(:func:`sansa_gpu.memory.estimate_memory`, bound first, exact counts when the bound does not fit)
+exceeds it, with a log line; ``max_seconds`` stops starting trials once spent (the first trial
+always runs; the refit on all data comes after and is not counted). Progress goes to stderr (``progress=False`` silences it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from .data import random_holdout_split, strong_generalization_split
+from .factorize import FactorCache, cholmod_available, nnz_budget
+from .ids import encode_interactions, is_table
+from .metrics import evaluate
+from .validation import check_interactions
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_L2_GRID = (1.0, 10.0, 100.0, 1000.0)
+"""Coarse log grid of ``l2`` (EASE's best λ spans 10-1000 on the shared datasets: 20 on gowalla,
+500 on ml-1m); refined around the best by 10^±0.25 and 10^±0.125."""
+DEFAULT_NNZ_PER_ITEM = (4, 16, 64, 256)
+"""Default density ladder as nonzeros per item column of each factor (δ = c / n_items), capped by
+``max_model_bytes`` and at density 1."""
+DEFAULT_MIN_COOCCURRENCE = (0.0, 2.0, 3.0)
+WEIGHT_BYTES_PER_NNZ = 16
+"""Bytes of the saved weights per nonzero of one factor: Wᵀ and Z each hold it as float32 + int32."""
+
+
+# --------------------------------------------------------------------------- validation split
+@dataclass
+class ValidationSplit:
+    """``train``: what each trial fits on (rows ``train_rows`` of X); ``inputs``/``targets``: the
+    rows scored and their held-out items, row r of both for user ``users[r]`` of X. All CSR float32
+    on the item columns of X."""
+
+    train: sp.csr_matrix
+    inputs: sp.csr_matrix
+    targets: sp.csr_matrix
+    users: np.ndarray
+    train_rows: np.ndarray
+    kind: str
+    seed: int
+
+
+def validation_split(X: sp.csr_matrix, kind: str = "holdout", fraction: float = 0.2, seed: int = 0,
+                     n_users: int | None = None) -> ValidationSplit:
+    """Carve a validation split out of X.
+
+    kind='holdout': ``fraction`` of each user's items (users with >= 2 items) are held out; trials
+    fit on the rest and score every user with a held-out item from their remaining items.
+    kind='users' (strong generalisation): ``n_users`` users (default ``fraction`` of the users with
+    >= 2 items) are removed from training; ``1 - fraction`` of each one's items are the input, the
+    rest the targets.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must lie in (0, 1), got {fraction!r}")
+    if kind == "holdout":
+        split = random_holdout_split(X, fraction, seed)
+        users = split.eval_users
+        if users.size == 0:
+            raise ValueError("no user has 2 or more interactions: nothing can be held out for validation")
+        return ValidationSplit(split.train, split.train[users], split.test[users], users,
+                               np.arange(X.shape[0]), kind, seed)
+    if kind == "users":
+        eligible = int(np.count_nonzero(np.diff(X.indptr) >= 2))
+        if n_users is None:
+            n_users = max(1, int(round(fraction * eligible)))
+        if eligible == 0:
+            raise ValueError("no user has 2 or more interactions: nothing can be held out for validation")
+        train, fold, target, held = strong_generalization_split(X, min(n_users, eligible), fold_in=1.0 - fraction,
+                                                                 seed=seed, return_held=True)
+        keep = np.flatnonzero(np.diff(target.indptr) > 0)
+        rows = np.setdiff1d(np.arange(X.shape[0]), held)
+        return ValidationSplit(sp.csr_matrix(train, dtype=np.float32), fold[keep], target[keep], held[keep], rows,
+                               kind, seed)
+    raise ValueError(f"validation must be 'holdout' or 'users', got {kind!r}")
+
+
+# --------------------------------------------------------------------------- peak RSS of one trial
+class _PeakRss:
+    """Peak resident set (bytes) of this process while the block runs, sampled every 20 ms from
+    /proc/self/statm (Linux); None elsewhere."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval = interval
+        self.peak = None
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _rss():
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            r = self._rss()
+            if r is not None:
+                self.peak = max(self.peak or 0, r)
+
+    def __enter__(self):
+        self.peak = self._rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        r = self._rss()
+        if r is not None and self.peak is not None:
+            self.peak = max(self.peak, r)
+        return False
+
+
+# --------------------------------------------------------------------------- result
+@dataclass
+class TuneResult:
+    """What :func:`tune` found. ``trials``: one dict per trial in the order run (``status`` 'ok',
+    'skipped: ...' or 'failed: ...'); ``best``: the chosen trial; ``model``: its parameters refitted
+    on all the data (None with ``refit=False``); ``metric``: the key ranked on."""
+
+    trials: list
+    best: dict
+    model: object
+    metric: str
+    k: int
+    validation: dict
+    seconds: float
+    dense_ease: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def best_params(self) -> dict:
+        return {key: self.best[key] for key in ("factorizer", "l2", "density", "min_cooccurrence")}
+
+    def to_jsonl(self, path: str | os.PathLike) -> None:
+        """Every trial as one JSON line (the chosen one has ``"chosen": true``), written atomically."""
+        from .io import atomic_file
+
+        text = "".join(json.dumps({**t, "chosen": t is self.best}) + "\n" for t in self.trials)
+        with atomic_file(path, ".jsonl-part") as f:
+            f.write(text.encode("utf-8"))
+
+    def table(self) -> str:
+        """The completed trials as a fixed-width text table, best first."""
+        ok = sorted((t for t in self.trials if t["status"] == "ok"), key=lambda t: -t[self.metric])
+        head = f"{'factorizer':<10} {'prune':>5} {'density':>9} {'l2':>8} {self.metric:>11} {'ndcg@' + str(self.k):>9} " \
+               f"{'weights MB':>10} {'fit s':>7}"
+        rows = [head] + [f"{t['factorizer']:<10} {t['min_cooccurrence']:>5g} {t['density']:>9.3g} {t['l2']:>8.4g} "
+                         f"{t[self.metric]:>11.4f} {t[f'ndcg@{self.k}']:>9.4f} {t['model_bytes'] / 1e6:>10.2f} "
+                         f"{t['fit_seconds']:>7.2f}" for t in ok]
+        return "\n".join(rows)
+
+    def plot(self, path: str | os.PathLike, title: str | None = None) -> None:
+        """Validation ``metric`` against weights size (log axis): per factoriser / pruning level the best
+        ``l2`` at each density as a line, the chosen model marked, dense EASE as a point where it was
+        measured (``dense_ease`` in :func:`tune`). Needs matplotlib."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ImportError("plotting needs matplotlib: pip install matplotlib") from exc
+        ok = [t for t in self.trials if t["status"] == "ok"]
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        groups = sorted({(t["factorizer"], t["min_cooccurrence"]) for t in ok})
+        for fac, mc in groups:
+            best_at = {}
+            for t in ok:
+                if (t["factorizer"], t["min_cooccurrence"]) == (fac, mc):
+                    d = t["density"]
+                    if d not in best_at or t[self.metric] > best_at[d][self.metric]:
+                        best_at[d] = t
+            pts = sorted(best_at.values(), key=lambda t: t["model_bytes"])
+            label = fac.upper() if fac == "icf" else "CHOLMOD"
+            label += f", min_cooccurrence {mc:g}" if fac == "icf" else ""
+            ax.plot([t["model_bytes"] / 1e6 for t in pts], [t[self.metric] for t in pts], marker="o", ms=4, label=label)
+        ax.scatter([self.best["model_bytes"] / 1e6], [self.best[self.metric]], s=160, facecolors="none",
+                   edgecolors="black", linewidths=1.5, zorder=5, label="chosen")
+        if self.dense_ease:
+            ax.scatter([self.dense_ease["model_bytes"] / 1e6], [self.dense_ease[self.metric]], marker="*", s=140,
+                       color="black", zorder=5, label=f"dense EASE (λ={self.dense_ease['l2']:g})")
+        ax.set_xscale("log")
+        ax.set_xlabel("weights size (MB, log scale)")
+        ax.set_ylabel(f"validation {self.metric}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        if title:
+            ax.set_title(title, fontsize=10)
+        fig.tight_layout()
+        from .io import atomic_file
+
+        with atomic_file(path, ".plot-part") as f:
+            fig.savefig(f, format=os.path.splitext(os.fspath(path))[1].lstrip(".") or "png", dpi=120)
+        plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the search
+def density_ladder(n_items: int, max_model_bytes: float | None = None, nnz_per_item=DEFAULT_NNZ_PER_ITEM) -> list:
+    """Densities to try, ascending: c / n_items for c in ``nnz_per_item``, and, with
+    ``max_model_bytes``, the ladder moved so its top is the largest density whose weights fit
+    (each rung 4x the one below). ValueError when even a diagonal-only model does not fit."""
+    n = int(n_items)
+    full = n * (n + 1) // 2
+    if max_model_bytes is None:
+        ladder = sorted({min(1.0, c / n) for c in nnz_per_item})
+        return [d for d in ladder if nnz_budget(d, n) <= full]
+    max_model_bytes = float(max_model_bytes)
+    fixed = 2 * 8 * (n + 1)  # the two indptr arrays (int64)
+    per_factor = (max_model_bytes - fixed) / WEIGHT_BYTES_PER_NNZ
+    if per_factor < n:
+        raise ValueError(f"max_model_bytes={max_model_bytes:.4g} is below the smallest model on {n} items "
+                         f"(diagonal only: {fixed + WEIGHT_BYTES_PER_NNZ * n} bytes)")
+    top = min(1.0, per_factor / float(n) ** 2, full / float(n) ** 2)
+    rungs = len(nnz_per_item)
+    ladder = sorted({top / 4.0 ** i for i in range(rungs) if top / 4.0 ** i * n >= 1.0})
+    return ladder or [top]
+
+
+def _check_grid(values, name: str, positive: bool = True) -> list:
+    vals = [float(v) for v in values]
+    if not vals:
+        raise ValueError(f"{name} is empty: give at least one value")
+    for v in vals:
+        if not math.isfinite(v) or (v <= 0 if positive else v < 0):
+            raise ValueError(f"{name} must hold finite numbers {'> 0' if positive else '>= 0'}, got {v!r}")
+    return sorted(set(vals))
+
+
+def _check_budget(value, name: str):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdout", validation_fraction: float = 0.2,
+         validation_users: int | None = None, seed: int = 0, l2_grid=DEFAULT_L2_GRID, densities=None,
+         min_cooccurrence=DEFAULT_MIN_COOCCURRENCE, factorizers=("icf", "cholmod"), refine_l2: bool = True,
+         max_model_bytes: float | None = None, max_memory: float | None = None, max_seconds: float | None = None,
+         refine_sweeps: int = 2, device: str = "auto", dense_ease: bool = False, refit: bool = True,
+         progress: bool = True, user_col: str = "user_id", item_col: str = "item_id",
+         value_col: str | None = None) -> TuneResult:
+    """Search SANSA's parameters on a validation split of ``data`` and refit the best on all of it.
+
+    data : (users, items) scipy sparse matrix, or a pandas / pyarrow table of raw IDs (then the
+        refitted model maps raw item IDs, as :meth:`SANSA.fit` on a table does).
+    metric : 'recall' (hits / min(k, |targets|)) or 'ndcg', at ``k``, ranked on validation.
+    validation : 'holdout' (per-user random holdout of ``validation_fraction``) or 'users' (held-out
+        users: ``validation_users``, default that fraction of users; strong generalisation).
+    l2_grid, densities, min_cooccurrence : the grids (densities default to :func:`density_ladder`);
+        ``min_cooccurrence`` applies to ICF only; ``factorizers`` any of 'icf', 'cholmod' ('cholmod'
+        is dropped with a log line when scikit-sparse is not installed).
+    max_model_bytes, max_memory, max_seconds : budgets (see the module docstring).
+    dense_ease : also fit dense EASE at the best l2 when its n² matrix fits ``max_memory`` (for the plot).
+
+    Returns a :class:`TuneResult`. Deterministic for a given ``seed`` (trials' fit times aside).
+    """
+    from .model import SANSA
+
+    t_start = time.perf_counter()
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if metric not in ("recall", "ndcg"):
+        raise ValueError(f"metric must be 'recall' or 'ndcg', got {metric!r}")
+    metric_key = f"{metric}@{k}"
+    l2_grid = _check_grid(l2_grid, "l2_grid")
+    mc_grid = _check_grid(min_cooccurrence, "min_cooccurrence", positive=False)
+    factorizers = list(dict.fromkeys(factorizers))
+    if not factorizers:
+        raise ValueError("factorizers is empty: give 'icf' and/or 'cholmod'")
+    for f in factorizers:
+        if f not in ("icf", "cholmod"):
+            raise ValueError(f"factorizers may hold 'icf' and 'cholmod', got {f!r}")
+    max_model_bytes = _check_budget(max_model_bytes, "max_model_bytes")
+    max_memory = _check_budget(max_memory, "max_memory")
+    max_seconds = _check_budget(max_seconds, "max_seconds")
+
+    table = data if is_table(data) else None
+    if table is not None:
+        X = encode_interactions(table, user_col, item_col, value_col).X
+    else:
+        X = data
+    X = check_interactions(X, require_nonempty=True)
+    n = X.shape[1]
+    if densities is None:
+        densities = density_ladder(n, max_model_bytes)
+    else:
+        densities = _check_grid(densities, "densities")
+        if any(d > 1 for d in densities):
+            raise ValueError(f"densities must lie in (0, 1], got {densities}")
+        if max_model_bytes is not None:
+            top = density_ladder(n, max_model_bytes)[-1]
+            dropped = [d for d in densities if d > top * (1 + 1e-9)]
+            if dropped:
+                logger.info("tune: densities %s exceed max_model_bytes (largest allowed %.3g): not tried", dropped, top)
+            densities = [d for d in densities if d <= top * (1 + 1e-9)]
+            if not densities:
+                raise ValueError(f"every density given exceeds max_model_bytes={max_model_bytes:.4g} "
+                                 f"(the largest that fits is {top:.3g})")
+    if "cholmod" in factorizers and not cholmod_available():
+        logger.info("tune: CHOLMOD (scikit-sparse) is not installed: ICF trials only")
+        factorizers = [f for f in factorizers if f != "cholmod"]
+        if not factorizers:
+            raise ValueError("factorizers=('cholmod',) but scikit-sparse is not installed (pip install 'sansa_gpu[cholmod]')")
+
+    split = validation_split(X, validation, validation_fraction, seed, validation_users)
+    from .memory import available_memory_bytes
+
+    memory_cap = max_memory if max_memory is not None else float(available_memory_bytes())
+    say = (lambda msg: print(f"tune: {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    say(f"{split.train.shape[0]} users x {n} items ({split.train.nnz} interactions) for training, "
+        f"{split.inputs.shape[0]} validation users ({validation}); densities {[f'{d:.3g}' for d in densities]}, "
+        f"l2 {l2_grid}, factorizers {factorizers}")
+
+    trials: list = []
+    not_started = [0]  # trials max_seconds left unstarted
+    estimates: dict = {}
+    cache_by_factorizer = {f: FactorCache() for f in factorizers}
+
+    def out_of_time() -> bool:  # the first (cheapest) trial always runs, so a model always comes back
+        spent = max_seconds is not None and time.perf_counter() - t_start > max_seconds
+        return spent and any(t["status"] == "ok" for t in trials)
+
+    def predicted_peak(factorizer, mc, density) -> int:
+        from .memory import estimate_memory, memory_upper_bound
+
+        key = (factorizer, mc, density)
+        if key not in estimates:
+            est = memory_upper_bound(split.train, density, factorizer)
+            if est["peak"] > memory_cap:
+                est = estimate_memory(split.train, density, factorizer, mc,
+                                      "colamd" if factorizer == "cholmod" else "popularity")
+            estimates[key] = int(est["peak"])
+        return estimates[key]
+
+    def run(factorizer, mc, density, l2, phase) -> dict | None:
+        for t in trials:  # never the same trial twice (the l2 refinement may revisit a grid point)
+            if (t["factorizer"], t["min_cooccurrence"], t["density"], t["l2"]) == (factorizer, mc, density, l2):
+                return t if t["status"] == "ok" else None
+        rec = {"trial": len(trials), "phase": phase, "factorizer": factorizer, "min_cooccurrence": mc,
+               "density": density, "l2": l2}
+        if out_of_time():
+            not_started[0] += 1
+            return None
+        peak = predicted_peak(factorizer, mc, density)
+        rec["estimated_peak_bytes"] = peak
+        if peak > memory_cap:
+            rec["status"] = f"skipped: predicted fit peak {peak / 1e9:.2f} GB > max_memory {memory_cap / 1e9:.2f} GB"
+            logger.info("tune: trial %s %s", {k_: rec[k_] for k_ in ("factorizer", "min_cooccurrence", "density", "l2")},
+                        rec["status"])
+            say(f"#{rec['trial']} {factorizer} mc={mc:g} density={density:.3g} l2={l2:g}: {rec['status']}")
+            trials.append(rec)
+            return None
+        model = SANSA(l2=l2, density=density, factorizer=factorizer, min_cooccurrence=mc if factorizer == "icf" else 0.0,
+                      refine_sweeps=refine_sweeps, device=device)
+        try:
+            t0 = time.perf_counter()
+            with _PeakRss() as rss:
+                model.fit(split.train, check_memory=False, factor_cache=cache_by_factorizer[factorizer])
+            fit_s = time.perf_counter() - t0
+            ids, _ = model.recommend(split.inputs, k=k)
+        except (ArithmeticError, MemoryError, RuntimeError, ValueError) as exc:  # e.g. ICF breakdown past its restarts
+            rec["status"] = f"failed: {type(exc).__name__}: {exc}"
+            say(f"#{rec['trial']} {factorizer} mc={mc:g} density={density:.3g} l2={l2:g}: {rec['status']}")
+            trials.append(rec)
+            return None
+        scores = evaluate(ids, split.targets, ks=(k,))
+        rec.update(status="ok", **{key: round(float(v), 6) for key, v in scores.items()},
+                   model_bytes=model.model_bytes, model_nnz=model.model_nnz, fit_seconds=round(fit_s, 3),
+                   peak_rss_bytes=rss.peak)
+        trials.append(rec)
+        say(f"#{rec['trial']} {factorizer} mc={mc:g} density={density:.3g} l2={l2:g}: {metric_key} "
+            f"{rec[metric_key]:.4f}, {rec['model_bytes'] / 1e6:.2f} MB, {fit_s:.1f}s")
+        return rec
+
+    # 1. ICF, cheapest (lowest density) first; per density every pruning level and l2
+    if "icf" in factorizers:
+        for density in densities:
+            for mc in mc_grid:
+                for l2 in l2_grid:
+                    run("icf", mc, density, l2, "grid")
+    # 2. CHOLMOD: one exact factor per l2, cut to every density
+    if "cholmod" in factorizers:
+        for l2 in l2_grid:
+            for density in densities:
+                run("cholmod", 0.0, density, l2, "grid")
+    ok = [t for t in trials if t["status"] == "ok"]
+    if not ok:
+        why = sorted({t["status"] for t in trials}) or ["max_seconds was spent before the first trial"]
+        raise ValueError(f"tune: no trial completed ({'; '.join(why)}): loosen max_memory or lower the densities")
+    # 3. refine l2 around the best
+    if refine_l2:
+        for step in (0.25, 0.125):
+            best = max(ok, key=lambda t: (t[metric_key], -t["model_bytes"]))
+            for l2 in (best["l2"] * 10 ** -step, best["l2"] * 10 ** step):
+                run(best["factorizer"], best["min_cooccurrence"], best["density"], float(f"{l2:.6g}"), "refine")
+            ok = [t for t in trials if t["status"] == "ok"]
+    best = max(ok, key=lambda t: (t[metric_key], -t["model_bytes"]))  # ties: the smaller model
+    search_s = time.perf_counter() - t_start
+    if not_started[0]:
+        say(f"max_seconds={max_seconds:g} spent: {not_started[0]} trial(s) not started")
+    say(f"best: {best['factorizer']} mc={best['min_cooccurrence']:g} density={best['density']:.3g} l2={best['l2']:g} "
+        f"({metric_key} {best[metric_key]:.4f}) after {len(trials)} trials in {search_s:.1f}s")
+    cache_by_factorizer.clear()
+
+    ease_point = None
+    if dense_ease:
+        ease_point = _dense_ease_point(split, best["l2"], k, memory_cap)
+    model = None
+    if refit:
+        model = SANSA(l2=best["l2"], density=best["density"], factorizer=best["factorizer"],
+                      min_cooccurrence=best["min_cooccurrence"] if best["factorizer"] == "icf" else 0.0,
+                      refine_sweeps=refine_sweeps, device=device)
+        if table is not None:
+            model.fit(table, user_col=user_col, item_col=item_col, value_col=value_col)
+        else:
+            model.fit(X)
+        say(f"refitted on all {X.shape[0]} users ({model.model_bytes / 1e6:.2f} MB of weights)")
+    return TuneResult(trials=trials, best=best, model=model, metric=metric_key, k=k,
+                      validation={"kind": validation, "fraction": validation_fraction, "seed": seed,
+                                  "train_users": int(split.train.shape[0]), "validation_users": int(split.inputs.shape[0]),
+                                  "train_nnz": int(split.train.nnz), "target_nnz": int(split.targets.nnz)},
+                      seconds=round(search_s, 3), dense_ease=ease_point, extra={"not_started": not_started[0]})
+
+
+def _dense_ease_point(split: ValidationSplit, l2: float, k: int, memory_cap: float) -> dict | None:
+    """Dense EASE at ``l2`` on the same split, when its n x n float64 matrices fit (3 n² x 8 B)."""
+    from .ease import EASE
+
+    n = split.train.shape[1]
+    need = 3 * 8 * n * n
+    if need > memory_cap:
+        logger.info("tune: dense EASE needs about %.1f GB > %.1f GB: not fitted", need / 1e9, memory_cap / 1e9)
+        return None
+    model = EASE(l2=l2).fit(split.train)
+    ids, _ = model.recommend(split.inputs, k=k)
+    scores = evaluate(ids, split.targets, ks=(k,))
+    return {"l2": l2, "model_bytes": int(n * n * 4), **{key: round(float(v), 6) for key, v in scores.items()}}

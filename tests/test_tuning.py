@@ -1,0 +1,217 @@
+"""sansa_gpu.tune: the validation split never leaks, budgets hold, the search is reproducible,
+bad budgets and grids fail clearly; FactorCache reuse changes nothing; factorizer='auto'."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from conftest import require
+from sansa_gpu import SANSA, tune
+from sansa_gpu import factorize
+from sansa_gpu.factorize import FactorCache, choose_factorizer, nnz_budget
+from sansa_gpu.synthetic import synthetic_interactions
+from sansa_gpu.tuning import density_ladder, validation_split
+
+FAST = dict(l2_grid=(10.0, 100.0), min_cooccurrence=(0.0, 2.0), device="cpu", progress=False, refine_sweeps=1)
+
+
+@pytest.fixture(scope="module")
+def X():
+    return synthetic_interactions(n_users=1500, n_items=300, mean_items_per_user=15, n_communities=8, seed=11)
+
+
+def _pairs(M):
+    M = sp.coo_matrix(M)
+    return set(zip(M.row.tolist(), M.col.tolist()))
+
+
+def _on_rows(M, rows, shape):
+    """The rows of M placed at rows ``rows`` of a matrix of ``shape`` (back on X's user numbering)."""
+    M = sp.coo_matrix(M)
+    return sp.csr_matrix((M.data, (np.asarray(rows)[M.row], M.col)), shape=shape)
+
+
+def test_holdout_split_never_leaks_and_partitions_X(X):
+    s = validation_split(X, "holdout", 0.25, seed=3)
+    assert s.inputs.shape[0] == s.targets.shape[0] == s.users.size > 0
+    targets = _pairs(_on_rows(s.targets, s.users, X.shape))
+    train = _pairs(_on_rows(s.train, s.train_rows, X.shape))
+    assert not (train & targets)  # no held-out interaction is trained on
+    assert train | targets == _pairs(X) and len(train) + len(targets) == X.nnz
+    # the validation inputs are exactly those users' training rows, and none is empty
+    assert _pairs(_on_rows(s.inputs, s.users, X.shape)) == {p for p in train if p[0] in set(s.users.tolist())}
+    assert np.all(np.diff(s.inputs.indptr) > 0)
+    assert validation_split(X, "holdout", 0.25, seed=4).targets.nnz > 0
+    assert _pairs(validation_split(X, "holdout", 0.25, seed=4).targets) != _pairs(s.targets)
+
+
+def test_user_split_removes_held_out_users_from_training(X):
+    s = validation_split(X, "users", 0.2, seed=4)
+    assert s.users.size > 0 and not (set(s.users.tolist()) & set(s.train_rows.tolist()))
+    assert s.train.shape[0] == s.train_rows.size == X.shape[0] - round(0.2 * np.count_nonzero(np.diff(X.indptr) >= 2))
+    assert _pairs(_on_rows(s.train, s.train_rows, X.shape)) == {p for p in _pairs(X) if p[0] in set(s.train_rows.tolist())}
+    inputs, targets = _pairs(_on_rows(s.inputs, s.users, X.shape)), _pairs(_on_rows(s.targets, s.users, X.shape))
+    assert not (inputs & targets)
+    assert inputs | targets == {p for p in _pairs(X) if p[0] in set(s.users.tolist())}
+
+
+def test_search_is_reproducible_with_a_seed(X):
+    a = tune(X, seed=5, **FAST)
+    b = tune(X, seed=5, **FAST)
+    keys = ("factorizer", "min_cooccurrence", "density", "l2", "status", "recall@20", "ndcg@20", "model_bytes")
+    assert [[t.get(k) for k in keys] for t in a.trials] == [[t.get(k) for k in keys] for t in b.trials]
+    assert a.best_params == b.best_params
+    c = tune(X, seed=6, **FAST)
+    assert [t.get("recall@20") for t in c.trials] != [t.get("recall@20") for t in a.trials]
+    # the refitted model is the best parameters fitted on all of X
+    ref = SANSA(l2=a.best["l2"], density=a.best["density"], factorizer=a.best["factorizer"],
+                min_cooccurrence=a.best["min_cooccurrence"], refine_sweeps=1, device="cpu").fit(X)
+    for M, R in zip(a.model.weights_, ref.weights_):
+        assert (M != R).nnz == 0
+    assert a.best[a.metric] == max(t[a.metric] for t in a.trials if t["status"] == "ok")
+
+
+def test_max_model_bytes_caps_every_trial_and_is_checked(X):
+    cap = 120_000
+    r = tune(X, max_model_bytes=cap, **FAST)
+    ok = [t for t in r.trials if t["status"] == "ok"]
+    assert ok and all(t["model_bytes"] <= cap for t in ok)
+    assert max(t["density"] for t in ok) == density_ladder(X.shape[1], cap)[-1]
+    with pytest.raises(ValueError, match="below the smallest model"):
+        tune(X, max_model_bytes=1000, **FAST)
+
+
+def test_max_memory_skips_trials_with_a_log_line(X, caplog, monkeypatch):
+    from sansa_gpu import memory
+
+    # predicted peaks grow with density: put the cap between the two densities' predictions
+    lo, hi = 0.01, 0.2
+    p_lo = memory.memory_upper_bound(X, lo, "icf")["peak"]
+    p_hi = memory.memory_upper_bound(X, hi, "icf")["peak"]
+    assert p_lo < p_hi
+    with caplog.at_level(logging.INFO, logger="sansa_gpu.tuning"):
+        r = tune(X, densities=(lo, hi), factorizers=("icf",), max_memory=(p_lo + p_hi) / 2, **FAST)
+    skipped = [t for t in r.trials if t["status"].startswith("skipped")]
+    assert skipped and all(t["density"] == hi for t in skipped)
+    assert all(t["density"] == lo for t in r.trials if t["status"] == "ok")
+    assert any("skipped: predicted fit peak" in rec.getMessage() for rec in caplog.records)
+    with pytest.raises(ValueError, match="no trial completed"):
+        tune(X, densities=(hi,), factorizers=("icf",), max_memory=(p_lo + p_hi) / 2, **FAST)
+
+
+def test_max_seconds_still_returns_a_model(X):
+    r = tune(X, max_seconds=1e-6, **FAST)
+    assert sum(t["status"] == "ok" for t in r.trials) == 1  # only the first, cheapest trial ran
+    assert r.extra["not_started"] > 0 and r.model is not None
+    assert r.trials[0]["density"] == min(density_ladder(X.shape[1]))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(l2_grid=()), "l2_grid is empty"),
+    (dict(densities=()), "densities is empty"),
+    (dict(densities=(0.0,)), "densities must hold"),
+    (dict(densities=(2.0,)), r"densities must lie in \(0, 1\]"),
+    (dict(min_cooccurrence=(-1,)), "min_cooccurrence must hold"),
+    (dict(factorizers=()), "factorizers is empty"),
+    (dict(factorizers=("lu",)), "factorizers may hold"),
+    (dict(max_seconds=0), "max_seconds must be a positive number"),
+    (dict(max_memory=-5), "max_memory must be a positive number"),
+    (dict(max_model_bytes=float("nan")), "max_model_bytes must be a positive number"),
+    (dict(metric="auc"), "metric must be"),
+    (dict(validation="kfold"), "validation must be"),
+    (dict(validation_fraction=1.0), "validation fraction"),
+])
+def test_bad_budgets_and_grids_are_clear_errors(X, kw, match):
+    args = {**FAST, **kw}
+    with pytest.raises(ValueError, match=match):
+        tune(X, **args)
+
+
+@pytest.mark.parametrize("factorizer", ["icf", "cholmod"])
+def test_factor_cache_reuse_gives_identical_models(X, factorizer):
+    if factorizer == "cholmod":
+        require("sksparse")
+    cache = FactorCache()
+    for l2, density in [(10.0, 0.02), (10.0, 0.08), (100.0, 0.02)]:
+        with_cache = SANSA(l2=l2, density=density, factorizer=factorizer, refine_sweeps=1,
+                           device="cpu").fit(X, factor_cache=cache)
+        plain = SANSA(l2=l2, density=density, factorizer=factorizer, refine_sweeps=1, device="cpu").fit(X)
+        for M, R in zip(with_cache.weights_, plain.weights_):
+            assert (M != R).nnz == 0
+    # ICF: the Gram does not depend on l2 or density (2 reuses); CHOLMOD: the exact factor of l2=10 (1)
+    assert cache.hits == ({"scaling": 2, "gram": 2, "exact_factor": 0} if factorizer == "icf"
+                          else {"scaling": 0, "gram": 0, "exact_factor": 1})
+    with pytest.raises(ValueError, match="another interaction matrix"):
+        SANSA(l2=10.0, density=0.02, factorizer=factorizer, device="cpu").fit(X[:100], factor_cache=cache)
+
+
+def test_auto_uses_icf_without_cholmod_and_cholmod_names_the_extra(X, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sksparse", None)  # import sksparse -> ImportError
+    assert not factorize.cholmod_available()
+    name, reason = choose_factorizer(X, 0.5)
+    assert name == "icf" and "not installed" in reason
+    m = SANSA(density=0.05, refine_sweeps=1, device="cpu").fit(X)
+    assert m.factorizer_ == "icf" and m.stats_["factorizer"] == "icf"
+    with pytest.raises(ImportError, match=r"sansa_gpu\[cholmod\].*libsuitesparse-dev|libsuitesparse-dev.*sansa_gpu\[cholmod\]"):
+        SANSA(density=0.05, factorizer="cholmod", device="cpu").fit(X)
+
+
+def test_auto_rule_follows_its_thresholds(X, monkeypatch):
+    require("sksparse")
+    n = X.shape[1]
+    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_NNZ_PER_ITEM", 30.0)
+    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MAX_ITEMS", n)
+    assert choose_factorizer(X, 31.0 / n)[0] == "cholmod"
+    assert choose_factorizer(X, 29.0 / n)[0] == "icf"
+    assert choose_factorizer(X, 31.0 / n, min_cooccurrence=2)[0] == "icf"
+    assert choose_factorizer(X, 31.0 / n, ordering="popularity")[0] == "icf"
+    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MAX_ITEMS", n - 1)
+    assert choose_factorizer(X, 31.0 / n)[0] == "icf"
+    # the model records the choice and saves / loads it
+    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MAX_ITEMS", n)
+    m = SANSA(density=40.0 / n, refine_sweeps=1, device="cpu").fit(X)
+    assert m.factorizer_ == "cholmod" and m.get_params()["factorizer"] == "auto"
+    assert m.stats_["nnz_L"] <= nnz_budget(40.0 / n, n)
+
+
+def test_plot_and_trials_file(X, tmp_path):
+    require("matplotlib")
+    r = tune(X, densities=(0.02, 0.08), factorizers=("icf",), dense_ease=True, **FAST)
+    assert r.dense_ease is not None and r.dense_ease["l2"] == r.best["l2"]
+    png = tmp_path / "tune.png"
+    r.plot(png)
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    r.to_jsonl(tmp_path / "trials.jsonl")
+    lines = [json.loads(x) for x in (tmp_path / "trials.jsonl").read_text().splitlines()]
+    assert len(lines) == len(r.trials) and sum(x["chosen"] for x in lines) == 1
+    assert [x for x in lines if x["chosen"]][0]["l2"] == r.best["l2"]
+
+
+def test_cli_tune(X, tmp_path, capsys):
+    require("matplotlib")
+    pa = require("pyarrow")
+    import pyarrow.parquet as pq
+
+    from sansa_gpu.cli import main
+
+    C = sp.coo_matrix(X)
+    pq.write_table(pa.table({"user_id": C.row.astype(np.int64) + 100, "item_id": C.col.astype(np.int64) * 3}),
+                   tmp_path / "x.parquet")
+    rc = main(["tune", str(tmp_path / "x.parquet"), "-o", str(tmp_path / "m.npz"), "--l2-grid", "10", "100",
+               "--densities", "0.02", "0.08", "--factorizers", "icf", "--min-cooccurrence", "0",
+               "--trials", str(tmp_path / "t.jsonl"), "--plot", str(tmp_path / "t.png"), "-q"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    m = SANSA.load(tmp_path / "m.npz")
+    assert m.item_ids_ is not None and out["l2"] == m.l2 and out["density"] == m.density
+    assert (tmp_path / "t.png").stat().st_size > 0 and (tmp_path / "t.jsonl").read_text().count("\n") == out["trials"]
+    rc = main(["tune", str(tmp_path / "x.parquet"), "-o", str(tmp_path / "m2.npz"), "--max-model-bytes", "10", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "max_model_bytes" in err[0]
+    assert not (tmp_path / "m2.npz").exists()
