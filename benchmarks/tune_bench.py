@@ -14,6 +14,7 @@ Per dataset (each step in its own spawned process, one after another), JSON line
 
     python benchmarks/tune_bench.py --data ml-1m-implicit pinterest gowalla --max-seconds 600 \\
         --out benchmarks/results/tune.jsonl --plot-dir benchmarks/results
+    python benchmarks/tune_bench.py --data ml-1m-implicit --cases official     # from the last tune record
 """
 
 from __future__ import annotations
@@ -116,6 +117,16 @@ def _official(data_dir, data, density, factorizer, l2s, queue):
                "peak_rss_gb": round(peak_rss_gb(), 3)})
 
 
+def _last_tune(path: str, data: str) -> dict:
+    import json
+
+    found = [r for r in map(json.loads, Path(path).read_text().splitlines())
+             if r.get("data") == data and r.get("case") == "tune" and "chosen" in r] if Path(path).exists() else []
+    if not found:
+        raise SystemExit(f"no tune record for {data} in {path}: run with --cases tune first")
+    return found[-1]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
@@ -124,16 +135,22 @@ def main(argv=None) -> int:
     ap.add_argument("--max-seconds", type=float, default=600.0)
     ap.add_argument("--plot-dir", default=None, help="write tune_<data>.png here")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tune.jsonl"))
+    ap.add_argument("--cases", nargs="+", choices=("tune", "default", "official"), default=["tune", "default", "official"],
+                    help="without 'tune', 'official' uses the last tune record of the dataset in --out")
     args = ap.parse_args(argv)
     missing = [d for d in args.data if not (Path(args.data_dir) / d / "train.txt").is_file()]
     if missing:
         ap.error(f"no train.txt for {missing} under --data-dir {args.data_dir}")
     for data in args.data:
         base = {"what": "tune_vs_default_vs_official", "data": data}
-        t = run_isolated(_tune, (args.data_dir, data, args.seed, args.max_seconds, args.plot_dir), {**base, "case": "tune"})
-        emit({**base, **t}, args.out)
-        emit({**base, **run_isolated(_default, (args.data_dir, data), {**base, "case": "default"})}, args.out)
-        if "chosen" in t:
+        if "tune" in args.cases:
+            t = run_isolated(_tune, (args.data_dir, data, args.seed, args.max_seconds, args.plot_dir), {**base, "case": "tune"})
+            emit({**base, **t}, args.out)
+        else:  # the last tune record of this dataset in --out
+            t = _last_tune(args.out, data)
+        if "default" in args.cases:
+            emit({**base, **run_isolated(_default, (args.data_dir, data), {**base, "case": "default"})}, args.out)
+        if "official" in args.cases and "chosen" in t:
             c = t["chosen"]
             l2s = sorted({tr["l2"] for tr in t["trials"] if tr["factorizer"] == c["factorizer"] and tr["status"] == "ok"})
             emit({**base, **run_isolated(_official, (args.data_dir, data, c["density"], c["factorizer"], l2s),

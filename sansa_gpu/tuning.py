@@ -191,7 +191,8 @@ class TuneResult:
     def plot(self, path: str | os.PathLike, title: str | None = None) -> None:
         """Validation ``metric`` against weights size (log axis): per factoriser / pruning level the best
         ``l2`` at each density as a line, the chosen model marked, dense EASE as a point where it was
-        measured (``dense_ease`` in :func:`tune`). Needs matplotlib."""
+        measured (``dense_ease`` in :func:`tune`: at the chosen ``l2``, which for an ICF choice is not
+        EASE's own best, ICF's column scaling shifting its scale). Needs matplotlib."""
         try:
             import matplotlib
 
@@ -224,7 +225,9 @@ class TuneResult:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         if title:
-            ax.set_title(title, fontsize=10)
+            import textwrap
+
+            ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=9)
         fig.tight_layout()
         from .io import atomic_file
 

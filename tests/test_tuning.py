@@ -164,9 +164,14 @@ def test_auto_uses_icf_without_cholmod_and_cholmod_names_the_extra(X, monkeypatc
 def test_auto_rule_follows_its_thresholds(X, monkeypatch):
     require("sksparse")
     n = X.shape[1]
+    per_user = X.nnz / np.count_nonzero(np.diff(X.indptr))
     monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_NNZ_PER_ITEM", 30.0)
     monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MAX_ITEMS", n)
+    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user - 0.5)
     assert choose_factorizer(X, 31.0 / n)[0] == "cholmod"
+    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user + 0.5)
+    assert choose_factorizer(X, 31.0 / n)[0] == "icf"
+    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user - 0.5)
     assert choose_factorizer(X, 29.0 / n)[0] == "icf"
     assert choose_factorizer(X, 31.0 / n, min_cooccurrence=2)[0] == "icf"
     assert choose_factorizer(X, 31.0 / n, ordering="popularity")[0] == "icf"
