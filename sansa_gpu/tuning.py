@@ -13,9 +13,10 @@ The search never sees anything but ``X``: a per-user random holdout (default) or
 on the held-out interactions. Order (cheapest first, so a tight ``max_seconds`` still returns a
 good model):
 
-1. ICF at each density of the ladder, lowest first; per density every pruning level and every
-   ``l2`` of the coarse grid. One Gram per pruning level is built and reused (``l2`` only shifts
-   its diagonal; the density only limits the factor): :class:`~sansa_gpu.factorize.FactorCache`.
+1. ICF at each density of the ladder, lowest first; per density every pruning level, with every
+   ``l2`` of the coarse grid at the lowest density and the two best of the density below after
+   that. One Gram per pruning level is built and reused (``l2`` only shifts its diagonal; the density
+   only limits the factor): :class:`~sansa_gpu.factorize.FactorCache`.
 2. CHOLMOD (when installed, ``"cholmod"`` in ``factorizers``): per ``l2`` one exact factor, cut to
    every density.
 3. ``l2`` refined around the best trial (log-steps of 10^±0.25, then 10^±0.125).
@@ -56,6 +57,11 @@ DEFAULT_NNZ_PER_ITEM = (4, 16, 64, 256)
 """Default density ladder as nonzeros per item column of each factor (δ = c / n_items), capped by
 ``max_model_bytes`` and at density 1."""
 DEFAULT_MIN_COOCCURRENCE = (0.0, 2.0, 3.0)
+KEEP_L2 = 2
+"""ICF trials at each density after the lowest try only the ``KEEP_L2`` best ``l2`` of the density below
+(same pruning level): the best ICF λ moved by at most one grid step between densities on the shared
+datasets, and a bad λ at a high density is the most expensive trial of all (a small λ restarts the
+incomplete Cholesky with growing shifts)."""
 WEIGHT_BYTES_PER_NNZ = 16
 """Bytes of the saved weights per nonzero of one factor: Wᵀ and Z each hold it as float32 + int32."""
 
@@ -279,6 +285,7 @@ def _check_budget(value, name: str):
 def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdout", validation_fraction: float = 0.2,
          validation_users: int | None = None, seed: int = 0, l2_grid=DEFAULT_L2_GRID, densities=None,
          min_cooccurrence=DEFAULT_MIN_COOCCURRENCE, factorizers=("icf", "cholmod"), refine_l2: bool = True,
+         narrow_l2: bool = True,
          max_model_bytes: float | None = None, max_memory: float | None = None, max_seconds: float | None = None,
          refine_sweeps: int = 2, device: str = "auto", dense_ease: bool = False, refit: bool = True,
          progress: bool = True, user_col: str = "user_id", item_col: str = "item_id",
@@ -292,7 +299,8 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
         users: ``validation_users``, default that fraction of users; strong generalisation).
     l2_grid, densities, min_cooccurrence : the grids (densities default to :func:`density_ladder`);
         ``min_cooccurrence`` applies to ICF only; ``factorizers`` any of 'icf', 'cholmod' ('cholmod'
-        is dropped with a log line when scikit-sparse is not installed).
+        is dropped with a log line when scikit-sparse is not installed). ``narrow_l2``: ICF tries the
+        whole ``l2_grid`` at the lowest density only, then the :data:`KEEP_L2` best of the density below.
     max_model_bytes, max_memory, max_seconds : budgets (see the module docstring).
     dense_ease : also fit dense EASE at the best l2 when its n² matrix fits ``max_memory`` (for the plot).
 
@@ -358,7 +366,7 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
     trials: list = []
     not_started = [0]  # trials max_seconds left unstarted
     estimates: dict = {}
-    cache_by_factorizer = {f: FactorCache() for f in factorizers}
+    cache_by_factorizer = {f: FactorCache(max_grams=len(mc_grid) if f == "icf" else 1) for f in factorizers}
 
     def out_of_time() -> bool:  # the first (cheapest) trial always runs, so a model always comes back
         spent = max_seconds is not None and time.perf_counter() - t_start > max_seconds
@@ -385,7 +393,8 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
         if out_of_time():
             not_started[0] += 1
             return None
-        peak = predicted_peak(factorizer, mc, density)
+        # the fit's own predicted peak, plus what the caches hold between fits
+        peak = predicted_peak(factorizer, mc, density) + sum(c.held_bytes() for c in cache_by_factorizer.values())
         rec["estimated_peak_bytes"] = peak
         if peak > memory_cap:
             rec["status"] = f"skipped: predicted fit peak {peak / 1e9:.2f} GB > max_memory {memory_cap / 1e9:.2f} GB"
@@ -416,11 +425,18 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
             f"{rec[metric_key]:.4f}, {rec['model_bytes'] / 1e6:.2f} MB, {fit_s:.1f}s")
         return rec
 
-    # 1. ICF, cheapest (lowest density) first; per density every pruning level and l2
+    # 1. ICF, cheapest (lowest density) first; per density every pruning level; the whole l2 grid at the
+    #    lowest density, then the KEEP_L2 best l2 of the density below (per pruning level)
     if "icf" in factorizers:
-        for density in densities:
+        for i, density in enumerate(densities):
             for mc in mc_grid:
-                for l2 in l2_grid:
+                grid = l2_grid
+                if i > 0 and narrow_l2:
+                    below = [t for t in trials if t["status"] == "ok" and t["factorizer"] == "icf"
+                             and t["min_cooccurrence"] == mc and t["density"] == densities[i - 1]]
+                    if below:
+                        grid = sorted(t["l2"] for t in sorted(below, key=lambda t: -t[metric_key])[:KEEP_L2])
+                for l2 in grid:
                     run("icf", mc, density, l2, "grid")
     # 2. CHOLMOD: one exact factor per l2, cut to every density
     if "cholmod" in factorizers:

@@ -220,3 +220,16 @@ def test_cli_tune(X, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "max_model_bytes" in err[0]
     assert not (tmp_path / "m2.npz").exists()
+
+
+def test_factor_cache_keeps_one_gram_per_pruning_level(X):
+    cache = FactorCache(max_grams=2)
+    for mc in (0.0, 2.0, 0.0, 2.0):
+        SANSA(l2=10.0, density=0.02, factorizer="icf", min_cooccurrence=mc, refine_sweeps=1,
+              device="cpu").fit(X, factor_cache=cache)
+    assert cache.hits["gram"] == 2 and cache.held_bytes() > 0
+    single = FactorCache(max_grams=1)
+    for mc in (0.0, 2.0, 0.0):
+        SANSA(l2=10.0, density=0.02, factorizer="icf", min_cooccurrence=mc, refine_sweeps=1,
+              device="cpu").fit(X, factor_cache=single)
+    assert single.hits["gram"] == 0  # evicted before it was needed again
