@@ -39,3 +39,13 @@ def emit(rec: dict, out: str | None) -> None:
     if out:
         with open(out, "a") as f:
             f.write(line + "\n")
+
+
+def test_metrics(model, split, k: int = 20) -> dict:
+    """Recall@k, BARS recall@k and nDCG@k (5 decimals) of ``model`` on a ``sansa_gpu.data.Split``: the
+    users with test items, scored from their training rows (own items excluded)."""
+    from sansa_gpu.metrics import evaluate
+
+    users = split.eval_users
+    ids, _ = model.recommend(split.train[users], k=k)
+    return {name: round(float(v), 5) for name, v in evaluate(ids, split.test[users], ks=(k,)).items()}

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -56,8 +55,6 @@ def _table(n_users, n_items, per_user, seed, n_communities):
 
 def prepare(args, work: Path) -> dict:
     """Fit and save the model, write the two Parquet folders; returns facts about the data."""
-    import pandas as pd
-
     from sansa_gpu import SANSA
 
     comm = max(50, args.items // 2000)

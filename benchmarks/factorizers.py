@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _isolated import emit, peak_rss_gb, run_isolated  # noqa: E402
+from _isolated import emit, peak_rss_gb, run_isolated, test_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 L2 = {"ml-1m-implicit": 500.0}
@@ -33,7 +33,6 @@ def _run(data_dir, data, density, factorizer, min_cooccurrence, queue):
 
     from sansa_gpu import SANSA
     from sansa_gpu.data import load_adjacency_split
-    from sansa_gpu.metrics import evaluate
 
     split = load_adjacency_split(Path(data_dir) / data)
     X = split.train
@@ -57,9 +56,7 @@ def _run(data_dir, data, density, factorizer, min_cooccurrence, queue):
     rec["fit_seconds"] = round(time.perf_counter() - t0, 2)
     rec["stage_seconds"] = {k: round(v, 2) for k, v in model.stats_.items() if k.endswith("_seconds")}
     rec["loss_history"] = [round(h["loss"], 6) for h in model.history_]
-    users = split.eval_users
-    ids, _ = model.recommend(X[users], k=20)
-    rec.update({k: round(v, 5) for k, v in evaluate(ids, split.test[users], ks=(20,)).items()})
+    rec.update(test_metrics(model, split))
     rec["peak_rss_gb"] = round(peak_rss_gb(), 3)
     queue.put(rec)
 

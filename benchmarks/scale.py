@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _isolated import emit, peak_rss_gb, run_isolated  # noqa: E402
+from _isolated import emit, peak_rss_gb, run_isolated, test_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,9 +87,7 @@ def _run(impl, source, density, l2, sweeps, data_dir, ordering, refine_tol, min_
         rec.update({k: model.stats_[k] for k in ("nnz_L", "nnz_K", "nnz_Wt", "nnz_Z")})
         rec["loss_history"] = [round(h["loss"], 6) for h in model.history_]
         if split is not None:
-            users = split.eval_users
-            ids, _ = model.recommend(X[users], k=20)
-            rec.update({k: round(v, 5) for k, v in evaluate(ids, split.test[users], ks=(20,)).items()})
+            rec.update(test_metrics(model, split))
     rec["peak_rss_gb"] = round(peak_rss_gb(), 3)
     queue.put(rec)
 

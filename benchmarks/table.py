@@ -262,6 +262,87 @@ def distributed(res: Records) -> str:
                    "peak RSS GB (per process)"], rows)
 
 
+# ------------------------------------------------------------------------------------ factorizers.py
+_FACTORIZER_COLUMNS = (("icf", 0.0, "ICF"), ("icf", 2.0, "ICF, min_cooccurrence 2"), ("cholmod", 0.0, "CHOLMOD"))
+
+
+def factorizers(res: Records) -> str:
+    """CHOLMOD against ICF (with and without pruning) at equal density and λ: test Recall@20 (fit s, peak GB)."""
+    recs = _all(res["factorizers"], what="factorizer_comparison")
+    order = list(dict.fromkeys(r["data"] for r in recs))
+    keys = sorted(set((r["data"], r["density"]) for r in recs), key=lambda k: (order.index(k[0]), k[1]))
+    rows = []
+    for data, dens in keys:
+        first = _last(recs, data=data, density=dens)
+        row = [data, f"{first['n_items']:,}", f"{first['nnz_X'] / first['n_users']:.0f}", f"{first['l2']:g}", _sci(dens)]
+        found = []
+        for fac, mc, _ in _FACTORIZER_COLUMNS:
+            hit = _all(recs, data=data, density=dens, factorizer=fac, min_cooccurrence=mc)
+            r = hit[-1] if hit else None
+            found.append(r)
+            if r is None:
+                row.append("not run")
+            elif "skipped" in r:
+                row.append("refused: memory")
+            else:
+                row.append(f"{r['recall@20']:.4f} ({r['fit_seconds']:.1f} s, {r['peak_rss_gb']:.2f} GB)")
+        done = [(r["recall@20"], label) for r, (_, _, label) in zip(found, _FACTORIZER_COLUMNS) if r and "recall@20" in r]
+        row.append(max(done)[1] if done else "—")
+        rows.append(row)
+    return _table(["data", "items", "items per user", "λ", "density"] + [f"{lab}: R@20 (fit s, peak RSS)"
+                                                                          for _, _, lab in _FACTORIZER_COLUMNS]
+                  + ["best"], rows)
+
+
+# ------------------------------------------------------------------------------------ tune_bench.py
+def tune(res: Records) -> str:
+    """Per dataset: what tune chose, and test Recall@20 of the tuned, default and best official model."""
+    recs = _all(res["tune"], what="tune_vs_default_vs_official")
+    rows = []
+    for data in dict.fromkeys(r["data"] for r in recs):
+        t = _last(recs, data=data, case="tune")
+        d = _last(recs, data=data, case="default")
+        o = _last(recs, data=data, case="official")
+        c = t["chosen"]
+        ok = sum(tr["status"] == "ok" for tr in t["trials"])
+        chosen = (f"{'ICF' if c['factorizer'] == 'icf' else 'CHOLMOD'}, δ = {c['density']:.2g}, λ = {c['l2']:.3g}"
+                  + (f", min_cooccurrence {c['min_cooccurrence']:g}" if c["min_cooccurrence"] else "")
+                  + f", {c['refine_sweeps']} sweeps")
+        rows.append([data, chosen, f"{ok} in {t['search_seconds']:.0f} s", f"{t['recall@20']:.4f}",
+                     f"{d['recall@20']:.4f} ({d['factorizer_']}, δ = {d['params']['density']:g}, λ = {d['params']['l2']:g})",
+                     f"{o['recall@20']:.4f} (λ = {o['best']['l2']:.3g} of {len(o['per_l2'])})",
+                     _delta(t["recall@20"], d["recall@20"]), _delta(t["recall@20"], o["recall@20"])])
+    return _table(["data", "chosen on validation", "trials, search time", "tuned: test R@20", "default: test R@20",
+                   "official best at the chosen δ", "tuned − default", "tuned − official"], rows)
+
+
+def tune_factorizers(res: Records) -> str:
+    """From the tune trials (validation split): per dataset and density, the best ICF (any pruning) and the
+    best CHOLMOD trial, each at its own best λ."""
+    recs = _all(res["tune"], what="tune_vs_default_vs_official", case="tune")
+    rows = []
+    for data in dict.fromkeys(r["data"] for r in recs):
+        t = _last(recs, data=data, case="tune")
+        ok = [tr for tr in t["trials"] if tr["status"] == "ok"]
+        metric = t["validation_metric"]
+        for dens in sorted({tr["density"] for tr in ok}):
+            row = [data, f"{dens:.2g}"]
+            best = {}
+            for fac in ("icf", "cholmod"):
+                at = [tr for tr in ok if tr["density"] == dens and tr["factorizer"] == fac]
+                if not at:
+                    row.append("not run (time budget)" if fac == "cholmod" else "—")
+                    continue
+                b = max(at, key=lambda tr: tr[metric])
+                best[fac] = b[metric]
+                mc = f", mc {b['min_cooccurrence']:g}" if b["min_cooccurrence"] else ""
+                row.append(f"{b[metric]:.4f} (λ {b['l2']:.3g}{mc}; {b['fit_seconds']:.1f} s)")
+            row.append(_delta(best["cholmod"], best["icf"]) if len(best) == 2 else "—")
+            rows.append(row)
+    return _table(["data", "density", "best ICF: validation R@20 (λ; fit s)", "best CHOLMOD: validation R@20 (λ; fit s)",
+                   "CHOLMOD − ICF"], rows)
+
+
 # ------------------------------------------------------------------------------------ scale.py
 def _scale_ours(res: Records, data: str, **key) -> dict:
     key.setdefault("min_cooccurrence", _no_pruning)
@@ -342,7 +423,7 @@ def pruning(res: Records) -> str:
 
 TABLES = {f.__name__: f for f in (compare_official, compare_official_targets, compare_official_stages, refine_tol,
                                   score, score_synthetic, scale_icf, scale_icf_targets, synthetic, memory_estimate,
-                                  pruning, distributed)}
+                                  pruning, distributed, factorizers, tune, tune_factorizers)}
 
 
 # ------------------------------------------------------------------------------------ README markers

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _isolated import emit, peak_rss_gb, run_isolated  # noqa: E402
+from _isolated import emit, peak_rss_gb, run_isolated, test_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,14 +36,6 @@ def _split(data_dir, data):
     split = load_adjacency_split(Path(data_dir) / data)
     split.train.data[:] = 1.0  # binary implicit feedback (pinterest's files repeat some pairs)
     return split
-
-
-def _test(model, split) -> dict:
-    from sansa_gpu.metrics import evaluate
-
-    users = split.eval_users
-    ids, _ = model.recommend(split.train[users], k=20)
-    return {k: round(float(v), 5) for k, v in evaluate(ids, split.test[users], ks=(20,)).items()}
 
 
 def _tune(data_dir, data, seed, max_seconds, plot_dir, queue):
@@ -59,7 +51,7 @@ def _tune(data_dir, data, seed, max_seconds, plot_dir, queue):
            "model_bytes": r.model.model_bytes, "factorizer_reason": r.model.stats_["factorizer_reason"],
            "dense_ease_validation": r.dense_ease, "validation": r.validation,
            "trials": [{k: v for k, v in t.items() if k != "peak_rss_bytes"} for t in r.trials],
-           **_test(r.model, split), "peak_rss_gb": round(peak_rss_gb(), 3)}
+           **test_metrics(r.model, split), "peak_rss_gb": round(peak_rss_gb(), 3)}
     if plot_dir is not None:
         path = Path(plot_dir) / f"tune_{data}.png"
         r.plot(path, title=f"{data}: validation Recall@20 against weights size (sansa_gpu.tune, seed {seed})")
@@ -76,7 +68,7 @@ def _default(data_dir, data, queue):
     model.fit(split.train)
     queue.put({"case": "default", "params": model.get_params(), "factorizer_": model.factorizer_,
                "fit_seconds": round(time.perf_counter() - t0, 2), "model_bytes": model.model_bytes,
-               **_test(model, split), "peak_rss_gb": round(peak_rss_gb(), 3)})
+               **test_metrics(model, split), "peak_rss_gb": round(peak_rss_gb(), 3)})
 
 
 def _official(data_dir, data, density, factorizer, l2s, queue):

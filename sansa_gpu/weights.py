@@ -5,8 +5,6 @@ Written once for NumPy and CuPy arrays (``weights_from_inverse``); the backends 
 
 from __future__ import annotations
 
-import numpy as np
-import scipy.sparse as sp
 
 from .selection import array_module
 
