@@ -336,11 +336,12 @@ def tune_factorizers(res: Records) -> str:
                 b = max(at, key=lambda tr: tr[metric])
                 best[fac] = b[metric]
                 mc = f", mc {b['min_cooccurrence']:g}" if b["min_cooccurrence"] else ""
-                row.append(f"{b[metric]:.4f} (λ {b['l2']:.3g}{mc}; {b['fit_seconds']:.1f} s)")
+                n_l2 = len({tr["l2"] for tr in at})
+                row.append(f"{b[metric]:.4f} (λ {b['l2']:.3g}{mc}, best of {n_l2} λ; {b['fit_seconds']:.1f} s)")
             row.append(_delta(best["cholmod"], best["icf"]) if len(best) == 2 else "—")
             rows.append(row)
     return _table(["data", "density", "best ICF: validation R@20 (λ; fit s)", "best CHOLMOD: validation R@20 (λ; fit s)",
-                   "CHOLMOD − ICF"], rows)
+                   "CHOLMOD − ICF (same λ budget only where both tried the grid)"], rows)
 
 
 # ------------------------------------------------------------------------------------ scale.py

@@ -227,12 +227,14 @@ def choose_factorizer(X: sp.csr_matrix, density: float, *, ordering: str | None 
     :data:`AUTO_CHOLMOD_MIN_ITEMS_PER_USER` interactions on average (dense co-occurrence). Otherwise 'icf'.
     An ICF-only option (``min_cooccurrence > 0``, ``ordering='popularity'``) selects 'icf'.
 
-    Evidence (README "Choosing the factoriser"; benchmarks/results/tune.jsonl and factorizers.jsonl):
-    on ml-1m (133 items per user) the best CHOLMOD beat the best ICF on validation by +0.022, +0.059
-    and +0.016 Recall@20 at 16, 64 and 256 nonzeros per item and lost by 0.039 at 4; on pinterest (21
-    per user) and gowalla (27) ICF matched or beat CHOLMOD at every density measured, at a fraction of
-    its time and memory. The items-per-user threshold lies somewhere between 27 and 133: no shared
-    dataset in between was measured.
+    Evidence (README "Choosing the factoriser"; benchmarks/results/tune.jsonl, factorizers.jsonl,
+    compare_official.jsonl, scale.jsonl): on ml-1m (133 items per user) the best CHOLMOD beat the best
+    ICF on validation by +0.022, +0.059 and +0.016 Recall@20 at 16, 64 and 256 nonzeros per item and
+    lost by 0.039 at 4; on pinterest (21 per user) ICF beat CHOLMOD at every density at equal λ
+    (+0.006 to +0.019 test Recall@20) in a fifth of the time; on gowalla (27 per user) ICF at 5e-4
+    (test Recall@20 0.169, 4-5 s) beat CHOLMOD at 2e-3 and 1e-2 (0.153, 0.157; 216 s and 905 s).
+    The items-per-user threshold lies somewhere between 27 and 133: no shared dataset in between
+    was measured.
     """
     n = X.shape[1]
     if min_cooccurrence > 0:

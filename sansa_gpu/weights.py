@@ -5,7 +5,6 @@ Written once for NumPy and CuPy arrays (``weights_from_inverse``); the backends 
 
 from __future__ import annotations
 
-
 from .selection import array_module
 
 
