@@ -49,3 +49,9 @@ def test_metrics(model, split, k: int = 20) -> dict:
     users = split.eval_users
     ids, _ = model.recommend(split.train[users], k=k)
     return {name: round(float(v), 5) for name, v in evaluate(ids, split.test[users], ks=(k,)).items()}
+
+
+def fit_summary(model) -> dict:
+    """``stage_seconds`` (2 decimals) and ``loss_history`` (per sweep, 6 decimals) of a fitted SANSA."""
+    return {"stage_seconds": {k: round(v, 2) for k, v in model.stats_.items() if k.endswith("_seconds")},
+            "loss_history": [round(h["loss"], 6) for h in model.history_]}

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _isolated import emit, peak_rss_gb, run_isolated, test_metrics  # noqa: E402
+from _isolated import emit, fit_summary, peak_rss_gb, run_isolated, test_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 L2 = {"ml-1m-implicit": 500.0}
@@ -54,8 +54,7 @@ def _run(data_dir, data, density, factorizer, min_cooccurrence, queue):
         queue.put(rec)
         return
     rec["fit_seconds"] = round(time.perf_counter() - t0, 2)
-    rec["stage_seconds"] = {k: round(v, 2) for k, v in model.stats_.items() if k.endswith("_seconds")}
-    rec["loss_history"] = [round(h["loss"], 6) for h in model.history_]
+    rec.update(fit_summary(model))
     rec.update(test_metrics(model, split))
     rec["peak_rss_gb"] = round(peak_rss_gb(), 3)
     queue.put(rec)

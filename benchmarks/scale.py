@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _isolated import emit, peak_rss_gb, run_isolated, test_metrics  # noqa: E402
+from _isolated import emit, fit_summary, peak_rss_gb, run_isolated, test_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,9 +83,8 @@ def _run(impl, source, density, l2, sweeps, data_dir, ordering, refine_tol, min_
         t0 = time.perf_counter()
         model.fit(X, check_memory=False)
         rec["fit_seconds"] = time.perf_counter() - t0
-        rec["stage_seconds"] = {k: round(v, 2) for k, v in model.stats_.items() if k.endswith("_seconds")}
+        rec.update(fit_summary(model))
         rec.update({k: model.stats_[k] for k in ("nnz_L", "nnz_K", "nnz_Wt", "nnz_Z")})
-        rec["loss_history"] = [round(h["loss"], 6) for h in model.history_]
         if split is not None:
             rec.update(test_metrics(model, split))
     rec["peak_rss_gb"] = round(peak_rss_gb(), 3)
