@@ -112,19 +112,27 @@ def memory_upper_bound(X: sp.csr_matrix, density: float, factorizer: str = "chol
     return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, full, factorizer)
 
 
+def structural_counts(X: sp.csr_matrix, factorizer: str = "cholmod", min_cooccurrence: float = 0.0,
+                      ordering: str = "colamd") -> tuple[int, int | None]:
+    """(nnz of the Gram's lower triangle, nnz of the exact Cholesky factor -- None for 'icf'): the part
+    of :func:`estimate_memory` that does not depend on the density. Costs a Gram build; for cholmod
+    also the ordering and an O(nnz(L)) symbolic count (the Gram's count does not depend on the
+    ordering, so 'icf' skips it)."""
+    p = item_ordering(X, ordering) if factorizer != "icf" else None
+    A = gram_lower(X, 1.0, p, min_cooccurrence=min_cooccurrence if factorizer == "icf" else 0.0)
+    fill = cholesky_fill(A) if factorizer != "icf" else None
+    return int(A.nnz), fill
+
+
 def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod", min_cooccurrence: float = 0.0,
-                    ordering: str = "colamd") -> dict:
+                    ordering: str = "colamd", counts: tuple[int, int | None] | None = None) -> dict:
     """Predicted peak bytes per stage of :meth:`SANSA.fit` on X (users x items CSR).
 
     Returns {'input', 'gram', 'factorize', 'refine', 'weights', 'peak', 'nnz_gram', 'nnz_exact_L'
     (cholmod only), 'budget'}; 'peak' is the largest stage, each stage counted with what is alive
-    during it. Costs a Gram build; for cholmod also the ordering and an O(nnz(L)) symbolic count
-    (the Gram's count does not depend on the ordering, so 'icf' skips it).
+    during it. ``counts``: :func:`structural_counts` of the same (X, factorizer, min_cooccurrence,
+    ordering) when already known (estimates at several densities share them); else they are counted.
     """
     n_users, n = X.shape
-    p = item_ordering(X, ordering) if factorizer != "icf" else None
-    A = gram_lower(X, 1.0, p, min_cooccurrence=min_cooccurrence if factorizer == "icf" else 0.0)
-    fill = cholesky_fill(A) if factorizer != "icf" else None
-    nnz_g = int(A.nnz)
-    del A
+    nnz_g, fill = counts if counts is not None else structural_counts(X, factorizer, min_cooccurrence, ordering)
     return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, fill, factorizer)

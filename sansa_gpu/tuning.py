@@ -372,7 +372,8 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
 
     trials: list = []
     not_started = [0]  # trials max_seconds left unstarted
-    estimates: dict = {}
+    estimates: dict = {}  # (factorizer, min_cooccurrence, density) -> predicted peak bytes
+    counts: dict = {}  # (factorizer, min_cooccurrence) -> structural_counts
     cache_by_factorizer = {f: FactorCache(max_grams=len(mc_grid) if f == "icf" else 1) for f in factorizers}
 
     def out_of_time() -> bool:  # the first (cheapest) trial always runs, so a model always comes back
@@ -380,14 +381,16 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
         return spent and any(t["status"] == "ok" for t in trials)
 
     def predicted_peak(factorizer, mc, density) -> int:
-        from .memory import estimate_memory, memory_upper_bound
+        from .memory import estimate_memory, memory_upper_bound, structural_counts
 
         key = (factorizer, mc, density)
         if key not in estimates:
             est = memory_upper_bound(split.train, density, factorizer)
-            if est["peak"] > memory_cap:
-                est = estimate_memory(split.train, density, factorizer, mc,
-                                      "colamd" if factorizer == "cholmod" else "popularity")
+            if est["peak"] > memory_cap:  # count exactly; the counts do not depend on the density
+                ordering = "colamd" if factorizer == "cholmod" else "popularity"
+                if (factorizer, mc) not in counts:
+                    counts[(factorizer, mc)] = structural_counts(split.train, factorizer, mc, ordering)
+                est = estimate_memory(split.train, density, factorizer, mc, ordering, counts[(factorizer, mc)])
             estimates[key] = int(est["peak"])
         return estimates[key]
 
