@@ -48,7 +48,7 @@ from .data import random_holdout_split, strong_generalization_split
 from .factorize import FactorCache, cholmod_available, nnz_budget
 from .ids import encode_interactions, is_table
 from .metrics import evaluate
-from .validation import check_interactions
+from .validation import check_interactions, check_positive_float
 
 logger = logging.getLogger(__name__)
 
@@ -279,14 +279,6 @@ def _check_grid(values, name: str, positive: bool = True) -> list:
     return sorted(set(vals))
 
 
-def _check_budget(value, name: str):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
 def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdout", validation_fraction: float = 0.2,
          validation_users: int | None = None, seed: int = 0, l2_grid=DEFAULT_L2_GRID, densities=None,
          min_cooccurrence=DEFAULT_MIN_COOCCURRENCE, factorizers=("icf", "cholmod"), refine_l2: bool = True,
@@ -329,9 +321,8 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
     for f in factorizers:
         if f not in ("icf", "cholmod"):
             raise ValueError(f"factorizers may hold 'icf' and 'cholmod', got {f!r}")
-    max_model_bytes = _check_budget(max_model_bytes, "max_model_bytes")
-    max_memory = _check_budget(max_memory, "max_memory")
-    max_seconds = _check_budget(max_seconds, "max_seconds")
+    max_model_bytes, max_memory, max_seconds = (None if v is None else check_positive_float(v, name) for v, name in (
+        (max_model_bytes, "max_model_bytes"), (max_memory, "max_memory"), (max_seconds, "max_seconds")))
 
     table = data if is_table(data) else None
     if table is not None:
