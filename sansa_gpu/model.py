@@ -305,7 +305,7 @@ class SANSA:
             where = backend_device(backend)
         except GPUOutOfMemory as exc:
             logger.warning("recommend: %s; scoring on the CPU", exc)
-            ids, scores = cpu.recommend_sparse(X, Wt, Z, k)
+            ids, scores = cpu.recommend_sparse(X, Wt, Z, k, plan="factored")  # the GPU's plan: the same result
             where = "cpu (GPU out of memory)"
         self._note_stage_device("recommend", where)
         return ids, scores

@@ -32,12 +32,14 @@ def test_gram_is_bit_identical_with_one_and_two_threads(medium_X):
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba runs on one thread here")
-def test_scoring_is_bit_identical_with_one_and_two_threads(medium_X):
+@pytest.mark.parametrize("plan", ["factored", "product"])
+def test_scoring_is_bit_identical_with_one_and_two_threads(medium_X, plan):
     m = SANSA(l2=20.0, density=0.02, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
     X = medium_X[:500].copy()
     X.data = X.data * np.linspace(0.5, 2.0, X.nnz, dtype=np.float32)
-    i1, s1 = _with_threads(1, lambda: cpu.recommend_sparse(X, *m.weights_, 20))
-    for _ in range(3):  # races are timing-dependent: repeat the 2-thread run
-        i2, s2 = _with_threads(2, lambda: cpu.recommend_sparse(X, *m.weights_, 20))
+    i1, s1 = _with_threads(1, lambda: cpu.recommend_sparse(X, *m.weights_, 20, plan=plan))
+    for _ in range(3):  # races are timing-dependent: repeat the 2-thread run (B is formed again each time)
+        cpu.release_scoring_cache()
+        i2, s2 = _with_threads(2, lambda: cpu.recommend_sparse(X, *m.weights_, 20, plan=plan))
         np.testing.assert_array_equal(i1, i2)
         np.testing.assert_array_equal(s1.view(np.uint32), s2.view(np.uint32))

@@ -179,7 +179,7 @@ def test_scoring_does_not_depend_on_the_thread_schedule(medium_X, schedule):
     from sansa_gpu import SANSA, cpu
 
     m = SANSA(l2=20.0, density=0.01, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
-    ic, sc = cpu.recommend_sparse(medium_X[:60], *m.weights_, 15)
+    ic, sc = cpu.recommend_sparse(medium_X[:60], *m.weights_, 15, plan="factored")
     with ExecutorDevice(checked=True, schedule=schedule, seed=7):
         ig, sg = gpu.recommend_sparse(medium_X[:60], *m.weights_, 15)
         gpu.release_scoring_cache()

@@ -144,7 +144,7 @@ def test_gpu_recommend_identical_to_cpu_on_the_same_weights(medium_X, cpu_model,
     X = sp.vstack([X, sp.csr_matrix((2, X.shape[1]), dtype=np.float32)]).tocsr()  # + users with no items
     Wt, Z = cpu_model.weights_
     for k in (1, 20, X.shape[1] + 3, 20):  # k beyond the catalogue: padding; 20 again on the cache
-        ic, sc = cpu.recommend_sparse(X, Wt, Z, k)
+        ic, sc = cpu.recommend_sparse(X, Wt, Z, k, plan="factored")
         ig, sg = gpu.recommend_sparse(X, Wt, Z, k)
         np.testing.assert_array_equal(ig, ic)
         np.testing.assert_array_equal(sg, sc)
@@ -162,7 +162,7 @@ def test_gpu_recommend_with_scratch_for_one_block_of_warps(medium_X, cpu_model):
         assert launch_shape(Wt.shape[1], Z.shape[1]) == (1, WARPS_PER_BLOCK)
         ig, sg = gpu.recommend_sparse(medium_X[:100], Wt, Z, 10)
         gpu.release_scoring_cache()
-    ic, sc = cpu.recommend_sparse(medium_X[:100], Wt, Z, 10)
+    ic, sc = cpu.recommend_sparse(medium_X[:100], Wt, Z, 10, plan="factored")
     np.testing.assert_array_equal(ig, ic)
     np.testing.assert_array_equal(sg, sc)
 
@@ -182,7 +182,7 @@ def test_gpu_odd_shapes(gpu_device):
     mg = SANSA(l2=5.0, density=0.3, refine_sweeps=3, factorizer="icf", device="gpu").fit(X)
     mc = SANSA(l2=5.0, density=0.3, refine_sweeps=3, factorizer="icf", device="cpu").fit(X)
     ig, sg = mg.recommend(X, k=25)
-    ic, sc = cpu.recommend_sparse(X, *mg.weights_, 25)
+    ic, sc = cpu.recommend_sparse(X, *mg.weights_, 25, plan="factored")
     np.testing.assert_array_equal(ig, ic)
     np.testing.assert_array_equal(sg, sc)
     assert not np.isin(ig, np.arange(20, 30)).any()  # empty items are never recommended
@@ -287,7 +287,7 @@ def test_recommend_out_of_memory_falls_back_to_cpu(small_X, caplog):
 
     with ExecutorDevice() as dev:
         m = _small_fit(small_X)
-        ic, sc = cpu.recommend_sparse(small_X, *m.weights_, 7)
+        ic, sc = cpu.recommend_sparse(small_X, *m.weights_, 7, plan="factored")
         dev.fail_allocation(-1)
         m.recommend(small_X, k=7)
         n_alloc = dev.allocations
@@ -355,7 +355,7 @@ def test_gpu_recommend_bit_identical_on_random_signed_weights_with_ties(gpu_devi
     X = sp.random(40, n_items, density=0.1, random_state=rng, format="csr", dtype=np.float32)
     X.data = rng.uniform(0.5, 2.0, X.nnz).astype(np.float32)
     for k in (1, 3, n_items + 2):
-        ic, sc = cpu.recommend_sparse(X, Wt, Z, k)
+        ic, sc = cpu.recommend_sparse(X, Wt, Z, k, plan="factored")
         ig, sg = gpu.recommend_sparse(X, Wt, Z, k)
         np.testing.assert_array_equal(ig, ic)
         np.testing.assert_array_equal(sg.view(np.uint32), sc.view(np.uint32))

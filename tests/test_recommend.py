@@ -120,3 +120,80 @@ def test_ease_ties_at_the_k_boundary_keep_the_lowest_ids():
             assert ids[u].tolist() == list(range(10, 10 + k))
             compared += 1
     assert compared == 18
+
+
+# ---------------------------------------------------------------- the product plan (dense B = Wt Z)
+from sansa_gpu.cpu import inference as cpu_inference  # noqa: E402
+
+
+def _same_topk(ids_a, sc_a, ids_b, sc_b, rel=1e-5):
+    """Scores equal to float32 rounding; ids equal wherever neighbouring scores are not near-ties;
+    padding (-1 / -inf) identical."""
+    np.testing.assert_array_equal(ids_a == -1, ids_b == -1)
+    np.testing.assert_array_equal(np.isneginf(sc_a), np.isneginf(sc_b))
+    fin = np.isfinite(sc_a)
+    np.testing.assert_allclose(sc_a[fin], sc_b[fin], rtol=rel, atol=1e-6)
+    for u in range(ids_a.shape[0]):
+        s = sc_a[u][np.isfinite(sc_a[u])].astype(np.float64)
+        gaps = np.abs(np.diff(s)) > rel * np.maximum(1e-6, np.abs(s[1:]))
+        if gaps.all():
+            assert ids_a[u].tolist() == ids_b[u].tolist(), u
+
+
+@pytest.mark.parametrize("n_items", [130, 64])
+def test_product_plan_matches_factored_plan(n_items):
+    """Weighted inputs, a user with no items, a user with one isolated item (fewer candidates than k:
+    padding), catalogues of 130 (not a multiple of the 64-bit mask word) and 64 items."""
+    rng = np.random.default_rng(7)
+    X = sp.random(400, n_items, density=0.08, random_state=rng, format="csr", dtype=np.float32)
+    X.data[:] = 1.0
+    X = sp.lil_matrix(X)
+    X[:, n_items - 1] = 0
+    X[5, :] = 0
+    X[6, :] = 0
+    X[5, n_items - 1] = X[6, n_items - 1] = 1  # the last item's only users, who have nothing else: it reaches nothing
+    X = sp.csr_matrix(X)
+    m = SANSA(l2=5.0, density=0.3, refine_sweeps=2, factorizer="icf", device="cpu").fit(X)
+    Xq = X.copy()
+    Xq.data = Xq.data * rng.uniform(0.5, 2.0, Xq.nnz).astype(np.float32)
+    Xq = sp.vstack([Xq, sp.csr_matrix((1, n_items), dtype=np.float32)]).tocsr()  # a user with no items
+    for k in (10, n_items + 3):
+        cpu_inference.release_scoring_cache()
+        fa = recommend_sparse(Xq, *m.weights_, k, plan="factored")
+        pr = recommend_sparse(Xq, *m.weights_, k, plan="product")
+        _same_topk(*fa, *pr)
+        assert pr[0][5].tolist() == [-1] * k and pr[0][-1].tolist() == [-1] * k
+        reach = (fa[0] >= 0).sum(axis=1)
+        assert reach.min() < k  # some user has fewer candidates than k: padding was compared
+
+
+def test_auto_plan_follows_the_cost_model_and_the_memory_cap(medium_X, monkeypatch):
+    sparse = SANSA(l2=20.0, density=0.002, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
+    dense = SANSA(l2=20.0, density=0.2, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
+    assert cpu_inference.choose_plan(medium_X, *sparse.weights_)[0] == "factored"
+    plan, why = cpu_inference.choose_plan(medium_X, *dense.weights_)
+    assert plan == "product", why
+    cost = cpu_inference.plan_costs(medium_X, *dense.weights_)
+    assert cost["product"] < cost["factored"] and cost["build"] > 0
+    monkeypatch.setattr(cpu_inference, "PRODUCT_CACHE_MAX_BYTES", cpu_inference.product_bytes(medium_X.shape[1]) - 1)
+    plan, why = cpu_inference.choose_plan(medium_X, *dense.weights_)
+    assert plan == "factored" and "GB >" in why
+    with pytest.raises(ValueError, match="plan must be one of"):
+        recommend_sparse(medium_X[:2], *dense.weights_, 5, plan="dense")
+
+
+def test_product_cache_is_kept_per_model_and_freed_with_its_weights(medium_X):
+    m = SANSA(l2=20.0, density=0.2, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
+    cpu_inference.release_scoring_cache()
+    a = recommend_sparse(medium_X[:50], *m.weights_, 5, plan="product")
+    B = cpu_inference._cache["B"]
+    b = recommend_sparse(medium_X[50:100], *m.weights_, 5, plan="product")
+    assert cpu_inference._cache["B"] is B  # reused by the next call on the same weights
+    m.fit(medium_X[:, :])  # new weights: the old ones are dropped
+    import gc
+
+    gc.collect()
+    assert "B" not in cpu_inference._cache
+    c = recommend_sparse(medium_X[:50], *m.weights_, 5, plan="product")
+    np.testing.assert_array_equal(a[0], c[0])  # same data, same fit: same top-k
+    assert b[0].shape == (50, 5)

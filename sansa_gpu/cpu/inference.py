@@ -5,15 +5,51 @@ structurally nonzero (reached through Wt and Z) and that the user has not intera
 the k best are returned sorted by score descending, ties broken by the lower item index,
 padded with id -1 / score -inf. x Wt is accumulated in float64, the scores in float32 (as on
 the GPU); they are compared as float32.
+
+Two plans compute the same scores:
+
+- ``factored`` (the GPU's too): per user, h = x Wt over the touched latent rows, then s = h Z by
+  scattering each touched row of Z. Work per user: Σ |Z row| over the touched latents.
+- ``product``: the item-item product B = Wt Z is formed once as a dense (items, items) float32
+  matrix plus a bitmask of its structure (which items each row reaches), kept for the model (the
+  *scoring cache*, as the GPU keeps its weights); per user s = Σ x_i B_i is a contiguous,
+  vectorised row sum of |x| rows. At high density the touched latents reach most of the
+  catalogue many times over (pinterest, 256 nonzeros per factor column: 0.8M scattered updates
+  per user, against |x| x 9836 = 0.2M vectorised ones), so this plan is many times faster; on
+  sparse models or large catalogues the factored plan is, and B would not fit.
+
+``plan="auto"`` (:func:`choose_plan`) estimates both per-user costs on a sample of the users and
+takes the product plan when B fits :func:`product_cache_bytes_cap` and it wins after paying for B.
+The product plan sums B in float64 and rounds once, so its scores match the factored plan's to
+float32 rounding (top-k identical except between near-ties); candidates are the same items (B's
+structure is the union of the reached structure).
 """
 
 from __future__ import annotations
+
+import logging
+import weakref
 
 import numba
 import numpy as np
 import scipy.sparse as sp
 
 from ._accumulate import touch
+
+logger = logging.getLogger(__name__)
+
+PLANS = ("auto", "factored", "product")
+#: Cost model of :func:`choose_plan`, nanoseconds per operation on one core, measured on the 2-core
+#: VM (benchmarks/score_bench.py --plans): a scattered update of the factored plan (load Z entry,
+#: flag the item, add), an element of the product plan's vectorised row sum, a catalogue entry of
+#: its candidate scan, and an update while forming B.
+NS_SCATTER = 5.0
+NS_ROW_SUM = 0.75
+NS_SCAN = 1.0
+NS_BUILD = 3.0
+PRODUCT_CACHE_FRACTION = 0.25
+PRODUCT_CACHE_MAX_BYTES = 4 << 30
+PLAN_SAMPLE_USERS = 2048
 
 
 @numba.njit(inline="always")
@@ -146,17 +182,175 @@ def _n_chunks(n: int) -> int:
     return int(max(1, min(n, 8 * numba.get_num_threads())))
 
 
-def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+@numba.njit(parallel=True, cache=True)
+def _dense_product(Wt_indptr, Wt_indices, Wt_data, Z_indptr, Z_indices, Z_data, n_chunks, B, mask):
+    """B[i] = Wt[i] Z (float64 sums, rounded once to float32) and mask[i] = its structure as bits."""
+    n_rows, n_items = B.shape
+    for c in numba.prange(n_chunks):
+        acc = np.zeros(n_items, dtype=np.float64)
+        for i in range(c, n_rows, n_chunks):
+            for q in range(Wt_indptr[i], Wt_indptr[i + 1]):
+                t = Wt_indices[q]
+                w = np.float64(Wt_data[q])
+                for r in range(Z_indptr[t], Z_indptr[t + 1]):
+                    j = Z_indices[r]
+                    acc[j] += w * np.float64(Z_data[r])
+                    mask[i, j >> 6] |= np.uint64(1) << np.uint64(j & 63)
+            for j in range(n_items):
+                B[i, j] = np.float32(acc[j])
+                acc[j] = 0.0
+
+
+@numba.njit(parallel=True, cache=True)
+def _recommend_product(X_indptr, X_indices, X_data, B, mask, k, n_chunks, out_ids, out_scores):
+    n_users = X_indptr.shape[0] - 1
+    n_items = B.shape[1]
+    n_words = mask.shape[1]
+    one = np.uint64(1)
+    for c in numba.prange(n_chunks):
+        s = np.zeros(n_items, dtype=np.float32)
+        m = np.zeros(n_words, dtype=np.uint64)
+        ids = np.empty(k, dtype=np.int64)
+        scores = np.empty(k, dtype=np.float32)
+        for u in range(c, n_users, n_chunks):
+            for p in range(X_indptr[u], X_indptr[u + 1]):
+                i = X_indices[p]
+                x = np.float32(X_data[p])
+                for j in range(n_items):
+                    s[j] += x * B[i, j]
+                for w in range(n_words):
+                    m[w] |= mask[i, w]
+            for p in range(X_indptr[u], X_indptr[u + 1]):
+                i = X_indices[p]
+                m[i >> 6] &= ~(one << np.uint64(i & 63))
+            count = 0
+            for w in range(n_words):
+                bits = m[w]
+                if bits == 0:
+                    continue
+                m[w] = 0
+                base = w << 6
+                for b in range(64):
+                    if (bits >> np.uint64(b)) & one:
+                        count = _push_topk(ids, scores, count, k, base + b, s[base + b])
+            s[:] = 0.0
+            _write_padded(out_ids, out_scores, u, ids, scores, count, k)
+
+
+@numba.njit(cache=True)
+def _factored_work(X_indptr, X_indices, Wt_indptr, Wt_indices, Z_indptr, n_latent, users):
+    """(Σ touched Z entries, Σ |x|, Σ touched Wt entries) over ``users``: the work of the
+    factored plan and the size of the product plan's row sums."""
+    mark = np.zeros(n_latent, dtype=np.int64)
+    scatter = 0
+    n_x = 0
+    gather = 0
+    for a in range(users.shape[0]):
+        u = users[a]
+        stamp = a + 1
+        for p in range(X_indptr[u], X_indptr[u + 1]):
+            i = X_indices[p]
+            n_x += 1
+            for q in range(Wt_indptr[i], Wt_indptr[i + 1]):
+                t = Wt_indices[q]
+                gather += 1
+                if mark[t] != stamp:
+                    mark[t] = stamp
+                    scatter += Z_indptr[t + 1] - Z_indptr[t]
+    return scatter, n_x, gather
+
+
+def product_bytes(n_items: int) -> int:
+    """Bytes of the product plan's cache: B (float32) and its structure bitmask."""
+    return int(n_items) * int(n_items) * 4 + int(n_items) * ((int(n_items) + 63) // 64) * 8
+
+
+def product_cache_bytes_cap() -> int:
+    """Largest product-plan cache :func:`choose_plan` allows: PRODUCT_CACHE_FRACTION of the
+    available memory, at most PRODUCT_CACHE_MAX_BYTES."""
+    from ..memory import available_memory_bytes
+
+    return int(min(PRODUCT_CACHE_MAX_BYTES, PRODUCT_CACHE_FRACTION * available_memory_bytes()))
+
+
+def plan_costs(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix) -> dict:
+    """Predicted seconds (one core) of scoring the rows of X by each plan, from the work of a
+    sample of :data:`PLAN_SAMPLE_USERS` rows: {'factored', 'product' (row sums + scans, B given),
+    'build' (forming B once)}."""
+    n_users, n_items = X.shape
+    sample = np.unique(np.linspace(0, n_users - 1, min(n_users, PLAN_SAMPLE_USERS)).astype(np.int64))
+    scatter, n_x, gather = _factored_work(X.indptr, X.indices, Wt.indptr, Wt.indices, Z.indptr, Wt.shape[1], sample)
+    per = n_users / max(1, sample.size)
+    factored = (NS_SCATTER * scatter + NS_SCATTER * gather) * per
+    product = (NS_ROW_SUM * n_x * n_items + NS_SCAN * sample.size * n_items) * per
+    build_updates = float(np.diff(Z.indptr)[Wt.indices].sum())  # Σ over entries of Wt of |Z row|
+    build = NS_BUILD * build_updates + NS_ROW_SUM * n_items * n_items
+    return {key: value * 1e-9 for key, value in (("factored", factored), ("product", product), ("build", build))}
+
+
+def choose_plan(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, cached: bool = False) -> tuple[str, str]:
+    """('factored' | 'product', why) for scoring the rows of X: the product plan when its cache
+    fits :func:`product_cache_bytes_cap` and its predicted time, plus forming B unless ``cached``,
+    is below 0.7 x the factored plan's (:func:`plan_costs`)."""
+    n_items = Z.shape[1]
+    need, cap = product_bytes(n_items), product_cache_bytes_cap()
+    if need > cap:
+        return "factored", f"B = Wt Z would take {need / 1e9:.2f} GB > {cap / 1e9:.2f} GB"
+    if X.shape[0] == 0:
+        return "factored", "no users"
+    cost = plan_costs(X, Wt, Z)
+    product = cost["product"] + (0.0 if cached else cost["build"])
+    build = "" if cached else f" + {cost['build']:.3g} s to form B"
+    why = f"predicted {cost['factored']:.3g} s factored vs {cost['product']:.3g} s product{build}"
+    return ("product" if product < 0.7 * cost["factored"] else "factored"), why
+
+
+_cache: dict = {}  # the last model's product-plan state: key, B, mask, finalizers
+
+
+def release_scoring_cache() -> None:
+    """Free the product plan's B and bitmask of the last model (also freed when its weights are dropped)."""
+    for f in _cache.get("finalizers", ()):
+        f.detach()
+    _cache.clear()
+
+
+def _product_state(Wt: sp.csr_matrix, Z: sp.csr_matrix):
+    key = (id(Wt), id(Z), Wt.shape, Z.shape, Wt.nnz, Z.nnz)
+    if _cache.get("key") != key:
+        release_scoring_cache()
+        n_items = Z.shape[1]
+        B = np.empty((Wt.shape[0], n_items), dtype=np.float32)
+        mask = np.zeros((Wt.shape[0], (n_items + 63) // 64), dtype=np.uint64)
+        _dense_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, _n_chunks(Wt.shape[0]), B, mask)
+        finalizers = [weakref.finalize(M, release_scoring_cache) for M in (Wt, Z)]
+        _cache.update(key=key, B=B, mask=mask, finalizers=finalizers)
+    return _cache["B"], _cache["mask"]
+
+
+def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: int,
+                     plan: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Top-k of ``(X Wt) Z`` per row of X, own items excluded.
 
     X : (users, items) CSR float32.  Wt : (items, n) CSR.  Z : (n, items) CSR.
-    Returns ids (users, k) int64 and scores (users, k) float32. O(sum over users of the touched
-    entries of Wt and Z) work, one pass, parallel over users.
+    plan : 'auto' (:func:`choose_plan`), 'factored' or 'product' (module docstring).
+    Returns ids (users, k) int64 and scores (users, k) float32. Parallel over users.
     """
+    if plan not in PLANS:
+        raise ValueError(f"plan must be one of {PLANS}, got {plan!r}")
     n_users = X.shape[0]
     out_ids = np.empty((n_users, k), dtype=np.int64)
     out_scores = np.empty((n_users, k), dtype=np.float32)
-    if n_users:
+    if not n_users:
+        return out_ids, out_scores
+    if plan == "auto":
+        cached = _cache.get("key") == (id(Wt), id(Z), Wt.shape, Z.shape, Wt.nnz, Z.nnz)
+        plan, why = choose_plan(X, Wt, Z, cached)
+        logger.debug("recommend: %s plan (%s)", plan, why)
+    if plan == "product":
+        B, mask = _product_state(Wt, Z)
+        _recommend_product(X.indptr, X.indices, X.data, B, mask, k, _n_chunks(n_users), out_ids, out_scores)
+    else:
         _recommend_sparse(
             X.indptr, X.indices, X.data, Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data,
             Wt.shape[1], Z.shape[1], k, _n_chunks(n_users), out_ids, out_scores,
@@ -172,10 +366,6 @@ def topk_dense(S: np.ndarray, X: sp.csr_matrix, k: int, out_ids: np.ndarray, out
 def score_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix) -> sp.csr_matrix:
     """Raw scores ``(X Wt) Z`` as a (users, items) CSR float32 (no masking)."""
     return ((X @ Wt) @ Z).astype(np.float32).tocsr()
-
-
-def release_scoring_cache() -> None:
-    """Backend hook (the GPU twin frees the device copy of the weights): nothing is cached here."""
 
 
 #: Where :func:`score_sparse` of this backend runs.
