@@ -13,21 +13,31 @@ The search never sees anything but ``X``: a per-user random holdout (default) or
 on the held-out interactions. Order (cheapest first, so a tight ``max_seconds`` still returns a
 good model):
 
-1. ICF at each density of the ladder, lowest first; per density every pruning level, with every
-   ``l2`` of the coarse grid at the lowest density and the two best of the density below after
-   that. One Gram per pruning level is built and reused (``l2`` only shifts its diagonal; the density
-   only limits the factor): :class:`~sansa_gpu.factorize.FactorCache`.
-2. CHOLMOD (when installed, ``"cholmod"`` in ``factorizers``): per ``l2`` one exact factor, cut to
-   every density.
-3. ``l2`` refined around the best trial (log-steps of 10^±0.25, then 10^±0.125).
-4. More refinement sweeps (4, then 8) for the best trial while they improve it (the factor is
+1. The grid, as blocks run cheapest-predicted first:
+   - ICF *rungs*: one per density of the ladder, in ascending order (a rung is ready once the one
+     below has run); per rung every pruning level, with every ``l2`` of the coarse grid at the
+     lowest density and, above it, the :data:`KEEP_L2` best of the density below plus the grid
+     step below the smallest of them (ICF's best ``l2`` falls as the density rises). One Gram per
+     pruning level is built and reused (``l2`` only shifts its diagonal; the density only limits
+     the factor): :class:`~sansa_gpu.factorize.FactorCache`.
+   - CHOLMOD blocks (when installed, ``"cholmod"`` in ``factorizers``): per ``l2`` one exact
+     factor, cut to every density (ascending).
+   A block's cost is predicted from the trials run so far (:func:`predict_trial_seconds`: the
+   median seconds, fit plus validation scoring, of trials of the same factoriser and density; a
+   higher ICF density scaled by density^1.5 from the highest one measured; an exact factor not
+   yet computed priced like the densest ICF trial predicted), so on a small catalogue the cheap
+   CHOLMOD blocks run before ICF's top rung, and on a large one the other way round.
+2. ``l2`` refined around the best trial (log-steps of 10^±0.25, then 10^±0.125).
+3. More refinement sweeps (4, then 8) for the best trial while they improve it (the factor is
    reused, only the refinement runs again).
 
 Budgets: ``max_model_bytes`` caps the density ladder (weights ≈ 16 B per nonzero of each factor);
 ``max_memory`` (default: the available memory) skips a trial whose predicted fit peak
 (:func:`sansa_gpu.memory.estimate_memory`, bound first, exact counts when the bound does not fit)
-exceeds it, with a log line; ``max_seconds`` stops starting trials once spent (the first trial
-always runs; the refit on all data comes after and is not counted). Progress goes to stderr (``progress=False`` silences it).
+exceeds it, with a log line; ``max_seconds`` does not start a trial predicted to end past it (a
+cheaper one later may still run) and starts none once spent (the first trial always runs; the
+refit on all data comes after and is not counted). Progress goes to stderr (``progress=False``
+silences it).
 """
 
 from __future__ import annotations
@@ -64,9 +74,13 @@ DEFAULT_SWEEPS_GRID = (4, 8)
 64 nonzeros per item, λ = 1778) 5 sweeps instead of 2 raised test Recall@20 from 0.380 to 0.399."""
 KEEP_L2 = 2
 """ICF trials at each density after the lowest try only the ``KEEP_L2`` best ``l2`` of the density below
-(same pruning level): the best ICF λ moved by at most one grid step between densities on the shared
-datasets, and a bad λ at a high density is the most expensive trial of all (a small λ restarts the
-incomplete Cholesky with growing shifts)."""
+(same pruning level) and the grid step below the smallest of them: the best ICF λ moved by at most
+one grid step between densities on the shared datasets, downwards as the density rose (pinterest:
+1000 at 4 nonzeros per item, 10 at 256; keeping only the two best lost 0.004 test recall there),
+and a bad λ at a high density is the most expensive trial of all."""
+ICF_COST_EXPONENT = 1.5
+"""Predicted ICF trial seconds grow as density^1.5 above the highest density measured (measured
+4x density steps on gowalla / pinterest: 2.3 -> 11 -> 66 s and 1.5 -> 10.5 s, i.e. 1.1-1.4)."""
 WEIGHT_BYTES_PER_NNZ = 16
 """Bytes of the saved weights per nonzero of one factor: Wᵀ and Z each hold it as float32 + int32."""
 
@@ -279,9 +293,58 @@ def _check_grid(values, name: str, positive: bool = True) -> list:
     return sorted(set(vals))
 
 
+def _median(values) -> float:
+    return float(np.median(values))
+
+
+def predict_trial_seconds(trials: list, factorizer: str, density: float, *, factor_cached: bool = True,
+                          densities=()) -> float:
+    """Predicted seconds (fit plus validation scoring) of a trial, from ``trials`` already run
+    (their ``seconds``; CHOLMOD ones also ``factor_reused``).
+
+    ICF at a measured density: the median of those trials; above it: the highest measured density's
+    median x (density ratio)^:data:`ICF_COST_EXPONENT` (below it, the same scaling down); nothing
+    measured: 0 (the first trial always runs). CHOLMOD: the median of trials at that density that
+    reused the exact factor (else the ICF prediction there), plus, when ``factor_cached`` is False,
+    the exact factor: the median of what first trials per ``l2`` took beyond that, or, before any
+    CHOLMOD trial, the ICF prediction at the largest of ``densities``.
+    """
+    timed = [t for t in trials if t.get("seconds") is not None]
+
+    def icf(d):
+        by_density = {}
+        for t in timed:
+            if t["factorizer"] == "icf":
+                by_density.setdefault(t["density"], []).append(t["seconds"])
+        if not by_density:
+            return 0.0
+        if d in by_density:
+            return _median(by_density[d])
+        lower = [x for x in by_density if x < d]
+        ref = max(lower) if lower else min(by_density)
+        return _median(by_density[ref]) * (d / ref) ** ICF_COST_EXPONENT
+
+    if factorizer == "icf":
+        return icf(density)
+
+    def cut(d):
+        reused = [t["seconds"] for t in timed if t["factorizer"] == "cholmod" and t["density"] == d and t.get("factor_reused")]
+        return _median(reused) if reused else icf(d)
+
+    cost = cut(density)
+    if not factor_cached:
+        firsts = [t["seconds"] - cut(t["density"]) for t in timed
+                  if t["factorizer"] == "cholmod" and t.get("factor_reused") is False]
+        if firsts:
+            cost += max(0.0, _median(firsts))
+        else:
+            cost += icf(max(densities) if len(densities) else density)
+    return cost
+
+
 def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdout", validation_fraction: float = 0.2,
          validation_users: int | None = None, seed: int = 0, l2_grid=DEFAULT_L2_GRID, densities=None,
-         min_cooccurrence=DEFAULT_MIN_COOCCURRENCE, factorizers=("icf", "cholmod"), refine_l2: bool = True,
+         min_cooccurrence=DEFAULT_MIN_COOCCURRENCE, factorizers=None, refine_l2: bool = True,
          narrow_l2: bool = True, sweeps_grid=DEFAULT_SWEEPS_GRID,
          max_model_bytes: float | None = None, max_memory: float | None = None, max_seconds: float | None = None,
          refine_sweeps: int = 2, device: str = "auto", dense_ease: bool = False, refit: bool = True,
@@ -296,7 +359,10 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
         users: ``validation_users``, default that fraction of users; strong generalisation).
     l2_grid, densities, min_cooccurrence : the grids (densities default to :func:`density_ladder`);
         ``min_cooccurrence`` applies to ICF only; ``factorizers`` any of 'icf', 'cholmod' ('cholmod'
-        is dropped with a log line when scikit-sparse is not installed). ``narrow_l2``: ICF tries the
+        is dropped with a log line when scikit-sparse is not installed); default: 'icf', and
+        'cholmod' too on catalogues of at most :data:`~sansa_gpu.factorize.AUTO_CHOLMOD_MAX_ITEMS`
+        items (above it the exact factor is the slowest and largest trial of all: gowalla's takes
+        minutes and 15 GB). ``narrow_l2``: ICF tries the
         whole ``l2_grid`` at the lowest density only, then the :data:`KEEP_L2` best of the density below.
     refine_sweeps, sweeps_grid : sweeps of every trial, then more sweeps (each value of ``sweeps_grid``
         above it, ascending, while validation improves) for the best trial.
@@ -315,7 +381,8 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
     metric_key = f"{metric}@{k}"
     l2_grid = _check_grid(l2_grid, "l2_grid")
     mc_grid = _check_grid(min_cooccurrence, "min_cooccurrence", positive=False)
-    factorizers = list(dict.fromkeys(factorizers))
+    default_factorizers = factorizers is None
+    factorizers = ["icf", "cholmod"] if default_factorizers else list(dict.fromkeys(factorizers))
     if not factorizers:
         raise ValueError("factorizers is empty: give 'icf' and/or 'cholmod'")
     for f in factorizers:
@@ -331,6 +398,12 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
         X = data
     X = check_interactions(X, require_nonempty=True)
     n = X.shape[1]
+    from .factorize import AUTO_CHOLMOD_MAX_ITEMS
+
+    if default_factorizers and n > AUTO_CHOLMOD_MAX_ITEMS:
+        logger.info("tune: %d items > %d: ICF trials only (pass factorizers=('icf', 'cholmod') to try CHOLMOD)",
+                    n, AUTO_CHOLMOD_MAX_ITEMS)
+        factorizers = ["icf"]
     if densities is None:
         densities = density_ladder(n, max_model_bytes)
     else:
@@ -363,6 +436,7 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
 
     trials: list = []
     not_started = [0]  # trials max_seconds left unstarted
+    cholmod_factor_l2 = [None]  # the l2 whose exact factor the CHOLMOD cache holds
     estimates: dict = {}  # (factorizer, min_cooccurrence, density) -> predicted peak bytes
     counts: dict = {}  # (factorizer, min_cooccurrence) -> structural_counts
     cache_by_factorizer = {f: FactorCache(max_grams=len(mc_grid) if f == "icf" else 1) for f in factorizers}
@@ -395,6 +469,16 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
         if out_of_time():
             not_started[0] += 1
             return None
+        cache = cache_by_factorizer[factorizer]
+        if max_seconds is not None and any(t["status"] == "ok" for t in trials):
+            left = max_seconds - (time.perf_counter() - t_start)
+            cached = factorizer != "cholmod" or cholmod_factor_l2[0] == l2
+            predicted = predict_trial_seconds(trials, factorizer, density, factor_cached=cached, densities=densities)
+            if predicted > left:  # would end past the budget: leave it, a cheaper trial may still fit
+                not_started[0] += 1
+                say(f"{factorizer} mc={mc:g} density={density:.3g} l2={l2:g}: not started (predicted {predicted:.0f}s "
+                    f"> {left:.0f}s left)")
+                return None
         # the fit's own predicted peak, plus what the caches hold between fits
         peak = predicted_peak(factorizer, mc, density) + sum(c.held_bytes() for c in cache_by_factorizer.values())
         rec["estimated_peak_bytes"] = peak
@@ -407,12 +491,14 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
             return None
         model = SANSA(l2=l2, density=density, factorizer=factorizer, min_cooccurrence=mc if factorizer == "icf" else 0.0,
                       refine_sweeps=sweeps, device=device)
+        reused_before = cache.hits["exact_factor"]
         try:
             t0 = time.perf_counter()
             with _PeakRss() as rss:
-                model.fit(split.train, check_memory=False, factor_cache=cache_by_factorizer[factorizer])
+                model.fit(split.train, check_memory=False, factor_cache=cache)
             fit_s = time.perf_counter() - t0
             ids, _ = model.recommend(split.inputs, k=k)
+            score_s = time.perf_counter() - t0 - fit_s
         except (ArithmeticError, MemoryError, RuntimeError, ValueError) as exc:  # e.g. ICF breakdown past its restarts
             rec["status"] = f"failed: {type(exc).__name__}: {exc}"
             say(f"#{rec['trial']} {factorizer} mc={mc:g} density={density:.3g} l2={l2:g}: {rec['status']}")
@@ -421,30 +507,54 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
         scores = evaluate(ids, split.targets, ks=(k,))
         rec.update(status="ok", **{key: round(float(v), 6) for key, v in scores.items()},
                    model_bytes=model.model_bytes, model_nnz=model.model_nnz, fit_seconds=round(fit_s, 3),
-                   peak_rss_bytes=rss.peak)
+                   score_seconds=round(score_s, 3), seconds=round(fit_s + score_s, 3), peak_rss_bytes=rss.peak)
+        if factorizer == "cholmod":
+            rec["factor_reused"] = cache.hits["exact_factor"] > reused_before
+            cholmod_factor_l2[0] = l2
         trials.append(rec)
         say(f"#{rec['trial']} {factorizer} mc={mc:g} density={density:.3g} l2={l2:g}: {metric_key} "
             f"{rec[metric_key]:.4f}, {rec['model_bytes'] / 1e6:.2f} MB, {fit_s:.1f}s")
         return rec
 
-    # 1. ICF, cheapest (lowest density) first; per density every pruning level; the whole l2 grid at the
-    #    lowest density, then the KEEP_L2 best l2 of the density below (per pruning level)
-    if "icf" in factorizers:
-        for i, density in enumerate(densities):
-            for mc in mc_grid:
-                grid = l2_grid
-                if i > 0 and narrow_l2:
-                    below = [t for t in trials if t["status"] == "ok" and t["factorizer"] == "icf"
-                             and t["min_cooccurrence"] == mc and t["density"] == densities[i - 1]]
-                    if below:
-                        grid = sorted(t["l2"] for t in sorted(below, key=lambda t: -t[metric_key])[:KEEP_L2])
-                for l2 in grid:
-                    run("icf", mc, density, l2, "grid")
-    # 2. CHOLMOD: one exact factor per l2, cut to every density
-    if "cholmod" in factorizers:
-        for l2 in l2_grid:
+    # 1. the grid: ICF rungs (ascending density, each ready once the one below has run) and CHOLMOD
+    #    blocks (one exact factor per l2, cut to every density), cheapest predicted block first
+    def icf_rung(i) -> list:
+        """(min_cooccurrence, l2) of ICF rung i: the whole grid at the lowest density, then per pruning
+        level the KEEP_L2 best l2 of the density below and the grid step below the smallest of them."""
+        pairs = []
+        for mc in mc_grid:
+            grid = l2_grid
+            if i > 0 and narrow_l2:
+                below = [t for t in trials if t["status"] == "ok" and t["factorizer"] == "icf"
+                         and t["min_cooccurrence"] == mc and t["density"] == densities[i - 1]]
+                if below:
+                    kept = sorted(t["l2"] for t in sorted(below, key=lambda t: -t[metric_key])[:KEEP_L2])
+                    step_down = [v for v in l2_grid if v < kept[0]][-1:]
+                    grid = sorted(set(kept + step_down))
+            pairs += [(mc, l2) for l2 in grid]
+        return pairs
+
+    def block_cost(block) -> float:
+        kind, key = block
+        if kind == "icf":
+            return len(icf_rung(key)) * predict_trial_seconds(trials, "icf", densities[key])
+        return sum(predict_trial_seconds(trials, "cholmod", d, factor_cached=j > 0 or cholmod_factor_l2[0] == key,
+                                         densities=densities) for j, d in enumerate(densities))
+
+    blocks = ([("icf", 0)] if "icf" in factorizers else []) + [("cholmod", l2) for l2 in
+                                                              (l2_grid if "cholmod" in factorizers else [])]
+    while blocks:
+        block = min(blocks, key=block_cost)  # ties: the earlier block (ICF rungs, then l2 ascending)
+        blocks.remove(block)
+        kind, key = block
+        if kind == "icf":
+            for mc, l2 in icf_rung(key):
+                run("icf", mc, densities[key], l2, "grid")
+            if key + 1 < len(densities):
+                blocks.insert(0, ("icf", key + 1))
+        else:
             for density in densities:
-                run("cholmod", 0.0, density, l2, "grid")
+                run("cholmod", 0.0, density, key, "grid")
     ok = [t for t in trials if t["status"] == "ok"]
     if not ok:
         why = sorted({t["status"] for t in trials}) or ["max_seconds was spent before the first trial"]

@@ -234,3 +234,83 @@ def test_factor_cache_keeps_one_gram_per_pruning_level(X):
         SANSA(l2=10.0, density=0.02, factorizer="icf", min_cooccurrence=mc, refine_sweeps=1,
               device="cpu").fit(X, factor_cache=single)
     assert single.hits["gram"] == 0  # evicted before it was needed again
+
+
+# ---------------------------------------------------------------- cost-aware order and l2 narrowing
+from sansa_gpu.tuning import ICF_COST_EXPONENT, KEEP_L2, predict_trial_seconds  # noqa: E402
+
+
+def _t(fac, d, sec, reused=None):
+    t = {"factorizer": fac, "density": d, "seconds": sec, "status": "ok"}
+    if reused is not None:
+        t["factor_reused"] = reused
+    return t
+
+
+def test_predicted_trial_seconds_from_the_trials_run():
+    assert predict_trial_seconds([], "icf", 0.01) == 0.0  # nothing measured: the first trial runs
+    trials = [_t("icf", 0.01, 1.0), _t("icf", 0.01, 3.0), _t("icf", 0.01, 2.0), _t("icf", 0.04, 8.0)]
+    assert predict_trial_seconds(trials, "icf", 0.01) == 2.0  # the median at a measured density
+    assert predict_trial_seconds(trials, "icf", 0.16) == pytest.approx(8.0 * 4 ** ICF_COST_EXPONENT)
+    assert predict_trial_seconds(trials, "icf", 0.02) == pytest.approx(2.0 * 2 ** ICF_COST_EXPONENT)
+    # CHOLMOD before any CHOLMOD trial: a cut priced like ICF there, the factor like the densest ICF trial
+    dens = (0.01, 0.04, 0.16)
+    assert predict_trial_seconds(trials, "cholmod", 0.01, factor_cached=True) == 2.0
+    assert predict_trial_seconds(trials, "cholmod", 0.01, factor_cached=False, densities=dens) == pytest.approx(
+        2.0 + 8.0 * 4 ** ICF_COST_EXPONENT)
+    # after CHOLMOD trials: cuts from the trials that reused the factor, the factor from the first ones
+    trials += [_t("cholmod", 0.01, 10.5, reused=False), _t("cholmod", 0.04, 0.7, reused=True),
+               _t("cholmod", 0.01, 0.5, reused=True)]
+    assert predict_trial_seconds(trials, "cholmod", 0.01) == 0.5
+    assert predict_trial_seconds(trials, "cholmod", 0.04, factor_cached=False, densities=dens) == pytest.approx(0.7 + 10.0)
+
+
+def test_icf_narrowing_keeps_the_best_l2_and_the_step_below(X):
+    grid = (1.0, 10.0, 100.0, 1000.0)
+    d0, d1 = 0.02, 0.08
+    r = tune(X, densities=(d0, d1), l2_grid=grid, min_cooccurrence=(0.0,), factorizers=("icf",), refine_l2=False,
+             sweeps_grid=(), device="cpu", progress=False, refine_sweeps=1)
+    low = sorted((t for t in r.trials if t["density"] == d0), key=lambda t: -t["recall@20"])
+    assert sorted(t["l2"] for t in low) == list(grid)
+    kept = sorted(t["l2"] for t in low[:KEEP_L2])
+    below = [v for v in grid if v < kept[0]][-1:]
+    assert sorted(t["l2"] for t in r.trials if t["density"] == d1) == sorted(set(kept + below))
+
+
+def test_time_budget_leaves_trials_predicted_to_overrun(X, monkeypatch):
+    """A trial predicted to end past max_seconds is not started, but cheaper ones after it still run."""
+    from sansa_gpu import tuning
+
+    real = tuning.predict_trial_seconds
+    monkeypatch.setattr(tuning, "predict_trial_seconds",
+                        lambda trials, fac, d, **kw: 1e6 if d == 0.08 else real(trials, fac, d, **kw))
+    r = tune(X, densities=(0.02, 0.08), l2_grid=(10.0, 100.0), min_cooccurrence=(0.0,), factorizers=("icf",),
+             max_seconds=600, sweeps_grid=(4,), device="cpu", progress=False, refine_sweeps=1)
+    assert not any(t["density"] == 0.08 for t in r.trials) and r.extra["not_started"] >= 2
+    assert any(t["phase"] == "refine" for t in r.trials) and any(t["phase"] == "sweeps" for t in r.trials)
+    assert all("seconds" in t and t["seconds"] >= t["fit_seconds"] for t in r.trials if t["status"] == "ok")
+
+
+def test_cheaper_cholmod_blocks_run_before_an_expensive_icf_rung(X, monkeypatch):
+    require("sksparse")
+    from sansa_gpu import tuning
+
+    real = tuning.predict_trial_seconds
+    monkeypatch.setattr(tuning, "predict_trial_seconds",
+                        lambda trials, fac, d, **kw: 1e3 if (fac, d) == ("icf", 0.08) else real(trials, fac, d, **kw))
+    r = tune(X, densities=(0.02, 0.08), l2_grid=(10.0, 100.0), min_cooccurrence=(0.0,), refine_l2=False,
+             sweeps_grid=(), device="cpu", progress=False, refine_sweeps=1)
+    order = [(t["factorizer"], t["density"]) for t in r.trials]
+    top_icf = order.index(("icf", 0.08))
+    assert all(f == "cholmod" for f, _ in order[order.index(("cholmod", 0.02)):top_icf])
+    assert sum(f == "cholmod" for f, _ in order[:top_icf]) == 4  # both l2 blocks, both densities
+    assert [t["factor_reused"] for t in r.trials if t["factorizer"] == "cholmod"] == [False, True, False, True]
+
+
+def test_default_factorizers_leave_cholmod_out_on_large_catalogues(X, monkeypatch, caplog):
+    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MAX_ITEMS", X.shape[1] - 1)
+    with caplog.at_level(logging.INFO, logger="sansa_gpu.tuning"):
+        r = tune(X, densities=(0.02,), l2_grid=(10.0,), min_cooccurrence=(0.0,), refine_l2=False, sweeps_grid=(),
+                 device="cpu", progress=False, refine_sweeps=1)
+    assert {t["factorizer"] for t in r.trials} == {"icf"}
+    assert any("ICF trials only" in rec.getMessage() for rec in caplog.records)
