@@ -10,7 +10,9 @@ Per dataset (each step in its own spawned process, one after another), JSON line
   test metrics.
 - ``official``: the official package at the chosen density and factoriser (ICF ↔ its
   ICFGramianFactorizer, CHOLMOD ↔ CHOLMODGramianFactorizer; ``scans=1``, ``finetune_steps=5``) for
-  every λ the search tried with that factoriser, fitted on train, test metrics per λ, and the best.
+  every λ of the coarse grid the search tried with that factoriser, and the chosen λ (when the
+  search refined it off the grid), fitted on train, test metrics per λ, and the best.
+  ``--max-model-bytes`` passes a weights budget to the search (the record carries it).
 
     python benchmarks/tune_bench.py --data ml-1m-implicit pinterest gowalla --max-seconds 600 \\
         --out benchmarks/results/tune.jsonl --plot-dir benchmarks/results
@@ -38,14 +40,16 @@ def _split(data_dir, data):
     return split
 
 
-def _tune(data_dir, data, seed, max_seconds, plot_dir, queue):
+def _tune(data_dir, data, seed, max_seconds, max_model_bytes, plot_dir, queue):
     from sansa_gpu import tune
 
     split = _split(data_dir, data)
     t0 = time.perf_counter()
-    r = tune(split.train, seed=seed, max_seconds=max_seconds, dense_ease=plot_dir is not None, progress=True)
+    r = tune(split.train, seed=seed, max_seconds=max_seconds, max_model_bytes=max_model_bytes,
+             dense_ease=plot_dir is not None, progress=True)
     total = time.perf_counter() - t0
-    rec = {"case": "tune", "seed": seed, "max_seconds": max_seconds, "search_seconds": r.seconds,
+    rec = {"case": "tune", "seed": seed, "max_seconds": max_seconds, "max_model_bytes": max_model_bytes,
+           "search_seconds": r.seconds,
            "total_seconds": round(total, 2), "chosen": r.best_params, "validation_metric": r.metric,
            "validation_best": r.best[r.metric], "not_started": r.extra["not_started"],
            "model_bytes": r.model.model_bytes, "factorizer_reason": r.model.stats_["factorizer_reason"],
@@ -125,6 +129,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", nargs="+", default=["ml-1m-implicit", "pinterest", "gowalla"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-seconds", type=float, default=600.0)
+    ap.add_argument("--max-model-bytes", type=float, default=None)
     ap.add_argument("--plot-dir", default=None, help="write tune_<data>.png here")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tune.jsonl"))
     ap.add_argument("--cases", nargs="+", choices=("tune", "default", "official"), default=["tune", "default", "official"],
@@ -136,7 +141,8 @@ def main(argv=None) -> int:
     for data in args.data:
         base = {"what": "tune_vs_default_vs_official", "data": data}
         if "tune" in args.cases:
-            t = run_isolated(_tune, (args.data_dir, data, args.seed, args.max_seconds, args.plot_dir), {**base, "case": "tune"})
+            t = run_isolated(_tune, (args.data_dir, data, args.seed, args.max_seconds, args.max_model_bytes, args.plot_dir),
+                             {**base, "case": "tune"})
             emit({**base, **t}, args.out)
         else:  # the last tune record of this dataset in --out
             t = _last_tune(args.out, data)
@@ -144,7 +150,10 @@ def main(argv=None) -> int:
             emit({**base, **run_isolated(_default, (args.data_dir, data), {**base, "case": "default"})}, args.out)
         if "official" in args.cases and "chosen" in t:
             c = t["chosen"]
-            l2s = sorted({tr["l2"] for tr in t["trials"] if tr["factorizer"] == c["factorizer"] and tr["status"] == "ok"})
+            from sansa_gpu.tuning import DEFAULT_L2_GRID
+
+            l2s = sorted({tr["l2"] for tr in t["trials"] if tr["factorizer"] == c["factorizer"] and tr["status"] == "ok"
+                          and tr["l2"] in DEFAULT_L2_GRID} | {c["l2"]})
             emit({**base, **run_isolated(_official, (args.data_dir, data, c["density"], c["factorizer"], l2s),
                                          {**base, "case": "official"})}, args.out)
     return 0
