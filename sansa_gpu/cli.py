@@ -1,6 +1,6 @@
 """``sansa-gpu``: fit a model from an interaction file, write every user's top-k, evaluate a split.
 
-    sansa-gpu fit interactions.parquet -o model.npz --user-col user --item-col item --density 5e-4
+    sansa-gpu fit interactions.parquet -o model.npz --user-col user --item-col item
     sansa-gpu recommend model.npz interactions.parquet -o top20.parquet --k 20
     sansa-gpu recommend model.npz interactions/ -o top20/ --scheduler tcp://HOST:8786   # or --workers 4
     sansa-gpu evaluate model.npz --train train.csv --test test.csv -o metrics.json
@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
     _add_columns(f)
     f.add_argument("--l2", type=float, default=20.0)
-    f.add_argument("--density", type=float, default=5e-4)
+    f.add_argument("--density", type=float, default=None,
+                   help="weight density (default: 16 nonzeros per item column, i.e. 16 / n_items)")
     f.add_argument("--factorizer", choices=("auto", "cholmod", "icf"), default="auto",
                    help="default auto: the rule of sansa_gpu.factorize.choose_factorizer")
     f.add_argument("--ordering", default=None, help="item ordering (default: colamd for cholmod, popularity for icf)")

@@ -28,6 +28,8 @@ from .validation import (
 logger = logging.getLogger(__name__)
 
 FACTORIZERS = ("auto", "cholmod", "icf")
+DEFAULT_NNZ_PER_ITEM = 16
+"""Default density as nonzeros per item column of each factor (``density=None``); see ``SANSA``."""
 REFINE_TOL = 1e-2
 """Default ``refine_tol``: columns of K within 1% of their target (``||e_j - L k_j|| <= 0.01``) are
 not refined. Against 1e-7: the same recall@20 within 0.0004 on ml-1m (CHOLMOD), gowalla and
@@ -48,9 +50,15 @@ class SANSA:
     ----------
     l2 : float > 0
         Ridge regularisation lambda of EASE.
-    density : float in (0, 1]
+    density : float in (0, 1], or None
         Weight density delta: each factor (L, then K ~= L^{-1}) keeps about ``delta * n_items**2``
-        nonzeros (at least the diagonal). 1 keeps everything: the model then equals EASE.
+        nonzeros (at least the diagonal). 1 keeps everything: the model then equals EASE. None
+        (default): :data:`DEFAULT_NNZ_PER_ITEM` nonzeros per item column, delta = 16 / n_items
+        (capped at 1), resolved per fit (``density_``). A fixed delta scales badly with the
+        catalogue (5e-4 is 2 per item on ml-1m, 500 on a million items); 16 per item is where the
+        validation curves of the shared datasets bend (``sansa_gpu.tune`` trials, README: gowalla
+        0.187 / 0.195 / 0.195 validation Recall@20 at 4 / 16 / 64 per item, pinterest 0.120 / 0.140
+        / 0.144), at a quarter of 64's memory and scoring work.
     factorizer : 'auto' | 'cholmod' | 'icf'
         'cholmod': exact CHOLMOD LDL^T, then cut to the budget (the exact factor must fit in memory;
         needs the ``sansa_gpu[cholmod]`` extra). 'icf': column-parallel Gram + incomplete Cholesky that
@@ -102,7 +110,7 @@ class SANSA:
     def __init__(
         self,
         l2: float = 20.0,
-        density: float = 5e-4,
+        density: float | None = None,
         factorizer: str = "auto",
         refine_sweeps: int = 2,
         device: str = "auto",
@@ -124,7 +132,8 @@ class SANSA:
 
     def _check_params(self) -> None:
         check_positive_float(self.l2, "l2")
-        check_density(self.density)
+        if self.density is not None:
+            check_density(self.density)
         check_nonnegative_int(self.refine_sweeps, "refine_sweeps")
         check_positive_float(self.refine_tol, "refine_tol")
         if self.factorizer not in FACTORIZERS:
@@ -143,6 +152,19 @@ class SANSA:
         if self.device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {self.device!r}")
 
+    def density_for(self, n_items: int) -> float:
+        """The density a fit on ``n_items`` items uses: ``density``, or by default
+        :data:`DEFAULT_NNZ_PER_ITEM` / n_items (at most 1)."""
+        if self.density is not None:
+            return float(self.density)
+        return min(1.0, DEFAULT_NNZ_PER_ITEM / max(1, int(n_items)))
+
+    @property
+    def density_(self) -> float:
+        """The density the last fit used (see ``density``)."""
+        self._check_fitted()
+        return self.density_for(self.n_items_)
+
     @property
     def ordering_(self) -> str:
         """The ordering used: ``ordering``, or by default 'colamd' for 'cholmod' and 'popularity' for 'icf'
@@ -158,12 +180,13 @@ class SANSA:
         """(factoriser, reason) a fit on X would use: ``factorizer`` itself unless it is 'auto'."""
         if self.factorizer != "auto":
             return self.factorizer, "set by the caller"
-        return choose_factorizer(X, float(self.density), ordering=self.ordering,
+        return choose_factorizer(X, self.density_for(X.shape[1]), ordering=self.ordering,
                                  min_cooccurrence=float(self.min_cooccurrence))
 
     def get_params(self) -> dict:
         return {
-            "l2": float(self.l2), "density": float(self.density), "factorizer": self.factorizer,
+            "l2": float(self.l2), "density": None if self.density is None else float(self.density),
+            "factorizer": self.factorizer,
             "refine_sweeps": int(self.refine_sweeps), "device": self.device, "ordering": self.ordering,
             "column_scaling": self.column_scaling, "min_cooccurrence": float(self.min_cooccurrence),
             "refine_tol": float(self.refine_tol),
@@ -178,7 +201,7 @@ class SANSA:
         self._check_params()
         X = check_interactions(X, require_nonempty=True)
         factorizer, _ = self.choose_factorizer(X)
-        return estimate_memory(X, float(self.density), factorizer, float(self.min_cooccurrence),
+        return estimate_memory(X, self.density_for(X.shape[1]), factorizer, float(self.min_cooccurrence),
                                self._ordering_for(factorizer))
 
     def fit(self, X, check_memory: bool = True, *, user_col: str = "user_id", item_col: str = "item_id",
@@ -210,9 +233,10 @@ class SANSA:
 
             t_est = time.perf_counter()
             have = available_memory_bytes()
-            est = memory_upper_bound(X, float(self.density), factorizer)
+            est = memory_upper_bound(X, self.density_for(X.shape[1]), factorizer)
             if est["peak"] > have:  # the worst case does not fit: count exactly
-                est = estimate_memory(X, float(self.density), factorizer, float(self.min_cooccurrence), ordering)
+                est = estimate_memory(X, self.density_for(X.shape[1]), factorizer, float(self.min_cooccurrence),
+                                      ordering)
             logger.info("fit: estimated peak %.2f GB (%s), available %.2f GB (%.2fs)", est["peak"] / 1e9,
                         ", ".join(f"{k} {est[k] / 1e9:.2f}" for k in ("gram", "factorize", "refine", "weights")),
                         have / 1e9, time.perf_counter() - t_est)
@@ -226,10 +250,12 @@ class SANSA:
         device = resolve_device(self.device)
         backend = get_backend(device)
         n = X.shape[1]
-        budget = nnz_budget(float(self.density), n)
+        density = self.density_for(n)
+        budget = nnz_budget(density, n)
         logger.info("fit: %d users x %d items, nnz(X)=%d, l2=%g, density=%g -> budget %d nnz per factor, device=%s, "
-                    "factorizer=%s (%s)", X.shape[0], n, X.nnz, self.l2, self.density, budget, device, factorizer, reason)
-        stats: dict = {"n_users": int(X.shape[0]), "n_items": int(n), "nnz_X": int(X.nnz), "budget": budget,
+                    "factorizer=%s (%s)", X.shape[0], n, X.nnz, self.l2, density, budget, device, factorizer, reason)
+        stats: dict = {"n_users": int(X.shape[0]), "n_items": int(n), "nnz_X": int(X.nnz), "density": density,
+                       "budget": budget,
                        "factorizer": factorizer, "factorizer_reason": reason}
         t0 = time.perf_counter()
         scale = self.column_scaling if self.column_scaling is not None else factorizer == "icf"

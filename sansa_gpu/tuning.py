@@ -21,7 +21,9 @@ good model):
      pruning level is built and reused (``l2`` only shifts its diagonal; the density only limits
      the factor): :class:`~sansa_gpu.factorize.FactorCache`.
    - CHOLMOD blocks (when installed, ``"cholmod"`` in ``factorizers``): per ``l2`` one exact
-     factor, cut to every density (ascending).
+     factor, cut to every density (ascending); ``l2`` from the top of the grid down (the exact
+     factor's best ``l2`` is EASE's, 100-2000 on the shared datasets), stopping once a block's best
+     is below the block before it.
    A block's cost is predicted from the trials run so far (:func:`predict_trial_seconds`: the
    median seconds, fit plus validation scoring, of trials of the same factoriser and density; a
    higher ICF density scaled by density^1.5 from the highest one measured; an exact factor not
@@ -519,20 +521,23 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
     # 1. the grid: ICF rungs (ascending density, each ready once the one below has run) and CHOLMOD
     #    blocks (one exact factor per l2, cut to every density), cheapest predicted block first
     def icf_rung(i) -> list:
-        """(min_cooccurrence, l2) of ICF rung i: the whole grid at the lowest density, then per pruning
-        level the KEEP_L2 best l2 of the density below and the grid step below the smallest of them."""
-        pairs = []
+        """(min_cooccurrence, l2) of ICF rung i in the order to run: the whole grid at the lowest density;
+        above it, per pruning level the KEEP_L2 best l2 of the density below (best first), then the grid
+        step below the smallest of them, all of these last (a speculative l2, and a small l2 is the
+        slowest ICF trial: its breakdowns restart the factorisation)."""
+        if i == 0 or not narrow_l2:
+            return [(mc, l2) for mc in mc_grid for l2 in l2_grid]
+        kept_pairs, step_pairs = [], []
         for mc in mc_grid:
-            grid = l2_grid
-            if i > 0 and narrow_l2:
-                below = [t for t in trials if t["status"] == "ok" and t["factorizer"] == "icf"
-                         and t["min_cooccurrence"] == mc and t["density"] == densities[i - 1]]
-                if below:
-                    kept = sorted(t["l2"] for t in sorted(below, key=lambda t: -t[metric_key])[:KEEP_L2])
-                    step_down = [v for v in l2_grid if v < kept[0]][-1:]
-                    grid = sorted(set(kept + step_down))
-            pairs += [(mc, l2) for l2 in grid]
-        return pairs
+            below = [t for t in trials if t["status"] == "ok" and t["factorizer"] == "icf"
+                     and t["min_cooccurrence"] == mc and t["density"] == densities[i - 1]]
+            if not below:
+                kept_pairs += [(mc, l2) for l2 in l2_grid]
+                continue
+            kept = [t["l2"] for t in sorted(below, key=lambda t: -t[metric_key])[:KEEP_L2]]
+            kept_pairs += [(mc, l2) for l2 in kept]
+            step_pairs += [(mc, l2) for l2 in l2_grid if l2 < min(kept)][-1:]
+        return kept_pairs + step_pairs
 
     def block_cost(block) -> float:
         kind, key = block
@@ -541,10 +546,14 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
         return sum(predict_trial_seconds(trials, "cholmod", d, factor_cached=j > 0 or cholmod_factor_l2[0] == key,
                                          densities=densities) for j, d in enumerate(densities))
 
+    # CHOLMOD's l2 as a line search from the top of the grid (the exact factor's best l2 is EASE's, 100-2000
+    # on the shared datasets): a block whose best is below the block before ends the line
     blocks = ([("icf", 0)] if "icf" in factorizers else []) + [("cholmod", l2) for l2 in
-                                                              (l2_grid if "cholmod" in factorizers else [])]
+                                                              (l2_grid[::-1] if "cholmod" in factorizers else [])]
+    cholmod_best = []  # best metric of each CHOLMOD block run, in order
+    l2_before = [None]
     while blocks:
-        block = min(blocks, key=block_cost)  # ties: the earlier block (ICF rungs, then l2 ascending)
+        block = min(blocks, key=block_cost)  # ties: the earlier block (ICF rungs, then l2 descending)
         blocks.remove(block)
         kind, key = block
         if kind == "icf":
@@ -552,9 +561,15 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
                 run("icf", mc, densities[key], l2, "grid")
             if key + 1 < len(densities):
                 blocks.insert(0, ("icf", key + 1))
-        else:
-            for density in densities:
-                run("cholmod", 0.0, density, key, "grid")
+            continue
+        if len(cholmod_best) >= 2 and cholmod_best[-1] < cholmod_best[-2]:
+            say(f"cholmod l2={key:g}: not tried (l2={l2_before[0]:g} was worse than the l2 above it)")
+            continue
+        recs = [run("cholmod", 0.0, density, key, "grid") for density in densities]
+        done = [r[metric_key] for r in recs if r is not None]
+        if done:
+            cholmod_best.append(max(done))
+            l2_before[0] = key
     ok = [t for t in trials if t["status"] == "ok"]
     if not ok:
         why = sorted({t["status"] for t in trials}) or ["max_seconds was spent before the first trial"]

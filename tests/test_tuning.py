@@ -314,3 +314,30 @@ def test_default_factorizers_leave_cholmod_out_on_large_catalogues(X, monkeypatc
                  device="cpu", progress=False, refine_sweeps=1)
     assert {t["factorizer"] for t in r.trials} == {"icf"}
     assert any("ICF trials only" in rec.getMessage() for rec in caplog.records)
+
+
+def test_default_density_is_sixteen_nonzeros_per_item(X, tmp_path):
+    from sansa_gpu.model import DEFAULT_NNZ_PER_ITEM
+
+    m = SANSA(refine_sweeps=1, factorizer="icf", device="cpu").fit(X)
+    n = X.shape[1]
+    assert m.get_params()["density"] is None and m.density_ == DEFAULT_NNZ_PER_ITEM / n
+    assert m.stats_["density"] == DEFAULT_NNZ_PER_ITEM / n and m.stats_["budget"] == nnz_budget(DEFAULT_NNZ_PER_ITEM / n, n)
+    ref = SANSA(density=DEFAULT_NNZ_PER_ITEM / n, refine_sweeps=1, factorizer="icf", device="cpu").fit(X)
+    for M, R in zip(m.weights_, ref.weights_):
+        assert (M != R).nnz == 0
+    m.save(tmp_path / "m.npz")
+    loaded = SANSA.load(tmp_path / "m.npz")
+    assert loaded.density is None and loaded.density_ == m.density_
+    assert SANSA(factorizer="icf").density_for(8) == 1.0  # tiny catalogues: capped at 1
+
+
+def test_cholmod_l2_is_a_line_search_from_the_top_of_the_grid(X):
+    require("sksparse")
+    r = tune(X, densities=(0.02, 0.08), l2_grid=(0.01, 1.0, 10.0, 100.0, 1000.0), min_cooccurrence=(0.0,),
+             refine_l2=False, sweeps_grid=(), device="cpu", progress=False, refine_sweeps=1)
+    chol = [t for t in r.trials if t["factorizer"] == "cholmod"]
+    run_l2 = list(dict.fromkeys(t["l2"] for t in chol))
+    assert run_l2 == [1000.0, 100.0, 10.0]  # descending; stopped after the first block worse than the one above
+    best = [max(t["recall@20"] for t in chol if t["l2"] == l2) for l2 in run_l2]
+    assert best[2] < best[1] and all(b <= max(best[:2]) for b in best)
