@@ -138,8 +138,12 @@ def main(argv=None) -> int:
     missing = [d for d in args.data if not (Path(args.data_dir) / d / "train.txt").is_file()]
     if missing:
         ap.error(f"no train.txt for {missing} under --data-dir {args.data_dir}")
+    import subprocess
+
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or None
     for data in args.data:
-        base = {"what": "tune_vs_default_vs_official", "data": data}
+        base = {"what": "tune_vs_default_vs_official", "data": data, "commit": commit}
         if "tune" in args.cases:
             t = run_isolated(_tune, (args.data_dir, data, args.seed, args.max_seconds, args.max_model_bytes, args.plot_dir),
                              {**base, "case": "tune"})
