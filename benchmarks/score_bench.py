@@ -30,6 +30,7 @@ Each case reports, per configuration:
 line reports ``users_scored`` < ``n_users`` and ``capped``: true (users/s stay exact).
 
     python benchmarks/score_bench.py --data gowalla --densities 5e-4 2e-3
+    python benchmarks/score_bench.py --data pinterest --densities 1.6e-3 6.5e-3 2.6e-2 --plans factored product --skip-official
     python benchmarks/score_bench.py --synthetic-users 1000000 --densities 5e-5 5e-4 --device gpu --repeats 1 \\
         --check-users 10000 --time-cap 7 --out $OUT/score.jsonl
     python benchmarks/score_bench.py --synthetic-users 200000 --items 1000000 --model synthetic --densities 2e-5 --device gpu
@@ -97,6 +98,9 @@ def real_data(args) -> None:
         model, fit_s = _fit(split.train, density, args.l2, args.ordering)
         Wt, Z = model.weights_
         model.recommend(X[:100], k=args.k)  # compile
+        if args.skip_official:
+            emit(compare_plans(args, X, Wt, Z, density), args.out)
+            continue
         ours, official = [], []
         off = None
         for _ in range(args.repeats):
@@ -124,8 +128,46 @@ def real_data(args) -> None:
             rec["max_score_diff"] = float(np.max(np.abs(np.where(valid, o_scores - scores, 0))))
         else:
             rec["official_error"] = off if isinstance(off, str) else None
+        from sansa_gpu.cpu import inference as cpu_inference
+
+        rec["plan"], rec["plan_reason"] = cpu_inference.choose_plan(X, Wt, Z, cached=True)
         rec.update(peak_rss_gb=round(peak_rss_gb(), 3), machine=platform.node(), device="cpu")
         emit(rec, args.out)
+        if args.plans:
+            emit(compare_plans(args, X, Wt, Z, density), args.out)
+
+
+def compare_plans(args, X, Wt, Z, density) -> dict:
+    """Our CPU plans side by side on the same weights and users (``--plans``): median seconds of
+    ``--repeats`` interleaved runs each (B formed before timing the product plan, its time reported
+    apart), what ``plan="auto"`` chooses and the cost model's predictions, and the top-k agreement."""
+    from sansa_gpu.cpu import inference as cpu_inference
+
+    cpu_inference.release_scoring_cache()
+    build = None
+    if "product" in args.plans:
+        t0 = time.perf_counter()
+        cpu_inference._product_state(Wt, Z)
+        build = round(time.perf_counter() - t0, 3)
+    times = {plan: [] for plan in args.plans}
+    results = {}
+    for _ in range(args.repeats):
+        for plan in args.plans:
+            t0 = time.perf_counter()
+            results[plan] = cpu_inference.recommend_sparse(X, Wt, Z, args.k, plan=plan)
+            times[plan].append(time.perf_counter() - t0)
+    cost = cpu_inference.plan_costs(X, Wt, Z)
+    rec = {"what": "score_plans", "data": args.data, "density": density, "k": args.k, "n_users": int(X.shape[0]),
+           "n_items": int(X.shape[1]), "model_nnz": int(Wt.nnz + Z.nnz), "product_build_seconds": build,
+           **{f"{plan}_seconds": [round(t, 3) for t in ts] for plan, ts in times.items()},
+           **{f"{plan}_users_per_s": round(X.shape[0] / statistics.median(ts), 1) for plan, ts in times.items()},
+           "auto_chooses": cpu_inference.choose_plan(X, Wt, Z, cached=False)[0],
+           "predicted_core_seconds": {key: round(v, 3) for key, v in cost.items()}}
+    if "factored" in results and "product" in results:
+        rec.update({f"product_vs_factored_{key}": v for key, v in topk_agreement(*results["factored"],
+                                                                               *results["product"]).items()})
+    rec.update(peak_rss_gb=round(peak_rss_gb(), 3), machine=platform.node(), device="cpu")
+    return rec
 
 
 # --------------------------------------------------------------------------------------- synthetic
@@ -333,6 +375,9 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--official-block", type=int, default=5000)
+    ap.add_argument("--plans", nargs="*", choices=("factored", "product"), default=[],
+                    help="real data: also time these CPU plans side by side (a score_plans record per density)")
+    ap.add_argument("--skip-official", action="store_true", help="real data: only the --plans record")
     ap.add_argument("--batch-size", type=int, default=None, help="users per recommend_batches block (default the model's)")
     ap.add_argument("--check-users", type=int, default=20_000, help="GPU: users compared with the CPU path")
     ap.add_argument("--warm-users", type=int, default=100, help="users scored once before timing")
