@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import statistics
 import re
 import sys
 from pathlib import Path
@@ -233,6 +234,22 @@ def score(res: Records) -> str:
                    "identical top-k rows"], rows)
 
 
+def score_plans(res: Records) -> str:
+    """Our two CPU scoring plans on the same weights (score_bench.py --plans), last record per (data, density)."""
+    recs = _all(res["score"], what="score_plans")
+    rows = []
+    for d, dens in dict.fromkeys((r["data"], r["density"]) for r in recs):
+        r = _last(recs, data=d, density=dens)
+        per_item = dens * r["n_items"]
+        build = r.get("product_build_seconds")
+        rows.append([d, _sci(dens), f"{per_item:.0f}", f"{r['n_users']:,}",
+                     f"{statistics.median(r['factored_seconds']):.2f}", f"{statistics.median(r['product_seconds']):.2f}",
+                     "—" if build is None else f"{build:.2f}", r["auto_chooses"],
+                     _share(r["product_vs_factored_same_topk_rows"])])
+    return _table(["data", "density", "nonzeros per item", "users", "factored s", "product s", "forming B s",
+                   "auto chooses", "identical top-k rows"], rows)
+
+
 def score_synthetic(res: Records) -> str:
     recs = _all(res["score"], what="score_synthetic", device="cpu")
     keys = list(dict.fromkeys((r["n_items"], r["n_users"], r["density"]) for r in recs))
@@ -332,7 +349,8 @@ def tune_factorizers(res: Records) -> str:
             for fac in ("icf", "cholmod"):
                 at = [tr for tr in ok if tr["density"] == dens and tr["factorizer"] == fac]
                 if not at:
-                    row.append("not run (time budget)" if fac == "cholmod" else "—")
+                    row.append("—" if fac == "icf" else "not run (time budget)" if any(
+                        tr["factorizer"] == "cholmod" for tr in t["trials"]) else "not in the search")
                     continue
                 b = max(at, key=lambda tr: tr[metric])
                 best[fac] = b[metric]
@@ -424,7 +442,7 @@ def pruning(res: Records) -> str:
 
 
 TABLES = {f.__name__: f for f in (compare_official, compare_official_targets, compare_official_stages, refine_tol,
-                                  score, score_synthetic, scale_icf, scale_icf_targets, synthetic, memory_estimate,
+                                  score, score_plans, score_synthetic, scale_icf, scale_icf_targets, synthetic, memory_estimate,
                                   pruning, distributed, factorizers, tune, tune_factorizers)}
 
 
