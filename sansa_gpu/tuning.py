@@ -32,6 +32,7 @@ good model):
 2. ``l2`` refined around the best trial (log-steps of 10^±0.25, then 10^±0.125).
 3. More refinement sweeps (4, then 8) for the best trial while they improve it (the factor is
    reused, only the refinement runs again).
+4. The top ICF rung's step-down ``l2`` (speculative and the slowest ICF trials).
 
 Budgets: ``max_model_bytes`` caps the density ladder (weights ≈ 16 B per nonzero of each factor);
 ``max_memory`` (default: the available memory) skips a trial whose predicted fit peak
@@ -521,12 +522,12 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
     # 1. the grid: ICF rungs (ascending density, each ready once the one below has run) and CHOLMOD
     #    blocks (one exact factor per l2, cut to every density), cheapest predicted block first
     def icf_rung(i) -> list:
-        """(min_cooccurrence, l2) of ICF rung i in the order to run: the whole grid at the lowest density;
-        above it, per pruning level the KEEP_L2 best l2 of the density below (best first), then the grid
-        step below the smallest of them, all of these last (a speculative l2, and a small l2 is the
-        slowest ICF trial: its breakdowns restart the factorisation)."""
+        """((min_cooccurrence, l2) to run, speculative ones) of ICF rung i: the whole grid at the lowest
+        density; above it, per pruning level the KEEP_L2 best l2 of the density below (best first), and
+        as speculative the grid step below the smallest of them (a small l2 is the slowest ICF trial:
+        its breakdowns restart the factorisation; gowalla, 68 per item: 76 s at l2 = 1 against 15 s)."""
         if i == 0 or not narrow_l2:
-            return [(mc, l2) for mc in mc_grid for l2 in l2_grid]
+            return [(mc, l2) for mc in mc_grid for l2 in l2_grid], []
         kept_pairs, step_pairs = [], []
         for mc in mc_grid:
             below = [t for t in trials if t["status"] == "ok" and t["factorizer"] == "icf"
@@ -537,12 +538,14 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
             kept = [t["l2"] for t in sorted(below, key=lambda t: -t[metric_key])[:KEEP_L2]]
             kept_pairs += [(mc, l2) for l2 in kept]
             step_pairs += [(mc, l2) for l2 in l2_grid if l2 < min(kept)][-1:]
-        return kept_pairs + step_pairs
+        return kept_pairs, step_pairs
 
     def block_cost(block) -> float:
         kind, key = block
         if kind == "icf":
-            return len(icf_rung(key)) * predict_trial_seconds(trials, "icf", densities[key])
+            kept, step = icf_rung(key)
+            n_trials = len(kept) + (len(step) if key + 1 < len(densities) else 0)
+            return n_trials * predict_trial_seconds(trials, "icf", densities[key])
         return sum(predict_trial_seconds(trials, "cholmod", d, factor_cached=j > 0 or cholmod_factor_l2[0] == key,
                                          densities=densities) for j, d in enumerate(densities))
 
@@ -552,15 +555,20 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
                                                               (l2_grid[::-1] if "cholmod" in factorizers else [])]
     cholmod_best = []  # best metric of each CHOLMOD block run, in order
     l2_before = [None]
+    speculative = []  # the top rung's step-down l2: run after the refinement phases
     while blocks:
         block = min(blocks, key=block_cost)  # ties: the earlier block (ICF rungs, then l2 descending)
         blocks.remove(block)
         kind, key = block
         if kind == "icf":
-            for mc, l2 in icf_rung(key):
-                run("icf", mc, densities[key], l2, "grid")
+            kept, step = icf_rung(key)
             if key + 1 < len(densities):
+                kept = kept + step
                 blocks.insert(0, ("icf", key + 1))
+            else:
+                speculative = [(mc, densities[key], l2) for mc, l2 in step]
+            for mc, l2 in kept:
+                run("icf", mc, densities[key], l2, "grid")
             continue
         if len(cholmod_best) >= 2 and cholmod_best[-1] < cholmod_best[-2]:
             say(f"cholmod l2={key:g}: not tried (l2={l2_before[0]:g} was worse than the l2 above it)")
@@ -588,6 +596,10 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
         ok = [t for t in trials if t["status"] == "ok"]
         if rec is None or rec[metric_key] <= best[metric_key]:
             break
+    # 5. the top ICF rung's step-down l2, last: they are slow and rarely best
+    for mc, density, l2 in speculative:
+        run("icf", mc, density, l2, "grid")
+    ok = [t for t in trials if t["status"] == "ok"]
     best = max(ok, key=lambda t: (t[metric_key], -t["model_bytes"]))  # ties: the smaller model
     search_s = time.perf_counter() - t_start
     if not_started[0]:

@@ -275,6 +275,8 @@ def test_icf_narrowing_keeps_the_best_l2_and_the_step_below(X):
     kept = sorted(t["l2"] for t in low[:KEEP_L2])
     below = [v for v in grid if v < kept[0]][-1:]
     assert sorted(t["l2"] for t in r.trials if t["density"] == d1) == sorted(set(kept + below))
+    if below:  # at the top rung the speculative step-down runs last
+        assert r.trials[-1]["density"] == d1 and r.trials[-1]["l2"] == below[0]
 
 
 def test_time_budget_leaves_trials_predicted_to_overrun(X, monkeypatch):
