@@ -242,7 +242,7 @@ def score_plans(res: Records) -> str:
         r = _last(recs, data=d, density=dens)
         per_item = dens * r["n_items"]
         build = r.get("product_build_seconds")
-        rows.append([d, _sci(dens), f"{per_item:.0f}", f"{r['n_users']:,}",
+        rows.append([d, f"{dens:.2g}", f"{per_item:.0f}", f"{r['n_users']:,}",
                      f"{statistics.median(r['factored_seconds']):.2f}", f"{statistics.median(r['product_seconds']):.2f}",
                      "—" if build is None else f"{build:.2f}", r["auto_chooses"],
                      _share(r["product_vs_factored_same_topk_rows"])])
@@ -327,7 +327,9 @@ def tune(res: Records) -> str:
                   + (f", min_cooccurrence {c['min_cooccurrence']:g}" if c["min_cooccurrence"] else "")
                   + f", {c['refine_sweeps']} sweeps")
         rows.append([data, chosen, f"{ok} in {t['search_seconds']:.0f} s", f"{t['recall@20']:.4f}",
-                     f"{d['recall@20']:.4f} ({d['factorizer_']}, δ = {d['params']['density']:g}, λ = {d['params']['l2']:g})",
+                     f"{d['recall@20']:.4f} ({d['factorizer_']}, "
+                     + (f"δ = {d['params']['density']:g}" if d["params"]["density"] is not None else "16 per item")
+                     + f", λ = {d['params']['l2']:g})",
                      f"{o['recall@20']:.4f} (λ = {o['best']['l2']:.3g} of {len(o['per_l2'])})" if o else "not measured",
                      _delta(t["recall@20"], d["recall@20"]), _delta(t["recall@20"], o["recall@20"]) if o else "—"])
     return _table(["data", "chosen on validation", "trials, search time", "tuned: test R@20", "default: test R@20",
