@@ -197,3 +197,19 @@ def test_product_cache_is_kept_per_model_and_freed_with_its_weights(medium_X):
     c = recommend_sparse(medium_X[:50], *m.weights_, 5, plan="product")
     np.testing.assert_array_equal(a[0], c[0])  # same data, same fit: same top-k
     assert b[0].shape == (50, 5)
+
+
+def test_product_plan_ignores_explicit_zeros_and_refuses_what_does_not_fit(medium_X, monkeypatch):
+    m = SANSA(l2=20.0, density=0.2, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
+    X = medium_X[:40].copy()
+    X.data[::3] = 0.0  # explicit zeros: those items reach nothing, in both plans
+    fa = recommend_sparse(X, *m.weights_, 10, plan="factored")
+    pr = recommend_sparse(X, *m.weights_, 10, plan="product")
+    _same_topk(*fa, *pr)
+    from sansa_gpu import memory
+
+    cpu_inference.release_scoring_cache()
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1000)
+    with pytest.raises(MemoryError, match="use plan='factored'"):
+        recommend_sparse(X, *m.weights_, 10, plan="product")
+    assert cpu_inference.choose_plan(X, *m.weights_)[0] == "factored"

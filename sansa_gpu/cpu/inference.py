@@ -20,9 +20,13 @@ Two plans compute the same scores:
 
 ``plan="auto"`` (:func:`choose_plan`) estimates both per-user costs on a sample of the users and
 takes the product plan when B fits :func:`product_cache_bytes_cap` and it wins after paying for B.
-The product plan sums B in float64 and rounds once, so its scores match the factored plan's to
-float32 rounding (top-k identical except between near-ties); candidates are the same items (B's
-structure is the union of the reached structure).
+The product plan forms each entry of B in float64 and rounds it once, then sums a user's rows in
+float32, so its scores match the factored plan's to float32 rounding (top-k identical except
+between near-ties). Candidates are the same items except where x Wt cancels to exactly zero on a
+latent (the factored plan then does not reach that latent's items; B's structure cannot know):
+with nonnegative weights, as :func:`sansa_gpu.validation.check_interactions` requires, only by
+exact rounding coincidence. Both caches (this one and the GPU's) assume the weights are not
+modified in place: call :func:`release_scoring_cache` after doing so.
 """
 
 from __future__ import annotations
@@ -216,6 +220,8 @@ def _recommend_product(X_indptr, X_indices, X_data, B, mask, k, n_chunks, out_id
             for p in range(X_indptr[u], X_indptr[u + 1]):
                 i = X_indices[p]
                 x = np.float32(X_data[p])
+                if x == 0:  # an explicit zero reaches nothing (as in the factored plan)
+                    continue
                 for j in range(n_items):
                     s[j] += x * B[i, j]
                 for w in range(n_words):
@@ -294,7 +300,7 @@ def choose_plan(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, cached: b
     is below 0.7 x the factored plan's (:func:`plan_costs`)."""
     n_items = Z.shape[1]
     need, cap = product_bytes(n_items), product_cache_bytes_cap()
-    if need > cap:
+    if not cached and need > cap:  # (a cached B is already out of the available memory)
         return "factored", f"B = Wt Z would take {need / 1e9:.2f} GB > {cap / 1e9:.2f} GB"
     if X.shape[0] == 0:
         return "factored", "no users"
@@ -320,6 +326,12 @@ def _product_state(Wt: sp.csr_matrix, Z: sp.csr_matrix):
     if _cache.get("key") != key:
         release_scoring_cache()
         n_items = Z.shape[1]
+        from ..memory import available_memory_bytes
+
+        need, have = product_bytes(n_items), available_memory_bytes()
+        if need > have:
+            raise MemoryError(f"the product plan needs B = Wt Z of {need / 1e9:.2f} GB, only {have / 1e9:.2f} GB are "
+                              f"available: use plan='factored'")
         B = np.empty((Wt.shape[0], n_items), dtype=np.float32)
         mask = np.zeros((Wt.shape[0], (n_items + 63) // 64), dtype=np.uint64)
         _dense_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, _n_chunks(Wt.shape[0]), B, mask)
