@@ -228,15 +228,16 @@ class SANSA:
             factor_cache.bind(X)
         factorizer, reason = self.choose_factorizer(X)
         ordering = self._ordering_for(factorizer)
+        n = X.shape[1]
+        density = self.density_for(n)
         if check_memory:
             from .memory import available_memory_bytes, estimate_memory, memory_upper_bound
 
             t_est = time.perf_counter()
             have = available_memory_bytes()
-            est = memory_upper_bound(X, self.density_for(X.shape[1]), factorizer)
+            est = memory_upper_bound(X, density, factorizer)
             if est["peak"] > have:  # the worst case does not fit: count exactly
-                est = estimate_memory(X, self.density_for(X.shape[1]), factorizer, float(self.min_cooccurrence),
-                                      ordering)
+                est = estimate_memory(X, density, factorizer, float(self.min_cooccurrence), ordering)
             logger.info("fit: estimated peak %.2f GB (%s), available %.2f GB (%.2fs)", est["peak"] / 1e9,
                         ", ".join(f"{k} {est[k] / 1e9:.2f}" for k in ("gram", "factorize", "refine", "weights")),
                         have / 1e9, time.perf_counter() - t_est)
@@ -249,14 +250,11 @@ class SANSA:
                 )
         device = resolve_device(self.device)
         backend = get_backend(device)
-        n = X.shape[1]
-        density = self.density_for(n)
         budget = nnz_budget(density, n)
         logger.info("fit: %d users x %d items, nnz(X)=%d, l2=%g, density=%g -> budget %d nnz per factor, device=%s, "
                     "factorizer=%s (%s)", X.shape[0], n, X.nnz, self.l2, density, budget, device, factorizer, reason)
         stats: dict = {"n_users": int(X.shape[0]), "n_items": int(n), "nnz_X": int(X.nnz), "density": density,
-                       "budget": budget,
-                       "factorizer": factorizer, "factorizer_reason": reason}
+                       "budget": budget, "factorizer": factorizer, "factorizer_reason": reason}
         t0 = time.perf_counter()
         scale = self.column_scaling if self.column_scaling is not None else factorizer == "icf"
         col_scale = None

@@ -439,10 +439,12 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
 
     trials: list = []
     not_started = [0]  # trials max_seconds left unstarted
-    cholmod_factor_l2 = [None]  # the l2 whose exact factor the CHOLMOD cache holds
     estimates: dict = {}  # (factorizer, min_cooccurrence, density) -> predicted peak bytes
     counts: dict = {}  # (factorizer, min_cooccurrence) -> structural_counts
     cache_by_factorizer = {f: FactorCache(max_grams=len(mc_grid) if f == "icf" else 1) for f in factorizers}
+
+    def held_factor_l2():  # the l2 whose exact factor the CHOLMOD cache holds: that of the last CHOLMOD fit
+        return next((t["l2"] for t in reversed(trials) if t["factorizer"] == "cholmod" and t["status"] == "ok"), None)
 
     def out_of_time() -> bool:  # the first (cheapest) trial always runs, so a model always comes back
         spent = max_seconds is not None and time.perf_counter() - t_start > max_seconds
@@ -475,7 +477,7 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
         cache = cache_by_factorizer[factorizer]
         if max_seconds is not None and any(t["status"] == "ok" for t in trials):
             left = max_seconds - (time.perf_counter() - t_start)
-            cached = factorizer != "cholmod" or cholmod_factor_l2[0] == l2
+            cached = factorizer != "cholmod" or held_factor_l2() == l2
             predicted = predict_trial_seconds(trials, factorizer, density, factor_cached=cached, densities=densities)
             if predicted > left:  # would end past the budget: leave it, a cheaper trial may still fit
                 not_started[0] += 1
@@ -513,7 +515,6 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
                    score_seconds=round(score_s, 3), seconds=round(fit_s + score_s, 3), peak_rss_bytes=rss.peak)
         if factorizer == "cholmod":
             rec["factor_reused"] = cache.hits["exact_factor"] > reused_before
-            cholmod_factor_l2[0] = l2
         trials.append(rec)
         say(f"#{rec['trial']} {factorizer} mc={mc:g} density={density:.3g} l2={l2:g}: {metric_key} "
             f"{rec[metric_key]:.4f}, {rec['model_bytes'] / 1e6:.2f} MB, {fit_s:.1f}s")
@@ -546,15 +547,14 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
             kept, step = icf_rung(key)
             n_trials = len(kept) + (len(step) if key + 1 < len(densities) else 0)
             return n_trials * predict_trial_seconds(trials, "icf", densities[key])
-        return sum(predict_trial_seconds(trials, "cholmod", d, factor_cached=j > 0 or cholmod_factor_l2[0] == key,
+        return sum(predict_trial_seconds(trials, "cholmod", d, factor_cached=j > 0 or held_factor_l2() == key,
                                          densities=densities) for j, d in enumerate(densities))
 
     # CHOLMOD's l2 as a line search from the top of the grid (the exact factor's best l2 is EASE's, 100-2000
     # on the shared datasets): a block whose best is below the block before ends the line
     blocks = ([("icf", 0)] if "icf" in factorizers else []) + [("cholmod", l2) for l2 in
                                                               (l2_grid[::-1] if "cholmod" in factorizers else [])]
-    cholmod_best = []  # best metric of each CHOLMOD block run, in order
-    l2_before = [None]
+    cholmod_best = []  # (l2, best metric) of each CHOLMOD block run, in order
     speculative = []  # the top rung's step-down l2: run after the refinement phases
     while blocks:
         block = min(blocks, key=block_cost)  # ties: the earlier block (ICF rungs, then l2 descending)
@@ -570,33 +570,32 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
             for mc, l2 in kept:
                 run("icf", mc, densities[key], l2, "grid")
             continue
-        if len(cholmod_best) >= 2 and cholmod_best[-1] < cholmod_best[-2]:
-            say(f"cholmod l2={key:g}: not tried (l2={l2_before[0]:g} was worse than the l2 above it)")
+        if len(cholmod_best) >= 2 and cholmod_best[-1][1] < cholmod_best[-2][1]:
+            say(f"cholmod l2={key:g}: not tried (l2={cholmod_best[-1][0]:g} was worse than the l2 above it)")
             continue
         recs = [run("cholmod", 0.0, density, key, "grid") for density in densities]
         done = [r[metric_key] for r in recs if r is not None]
         if done:
-            cholmod_best.append(max(done))
-            l2_before[0] = key
+            cholmod_best.append((key, max(done)))
     ok = [t for t in trials if t["status"] == "ok"]
     if not ok:
         why = sorted({t["status"] for t in trials}) or ["max_seconds was spent before the first trial"]
         raise ValueError(f"tune: no trial completed ({'; '.join(why)}): loosen max_memory or lower the densities")
-    # 3. refine l2 around the best
+    # 2. refine l2 around the best
     if refine_l2:
         for step in (0.25, 0.125):
             best = max(ok, key=lambda t: (t[metric_key], -t["model_bytes"]))
             for l2 in (best["l2"] * 10 ** -step, best["l2"] * 10 ** step):
                 run(best["factorizer"], best["min_cooccurrence"], best["density"], float(f"{l2:.6g}"), "refine")
             ok = [t for t in trials if t["status"] == "ok"]
-    # 4. more refinement sweeps for the best (the factor is reused: only the refinement runs again)
+    # 3. more refinement sweeps for the best (the factor is reused: only the refinement runs again)
     for sweeps in sorted(s_ for s_ in sweeps_grid if s_ > refine_sweeps):
         best = max(ok, key=lambda t: (t[metric_key], -t["model_bytes"]))
         rec = run(best["factorizer"], best["min_cooccurrence"], best["density"], best["l2"], "sweeps", sweeps)
         ok = [t for t in trials if t["status"] == "ok"]
         if rec is None or rec[metric_key] <= best[metric_key]:
             break
-    # 5. the top ICF rung's step-down l2, last: they are slow and rarely best
+    # 4. the top ICF rung's step-down l2, last: they are slow and rarely best
     for mc, density, l2 in speculative:
         run("icf", mc, density, l2, "grid")
     ok = [t for t in trials if t["status"] == "ok"]

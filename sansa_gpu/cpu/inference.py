@@ -321,8 +321,13 @@ def release_scoring_cache() -> None:
     _cache.clear()
 
 
+def _weights_key(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> tuple:
+    """What identifies the weights the product-plan cache was formed from (see the module docstring)."""
+    return id(Wt), id(Z), Wt.shape, Z.shape, Wt.nnz, Z.nnz
+
+
 def _product_state(Wt: sp.csr_matrix, Z: sp.csr_matrix):
-    key = (id(Wt), id(Z), Wt.shape, Z.shape, Wt.nnz, Z.nnz)
+    key = _weights_key(Wt, Z)
     if _cache.get("key") != key:
         release_scoring_cache()
         n_items = Z.shape[1]
@@ -356,8 +361,7 @@ def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: i
     if not n_users:
         return out_ids, out_scores
     if plan == "auto":
-        cached = _cache.get("key") == (id(Wt), id(Z), Wt.shape, Z.shape, Wt.nnz, Z.nnz)
-        plan, why = choose_plan(X, Wt, Z, cached)
+        plan, why = choose_plan(X, Wt, Z, cached=_cache.get("key") == _weights_key(Wt, Z))
         logger.debug("recommend: %s plan (%s)", plan, why)
     if plan == "product":
         B, mask = _product_state(Wt, Z)
