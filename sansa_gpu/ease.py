@@ -19,18 +19,53 @@ from .validation import check_interactions, check_positive_float, check_positive
 logger = logging.getLogger(__name__)
 
 
+#: Above this many items the Cholesky inverse runs on one BLAS thread. scipy 1.17's OpenBLAS 0.3.30
+#: (threaded dpotrf) crashed with a segmentation fault at n = 24,915 (amazon-book-kgat) on 2 threads
+#: of the 2-core VM, twice; on one thread the same call completes (631 s). n = 9,916 (pinterest) ran
+#: threaded without fault; the same class of crash is reported upstream (OpenBLAS issues #2562:
+#: n = 32,768 on 2 threads, #2821: dsyrk inside threaded dpotrf). The limit sits between the two.
+SINGLE_THREAD_LAPACK_ITEMS = 16384
+#: Float64 operations per second of dpotrf + dpotri on one core of the 2-core VM (n = 24,915:
+#: n^3 operations in 631 s); :func:`ease_fit_seconds` uses it.
+LAPACK_FLOPS_PER_CORE = 2.4e10
+
+
+def ease_fit_seconds(n_items: int, threads: int | None = None) -> float:
+    """Rough seconds of :func:`ease_weights` on ``n_items`` items (n^3 operations), on ``threads``
+    cores (default: all, but one above :data:`SINGLE_THREAD_LAPACK_ITEMS`)."""
+    if threads is None:
+        threads = 1 if n_items > SINGLE_THREAD_LAPACK_ITEMS else (os.cpu_count() or 1)
+    return float(n_items) ** 3 / (LAPACK_FLOPS_PER_CORE * max(1, threads))
+
+
+def _blas_threads(n: int):
+    """A context that limits BLAS to one thread for catalogues above SINGLE_THREAD_LAPACK_ITEMS."""
+    import contextlib
+
+    if n <= SINGLE_THREAD_LAPACK_ITEMS:
+        return contextlib.nullcontext()
+    try:  # a well-kept library that finds and limits whichever BLAS scipy loaded (OpenBLAS, MKL, ...)
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # not installed (a minimal environment): run as is
+        logger.warning("EASE: threadpoolctl is not installed; LAPACK on %d items runs multi-threaded", n)
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def ease_weights(X: sp.csr_matrix, l2: float) -> np.ndarray:
     """B = I - P diag(1/diag(P)), P = (X^T X + l2 I)^{-1}; returns (n, n) float32 with zero diagonal.
 
-    In-place LAPACK Cholesky inverse (dpotrf + dpotri) on one float64 n x n buffer.
+    In-place LAPACK Cholesky inverse (dpotrf + dpotri) on one float64 n x n buffer, on one BLAS
+    thread above :data:`SINGLE_THREAD_LAPACK_ITEMS` items (a threaded OpenBLAS dpotrf crashes there).
     """
     n = X.shape[1]
     G = (X.T @ X).toarray().astype(np.float64, copy=False)
     G[np.diag_indices(n)] += l2
-    c, info = lapack.dpotrf(G, lower=True, overwrite_a=True, clean=False)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"X^T X + l2 I is not positive definite (dpotrf info={info})")
-    P, info = lapack.dpotri(c, lower=True, overwrite_c=True)
+    with _blas_threads(n):
+        c, info = lapack.dpotrf(G, lower=True, overwrite_a=True, clean=False)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"X^T X + l2 I is not positive definite (dpotrf info={info})")
+        P, info = lapack.dpotri(c, lower=True, overwrite_c=True)
     if info != 0:
         raise np.linalg.LinAlgError(f"inverse failed (dpotri info={info})")
     # dpotri fills the lower triangle only: mirror it in row blocks (no n^2 index arrays)

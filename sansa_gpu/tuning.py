@@ -370,7 +370,8 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
     refine_sweeps, sweeps_grid : sweeps of every trial, then more sweeps (each value of ``sweeps_grid``
         above it, ascending, while validation improves) for the best trial.
     max_model_bytes, max_memory, max_seconds : budgets (see the module docstring).
-    dense_ease : also fit dense EASE at the best l2 when its n² matrix fits ``max_memory`` (for the plot).
+    dense_ease : also fit dense EASE at the best l2 when its n² matrix fits ``max_memory`` and its
+        predicted time (:func:`~sansa_gpu.ease.ease_fit_seconds`) what is left of ``max_seconds`` (for the plot).
 
     Returns a :class:`TuneResult`. Deterministic for a given ``seed`` (trials' fit times aside).
     """
@@ -609,7 +610,16 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
 
     ease_point = None
     if dense_ease:
-        ease_point = _dense_ease_point(split, best["l2"], k, memory_cap)
+        from .ease import ease_fit_seconds
+
+        left = None if max_seconds is None else max_seconds - (time.perf_counter() - t_start)
+        predicted = ease_fit_seconds(n)
+        if left is not None and predicted > left:
+            why = f"dense EASE: not fitted (predicted {predicted:.0f}s for {n} items > {max(0.0, left):.0f}s left)"
+            logger.info("tune: %s", why)
+            say(why)
+        else:
+            ease_point = _dense_ease_point(split, best["l2"], k, memory_cap)
     model = None
     if refit:
         model = SANSA(l2=best["l2"], density=best["density"], factorizer=best["factorizer"],

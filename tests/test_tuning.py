@@ -199,6 +199,46 @@ def test_plot_and_trials_file(X, tmp_path):
     assert [x for x in lines if x["chosen"]][0]["l2"] == r.best["l2"]
 
 
+def test_dense_ease_point_respects_the_time_budget(X, monkeypatch, caplog):
+    """A dense EASE predicted to take longer than what is left of max_seconds is not fitted (on
+    25k items it takes 10 minutes on the 2-core VM); within the budget it is."""
+    from sansa_gpu import ease
+
+    monkeypatch.setattr(ease, "LAPACK_FLOPS_PER_CORE", 1.0)  # predicts years
+    with caplog.at_level(logging.INFO, logger="sansa_gpu.tuning"):
+        r = tune(X, densities=(0.02,), factorizers=("icf",), dense_ease=True, max_seconds=3600, **FAST)
+    assert r.dense_ease is None
+    assert "dense EASE: not fitted" in caplog.text
+    monkeypatch.setattr(ease, "LAPACK_FLOPS_PER_CORE", 2.4e10)
+    assert tune(X, densities=(0.02,), factorizers=("icf",), dense_ease=True, max_seconds=3600,
+                **FAST).dense_ease is not None
+
+
+def test_ease_runs_lapack_on_one_blas_thread_on_large_catalogues(small_X, monkeypatch):
+    """Above SINGLE_THREAD_LAPACK_ITEMS the Cholesky inverse runs on one BLAS thread (a threaded
+    OpenBLAS dpotrf segfaulted at 24,915 items); the weights are the same."""
+    require("threadpoolctl")
+    from threadpoolctl import threadpool_info
+
+    from sansa_gpu import ease
+
+    seen = []
+    real = ease.lapack.dpotrf
+
+    def spy(*args, **kwargs):
+        seen.append(max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=None))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ease.lapack, "dpotrf", spy)
+    n = small_X.shape[1]
+    monkeypatch.setattr(ease, "SINGLE_THREAD_LAPACK_ITEMS", n - 1)
+    limited = ease.ease_weights(small_X, 10.0)
+    monkeypatch.setattr(ease, "SINGLE_THREAD_LAPACK_ITEMS", n)
+    threaded = ease.ease_weights(small_X, 10.0)
+    assert seen[0] == 1
+    np.testing.assert_allclose(limited, threaded, rtol=1e-5, atol=1e-6)
+
+
 def test_cli_tune(X, tmp_path, capsys):
     require("matplotlib")
     pa = require("pyarrow")
