@@ -71,6 +71,33 @@ def _n_chunks(n: int) -> int:
     return int(max(1, min(n, 8 * numba.get_num_threads())))
 
 
+def _count_columns(X: sp.csr_matrix, perm, min_cooccurrence: float, prune_scale) -> tuple[tuple, np.ndarray]:
+    """The count pass of :func:`gram_lower`: (kernel arguments for the fill pass, (n,) int64 kept
+    entries per column of the lower triangle)."""
+    n = X.shape[1]
+    Xc = X.tocsc()
+    perm = np.arange(n, dtype=np.int64) if perm is None else np.asarray(perm, dtype=np.int64)
+    inv_perm = np.empty(n, dtype=np.int64)
+    inv_perm[perm] = np.arange(n, dtype=np.int64)
+    counts = np.zeros(n, dtype=np.int64)
+    scale = np.ones(n) if prune_scale is None else np.asarray(prune_scale, dtype=np.float64)[perm]
+    # rescaled values carry float32 rounding (a count of 2 comes back as 1.9999999): relative slack
+    threshold = float(min_cooccurrence) * (1.0 - 1e-5 if prune_scale is not None else 1.0)
+    args = (n, Xc.indptr.astype(np.int64), Xc.indices, Xc.data, X.indptr.astype(np.int64), X.indices, X.data, perm,
+            inv_perm, threshold, scale)
+    _gram_lower(*args, True, np.zeros(1, dtype=np.int64), np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float64),
+                counts, _n_chunks(n))
+    return args, counts
+
+
+def gram_lower_nnz(X: sp.csr_matrix, min_cooccurrence: float = 0.0) -> int:
+    """nnz of :func:`gram_lower`'s result (l2 = 0, any ordering: the count does not depend on it)
+    from its count pass alone: no entry is stored. Items without interactions count 0 (a positive
+    l2 gives each of them a diagonal entry)."""
+    _, counts = _count_columns(sp.csr_matrix(X), None, min_cooccurrence, None)
+    return int(counts.sum())
+
+
 def gram_lower(X: sp.csr_matrix, l2: float = 0.0, perm: np.ndarray | None = None, min_cooccurrence: float = 0.0,
                prune_scale: np.ndarray | None = None) -> sp.csc_matrix:
     """Lower triangle (diagonal included) of ``P (X^T X + l2 I) P^T`` as CSC float64, int64 offsets.
@@ -86,20 +113,8 @@ def gram_lower(X: sp.csr_matrix, l2: float = 0.0, perm: np.ndarray | None = None
     t0 = time.perf_counter()
     X = sp.csr_matrix(X)
     n = X.shape[1]
-    Xc = X.tocsc()
-    perm = np.arange(n, dtype=np.int64) if perm is None else np.asarray(perm, dtype=np.int64)
-    inv_perm = np.empty(n, dtype=np.int64)
-    inv_perm[perm] = np.arange(n, dtype=np.int64)
-    counts = np.zeros(n, dtype=np.int64)
+    args, counts = _count_columns(X, perm, min_cooccurrence, prune_scale)
     indptr = np.zeros(n + 1, dtype=np.int64)
-    empty_i = np.empty(0, dtype=np.int32)
-    empty_f = np.empty(0, dtype=np.float64)
-    scale = np.ones(n) if prune_scale is None else np.asarray(prune_scale, dtype=np.float64)[perm]
-    # rescaled values carry float32 rounding (a count of 2 comes back as 1.9999999): relative slack
-    threshold = float(min_cooccurrence) * (1.0 - 1e-5 if prune_scale is not None else 1.0)
-    args = (n, Xc.indptr.astype(np.int64), Xc.indices, Xc.data, X.indptr.astype(np.int64), X.indices, X.data, perm,
-            inv_perm, threshold, scale)
-    _gram_lower(*args, True, indptr, empty_i, empty_f, counts, _n_chunks(n))
     np.cumsum(counts, out=indptr[1:])
     nnz = int(indptr[-1])
     indices = np.empty(nnz, dtype=np.int32)

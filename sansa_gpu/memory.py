@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .factorize import item_ordering, nnz_budget
-from .gram import gram_lower
+from .gram import gram_lower, gram_lower_nnz
 
 #: CHOLMOD supernodal factor + its simplicial CSC copy (factor.L()), bytes per nnz of the exact
 #: factor: supernodes store relaxed dense blocks (8 B/entry + amalgamation zeros), the copy
@@ -115,13 +115,14 @@ def memory_upper_bound(X: sp.csr_matrix, density: float, factorizer: str = "chol
 def structural_counts(X: sp.csr_matrix, factorizer: str = "cholmod", min_cooccurrence: float = 0.0,
                       ordering: str = "colamd") -> tuple[int, int | None]:
     """(nnz of the Gram's lower triangle, nnz of the exact Cholesky factor -- None for 'icf'): the part
-    of :func:`estimate_memory` that does not depend on the density. Costs a Gram build; for cholmod
-    also the ordering and an O(nnz(L)) symbolic count (the Gram's count does not depend on the
-    ordering, so 'icf' skips it)."""
-    p = item_ordering(X, ordering) if factorizer != "icf" else None
-    A = gram_lower(X, 1.0, p, min_cooccurrence=min_cooccurrence if factorizer == "icf" else 0.0)
-    fill = cholesky_fill(A) if factorizer != "icf" else None
-    return int(A.nnz), fill
+    of :func:`estimate_memory` that does not depend on the density. 'icf': the Gram's count pass
+    alone (:func:`~sansa_gpu.gram.gram_lower_nnz`: its work, none of its memory; the count does not
+    depend on the ordering); 'cholmod': the ordering, a Gram build and an O(nnz(L)) symbolic count."""
+    if factorizer == "icf":  # the count pass alone (no entry stored); interaction-free items get l2 alone
+        n_empty = int(np.count_nonzero(np.bincount(X.indices, minlength=X.shape[1]) == 0))
+        return gram_lower_nnz(X, min_cooccurrence) + n_empty, None
+    A = gram_lower(X, 1.0, item_ordering(X, ordering))
+    return int(A.nnz), cholesky_fill(A)
 
 
 def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod", min_cooccurrence: float = 0.0,

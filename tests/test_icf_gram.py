@@ -8,7 +8,8 @@ import scipy.sparse as sp
 
 from sansa_gpu import SANSA
 from sansa_gpu.factorize import icf, item_ordering, ldlt_icf, nnz_budget
-from sansa_gpu.gram import gram_column_norms, gram_lower
+from sansa_gpu.gram import gram_column_norms, gram_lower, gram_lower_nnz
+from sansa_gpu.memory import structural_counts
 
 
 def test_gram_lower_matches_dense_with_permutation_and_empty_items(small_X):
@@ -31,6 +32,16 @@ def test_gram_pruning_drops_weak_cooccurrences(small_X):
     G = (small_X.T @ small_X).toarray()
     keep = (G >= 3) | np.eye(G.shape[0], dtype=bool)
     np.testing.assert_allclose(A.toarray(), np.tril(np.where(keep, G, 0.0)))
+
+
+@pytest.mark.parametrize("mc", [0.0, 2.0, 3.0])
+def test_gram_count_pass_alone_counts_what_the_build_stores(small_X, mc):
+    """The memory estimate counts the Gram without storing it: same nnz as the built Gram, with
+    interaction-free items (no entry at l2 = 0, a diagonal entry at l2 > 0) and pruning."""
+    X = sp.hstack([small_X, sp.csr_matrix((small_X.shape[0], 3), dtype=np.float32)]).tocsr()
+    assert gram_lower_nnz(X, mc) == gram_lower(X, 0.0, min_cooccurrence=mc).nnz
+    assert structural_counts(X, "icf", mc) == (gram_lower(X, 1.0, min_cooccurrence=mc).nnz, None)
+    assert gram_lower(X, 1.0, min_cooccurrence=mc).nnz == gram_lower_nnz(X, mc) + 3
 
 
 def test_icf_equals_exact_cholesky_when_nothing_is_dropped(small_X):
