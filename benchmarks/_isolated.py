@@ -33,6 +33,16 @@ def run_isolated(target, args: tuple, label: dict, timeout: float | None = None)
     return rec
 
 
+def git_commit() -> str | None:
+    """Short commit of the checkout these benchmarks run from (None outside git)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
 def emit(rec: dict, out: str | None) -> None:
     line = json.dumps(rec)
     print(line, flush=True)

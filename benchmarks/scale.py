@@ -6,6 +6,8 @@ peak RSS, nnz of X, Gram, L, K, W, Z, the memory estimate, and recall where a sp
     python benchmarks/scale.py --data epinions gowalla --density 5e-4       # real data, ours vs official ICF
     python benchmarks/scale.py --synthetic 200000 500000 1000000 --density 5e-5 --impls ours
     python benchmarks/scale.py --data gowalla --impls ours --orderings colamd popularity --refine-tol 1e-2
+    python benchmarks/scale.py --synthetic 10000000 --density default --impls ours --orderings popularity \
+        --min-cooccurrence 2 --save-dir /tmp      # end to end: data, estimate, fit (per stage), save
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from _isolated import emit, fit_summary, peak_rss_gb, run_isolated, test_metrics
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(impl, source, density, l2, sweeps, data_dir, ordering, refine_tol, min_cooccurrence, queue):
+def _run(impl, source, density, l2, sweeps, data_dir, ordering, refine_tol, min_cooccurrence, save_dir, queue):
     import numpy as np
     import scipy.sparse as sp
 
@@ -84,7 +86,20 @@ def _run(impl, source, density, l2, sweeps, data_dir, ordering, refine_tol, min_
         model.fit(X, check_memory=False)
         rec["fit_seconds"] = time.perf_counter() - t0
         rec.update(fit_summary(model))
-        rec.update({k: model.stats_[k] for k in ("nnz_L", "nnz_K", "nnz_Wt", "nnz_Z")})
+        rec.update({k: model.stats_[k] for k in ("nnz_L", "nnz_K", "nnz_Wt", "nnz_Z", "factorize_parts")})
+        rec["density_"] = model.density_
+        if save_dir is not None:
+            import os
+            import tempfile
+
+            with tempfile.TemporaryDirectory(dir=save_dir) as tmp:
+                path = os.path.join(tmp, "model.npz")
+                t0 = time.perf_counter()
+                model.save(path)
+                rec["save_seconds"] = time.perf_counter() - t0
+                rec["saved_bytes"] = os.path.getsize(path)
+        rec["total_seconds"] = round(sum(rec.get(k, 0.0) for k in ("data_seconds", "estimate_seconds", "fit_seconds",
+                                                                    "save_seconds")), 2)
         if split is not None:
             rec.update(test_metrics(model, split))
     rec["peak_rss_gb"] = round(peak_rss_gb(), 3)
@@ -96,7 +111,10 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--data", nargs="*", default=[])
     ap.add_argument("--synthetic", nargs="*", type=int, default=[])
-    ap.add_argument("--density", type=float, default=5e-4)
+    ap.add_argument("--density", type=lambda v: None if v == "default" else float(v), default=5e-4,
+                    help="weights density, or 'default' (ours: SANSA's default, 16 nonzeros per item column)")
+    ap.add_argument("--save-dir", default=None, help="ours: also time model.save into a temporary file here "
+                    "(end to end: total_seconds = data + estimate + fit + save)")
     ap.add_argument("--l2", type=float, default=20.0)
     ap.add_argument("--sweeps", type=int, default=2)
     ap.add_argument("--impls", nargs="+", default=["official", "ours"])
@@ -112,7 +130,7 @@ def main(argv=None) -> int:
             for ordering in (args.orderings if ours else ["colamd"]):
                 for mc in (args.min_cooccurrence if ours else [0.0]):
                     rec = run_isolated(_run, (impl, source, args.density, args.l2, args.sweeps, args.data_dir, ordering,
-                                              args.refine_tol, mc), {"implementation": impl, "data": source})
+                                              args.refine_tol, mc, args.save_dir), {"implementation": impl, "data": source})
                     emit(rec, args.out)
     return 0
 

@@ -223,15 +223,21 @@ def refine_tol(res: Records) -> str:
 
 # ------------------------------------------------------------------------------------ score_bench.py
 def score(res: Records) -> str:
+    """Ours vs the official on the same weights, last record per (data, density, users repeated); the
+    plan ours ran, and for the factored plan the bare scatter of the same update stream per update
+    (benchmarks/_scatter_limit.py) over ours: the share of the machine's limit reached."""
     recs = _all(res["score"], what="score_cpu_vs_official")
-    keys = list(dict.fromkeys((r["data"], r["density"]) for r in recs))
+    keys = list(dict.fromkeys((r["data"], r["density"], r.get("repeat_users", 1)) for r in recs))
     rows = []
-    for d, dens in keys:
-        r = _last(recs, data=d, density=dens)
-        rows.append([d, _sci(dens), f"{r['n_users']:,}", f"{r['ours_users_per_s']:,.0f}",
-                     f"{r['official_users_per_s']:,.0f}", f"{r['speedup']:.2f}×", _share(r["same_topk_rows"])])
-    return _table(["data", "density", "users", "ours users/s", "official users/s", "speedup",
-                   "identical top-k rows"], rows)
+    for d, dens, rep in keys:
+        r = _last([x for x in recs if x.get("repeat_users", 1) == rep], data=d, density=dens)
+        limit = (f"{r['ours_ns_per_update']:.1f} / {r['scatter_limit']['ns_per_update']:.1f} ns "
+                 f"({r['limit_fraction']:.0%})" if "limit_fraction" in r else "—")
+        rows.append([d + (f" (users ×{rep})" if rep > 1 else ""), _sci(dens), f"{r['n_users']:,}",
+                     r.get("plan", "factored"), f"{r['ours_users_per_s']:,.0f}", f"{r['official_users_per_s']:,.0f}",
+                     f"{r['speedup']:.2f}×", limit, _share(r["same_topk_rows"]), r.get("commit") or "—"])
+    return _table(["data", "density", "users", "our plan", "ours users/s", "official users/s", "speedup",
+                   "ns per update: ours / bare scatter (share)", "identical top-k rows", "commit"], rows)
 
 
 def score_plans(res: Records) -> str:
@@ -328,7 +334,9 @@ def tune(res: Records) -> str:
                   + f", {c['refine_sweeps']} sweeps")
         rows.append([data, chosen, f"{ok} in {t['search_seconds']:.0f} s", f"{t['recall@20']:.4f}",
                      f"{d['recall@20']:.4f} ({d['factorizer_']}, "
-                     + (f"δ = {d['params']['density']:g}" if d["params"]["density"] is not None else "16 per item")
+                     + (f"δ = {d['params']['density']:g}" if d["params"]["density"] is not None
+                        # the default density (16 nonzeros per item column) resolved, where recorded
+                        else f"δ = {d['density_']:.2g} (default)" if "density_" in d else "default δ, 16 per item")
                      + f", λ = {d['params']['l2']:g})",
                      f"{o['recall@20']:.4f} (λ = {o['best']['l2']:.3g} of {len(o['per_l2'])})" if o else "not measured",
                      _delta(t["recall@20"], d["recall@20"]), _delta(t["recall@20"], o["recall@20"]) if o else "—"])

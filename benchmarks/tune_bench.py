@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _isolated import emit, peak_rss_gb, run_isolated, test_metrics  # noqa: E402
+from _isolated import emit, git_commit, peak_rss_gb, run_isolated, test_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,6 +71,7 @@ def _default(data_dir, data, queue):
     t0 = time.perf_counter()
     model.fit(split.train)
     queue.put({"case": "default", "params": model.get_params(), "factorizer_": model.factorizer_,
+               "density_": model.density_,
                "fit_seconds": round(time.perf_counter() - t0, 2), "model_bytes": model.model_bytes,
                **test_metrics(model, split), "peak_rss_gb": round(peak_rss_gb(), 3)})
 
@@ -138,10 +139,7 @@ def main(argv=None) -> int:
     missing = [d for d in args.data if not (Path(args.data_dir) / d / "train.txt").is_file()]
     if missing:
         ap.error(f"no train.txt for {missing} under --data-dir {args.data_dir}")
-    import subprocess
-
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or None
+    commit = git_commit()
     for data in args.data:
         base = {"what": "tune_vs_default_vs_official", "data": data, "commit": commit}
         if "tune" in args.cases:
