@@ -230,10 +230,12 @@ def _recommend_product(X_indptr, X_indices, X_data, B, mask, k, tile, n_chunks, 
                     x = np.float32(X_data[p])
                     if x == 0:  # an explicit zero reaches nothing (as in the factored plan)
                         continue
+                    row = B[i, t0:t1]  # a contiguous slice: the loop below vectorises (B[i, t0 + j] does not)
                     for j in range(t1 - t0):
-                        s[j] += x * B[i, t0 + j]
+                        s[j] += x * row[j]
+                    bits = mask[i, w0:w0 + nw]
                     for w in range(nw):
-                        m[w] |= mask[i, w0 + w]
+                        m[w] |= bits[w]
                 for p in range(X_indptr[u], X_indptr[u + 1]):
                     i = X_indices[p]
                     if t0 <= i < t1:
@@ -241,17 +243,16 @@ def _recommend_product(X_indptr, X_indices, X_data, B, mask, k, tile, n_chunks, 
                 ids = out_ids[u]
                 scores = out_scores[u]
                 count = counts[u]
-                for w in range(nw):
-                    bits = m[w]
-                    if bits == 0:
+                # items ascend (within the tile and tile after tile), so once k are held an equal
+                # score never enters: only scores above the k-th are looked up in the mask
+                for j in range(t1 - t0):
+                    if count == k and not s[j] > scores[k - 1]:
                         continue
-                    m[w] = 0
-                    base = (w0 + w) << 6
-                    for b in range(64):
-                        if (bits >> np.uint64(b)) & one:
-                            count = _push_topk(ids, scores, count, k, base + b, s[base + b - t0])
+                    if (m[j >> 6] >> np.uint64(j & 63)) & one:
+                        count = _push_topk(ids, scores, count, k, t0 + j, s[j])
                 counts[u] = count
                 s[:] = 0.0
+                m[:] = 0
     for u in numba.prange(n_users):
         for a in range(counts[u], k):
             out_ids[u, a] = -1
