@@ -415,7 +415,9 @@ def scale_icf_targets(res: Records) -> str:
 
 
 def _synthetic_runs(res: Records) -> list:
-    recs = _all(res["scale"], implementation="ours", data=lambda d: str(d).startswith("synthetic_"))
+    """The fit-only synthetic runs (δ = 5e-5); the end-to-end ones are :func:`scaling`'s."""
+    recs = [r for r in _all(res["scale"], implementation="ours", data=lambda d: str(d).startswith("synthetic_"))
+            if "total_seconds" not in r]
     names = sorted(set(r["data"] for r in recs), key=lambda d: int(d.split("_")[1]))
     return [_last(recs, data=d) for d in names]
 
@@ -434,10 +436,63 @@ def synthetic(res: Records) -> str:
                    "fit s (factorise / refine / weights)", "data + estimate + fit s", "peak RSS GB", "estimate GB"], rows)
 
 
+def _slope(xs, ys) -> float:
+    """Least-squares slope of log ys against log xs."""
+    import math
+
+    lx, ly = [math.log(x) for x in xs], [math.log(max(y, 1e-3)) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+
+
+_SCALING_STAGES = [  # (column, seconds of a record): the end-to-end pipeline in order
+    ("data", lambda r: r["data_seconds"]),
+    ("estimate", lambda r: r["estimate_seconds"]),
+    ("column scaling", lambda r: r["factorize_parts"]["column_scaling"]),
+    ("ordering + Gram", lambda r: r["factorize_parts"]["ordering"] + r["factorize_parts"]["gram"]),
+    ("ICF", lambda r: r["factorize_parts"]["icf"] + r["factorize_parts"]["cut"]),
+    ("refine", lambda r: r["stage_seconds"]["refine_seconds"]),
+    ("weights", lambda r: r["stage_seconds"]["weights_seconds"]),
+    ("save", lambda r: r["save_seconds"]),
+]
+
+
+def _scaling_runs(res: Records) -> list:
+    recs = [r for r in _all(res["scale"], implementation="ours", data=lambda d: str(d).startswith("synthetic_"))
+            if "total_seconds" in r and r.get("density") is None and "error" not in r]
+    last = {r["n_items"]: r for r in recs}
+    return [last[n] for n in sorted(last)]
+
+
+def scaling(res: Records) -> str:
+    """End-to-end synthetic fits (scale.py --density default --save-dir): seconds per stage, total,
+    peak RSS and the estimate; last row: each column's growth exponent against nnz(X)."""
+    runs = _scaling_runs(res)
+    rows = []
+    for r in runs:
+        rows.append([f"{_count(r['n_items'])} × {_count(r['n_users'])}", _millions(r["nnz_X"]),
+                     f"{r['density_'] * r['n_items']:.0f}, {_sci(r['density_'])}", f"{r['min_cooccurrence']:g}",
+                     _millions(r["nnz_gram_lower"])]
+                    + [f"{get(r):.1f}" for _, get in _SCALING_STAGES]
+                    + [f"{r['total_seconds']:.0f} ({r['total_seconds'] / 60:.1f} min)", f"{r['peak_rss_gb']:.2f}",
+                       f"{r['estimated_peak_gb']:.2f}"])
+    if len(runs) >= 2:
+        xs = [r["nnz_X"] for r in runs]
+        rows.append(["growth exponent vs nnz(X)", "1", "", "", f"{_slope(xs, [r['nnz_gram_lower'] for r in runs]):.2f}"]
+                    + [f"{_slope(xs, [get(r) for r in runs]):.2f}" for _, get in _SCALING_STAGES]
+                    + [f"{_slope(xs, [r['total_seconds'] for r in runs]):.2f}",
+                       f"{_slope(xs, [r['peak_rss_gb'] for r in runs]):.2f}",
+                       f"{_slope(xs, [r['estimated_peak_gb'] for r in runs]):.2f}"])
+    return _table(["items × users", "interactions", "nonzeros per item, δ", "min_cooccurrence", "nnz(Gram, lower)"]
+                  + [f"{c} s" for c, _ in _SCALING_STAGES] + ["total s", "peak RSS GB", "estimate GB"], rows)
+
+
 def memory_estimate(res: Records) -> str:
-    runs = [_scale_ours(res, d, ordering="popularity") for d in ("gowalla", "epinions")] + _synthetic_runs(res)
-    rows = [[r["data"], _sci(r["refine_tol"]), f"{r['estimated_peak_gb']:.2f}", f"{r['peak_rss_gb']:.2f}",
-             f"{r['estimated_peak_gb'] / r['peak_rss_gb']:.2f}"] for r in runs]
+    runs = ([_scale_ours(res, d, ordering="popularity") for d in ("gowalla", "epinions")] + _synthetic_runs(res)
+            + _scaling_runs(res))
+    rows = [[r["data"] + (" (end to end, 16 per item)" if "total_seconds" in r else ""), _sci(r["refine_tol"]),
+             f"{r['estimated_peak_gb']:.2f}", f"{r['peak_rss_gb']:.2f}", f"{r['estimated_peak_gb'] / r['peak_rss_gb']:.2f}"]
+            for r in runs]
     return _table(["data", "refine_tol", "estimate GB", "peak RSS GB (whole process)", "estimate / peak"], rows)
 
 
@@ -453,7 +508,7 @@ def pruning(res: Records) -> str:
 
 TABLES = {f.__name__: f for f in (compare_official, compare_official_targets, compare_official_stages, refine_tol,
                                   score, score_plans, score_synthetic, scale_icf, scale_icf_targets, synthetic, memory_estimate,
-                                  pruning, distributed, factorizers, tune, tune_factorizers)}
+                                  pruning, distributed, factorizers, tune, tune_factorizers, scaling)}
 
 
 # ------------------------------------------------------------------------------------ README markers
