@@ -18,52 +18,57 @@ import numpy as np
 
 
 @numba.njit(cache=True)
+def _touched(X_indptr, X_indices, X_data, Wt_indptr, Wt_indices, Wt_data, u, stamp, h, mark, lst):
+    """h = x_u Wt over the latents user u touches (as the factored plan: float64 sums); returns how
+    many, listed ascending in lst[:nh]."""
+    nh = 0
+    for p in range(X_indptr[u], X_indptr[u + 1]):
+        i = X_indices[p]
+        for q in range(Wt_indptr[i], Wt_indptr[i + 1]):
+            t = Wt_indices[q]
+            if mark[t] != stamp:
+                mark[t] = stamp
+                h[t] = 0.0
+                lst[nh] = t
+                nh += 1
+            h[t] += np.float64(X_data[p]) * np.float64(Wt_data[q])
+    lst[:nh].sort()
+    return nh
+
+
+@numba.njit(cache=True)
 def _streams(X_indptr, X_indices, X_data, Wt_indptr, Wt_indices, Wt_data, Z_indptr, Z_indices, Z_data, n_latent,
-             users, out_ptr, out_items, out_vals):
-    """Fill (out_items, out_vals)[out_ptr[a]:out_ptr[a+1]] with user users[a]'s scatter stream in the
-    factored plan's order (touched latents ascending, each Z row front to back); out_ptr given by
-    :func:`_stream_sizes`."""
+             users, count_only, out_ptr, out_items, out_vals):
+    """Per user users[a], the factored plan's scatter stream (touched latents ascending, latents
+    whose float32 h is 0 skipped as the plan skips them, each Z row front to back). count_only:
+    out_ptr[a + 1] = out_ptr[a] + its length; else (out_items, out_vals)[out_ptr[a]:out_ptr[a + 1]]."""
     h = np.zeros(n_latent, dtype=np.float64)
     mark = np.zeros(n_latent, dtype=np.int64)
     lst = np.empty(n_latent, dtype=np.int64)
     for a in range(users.shape[0]):
-        u = users[a]
-        nh = 0
-        for p in range(X_indptr[u], X_indptr[u + 1]):
-            i = X_indices[p]
-            for q in range(Wt_indptr[i], Wt_indptr[i + 1]):
-                t = Wt_indices[q]
-                if mark[t] != a + 1:
-                    mark[t] = a + 1
-                    h[t] = 0.0
-                    lst[nh] = t
-                    nh += 1
-                h[t] += np.float64(X_data[p]) * np.float64(Wt_data[q])
-        lst[:nh].sort()
+        nh = _touched(X_indptr, X_indices, X_data, Wt_indptr, Wt_indices, Wt_data, users[a], a + 1, h, mark, lst)
         pos = out_ptr[a]
         for b in range(nh):
             t = lst[b]
             hv = np.float32(h[t])
+            if hv == 0:
+                continue
+            if count_only:
+                pos += Z_indptr[t + 1] - Z_indptr[t]
+                continue
             for r in range(Z_indptr[t], Z_indptr[t + 1]):
                 out_items[pos] = Z_indices[r]
                 out_vals[pos] = hv * Z_data[r]
                 pos += 1
+        if count_only:
+            out_ptr[a + 1] = pos
 
 
-@numba.njit(cache=True)
-def _stream_sizes(X_indptr, X_indices, Wt_indptr, Wt_indices, Z_indptr, n_latent, users, out_ptr):
-    mark = np.zeros(n_latent, dtype=np.int64)
-    for a in range(users.shape[0]):
-        u = users[a]
-        n = 0
-        for p in range(X_indptr[u], X_indptr[u + 1]):
-            i = X_indices[p]
-            for q in range(Wt_indptr[i], Wt_indptr[i + 1]):
-                t = Wt_indices[q]
-                if mark[t] != a + 1:
-                    mark[t] = a + 1
-                    n += Z_indptr[t + 1] - Z_indptr[t]
-        out_ptr[a + 1] = out_ptr[a] + n
+def _stream_ptr(X, Wt, Z, users) -> np.ndarray:
+    ptr = np.zeros(users.size + 1, dtype=np.int64)
+    _streams(X.indptr, X.indices, X.data, Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, Wt.shape[1],
+             users, True, ptr, np.empty(0, dtype=Z.indices.dtype), np.empty(0, dtype=np.float32))
+    return ptr
 
 
 @numba.njit(parallel=True, cache=True)
@@ -87,12 +92,11 @@ def scatter_limit(X, Wt, Z, max_users: int = 4000, repeats: int = 3) -> dict:
     update on one thread, i.e. wall seconds x threads / updates), 'threads'}."""
     n_users = X.shape[0]
     users = np.unique(np.linspace(0, n_users - 1, min(n_users, max_users)).astype(np.int64))
-    ptr = np.zeros(users.size + 1, dtype=np.int64)
-    _stream_sizes(X.indptr, X.indices, Wt.indptr, Wt.indices, Z.indptr, Wt.shape[1], users, ptr)
+    ptr = _stream_ptr(X, Wt, Z, users)
     items = np.empty(ptr[-1], dtype=Z.indices.dtype)
     vals = np.empty(ptr[-1], dtype=np.float32)
     _streams(X.indptr, X.indices, X.data, Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, Wt.shape[1],
-             users, ptr, items, vals)
+             users, False, ptr, items, vals)
     threads = numba.get_num_threads()
     n_chunks = max(1, min(users.size, 8 * threads))
     sink = np.zeros(n_chunks, dtype=np.float32)
@@ -109,7 +113,4 @@ def scatter_limit(X, Wt, Z, max_users: int = 4000, repeats: int = 3) -> dict:
 
 def factored_updates(X, Wt, Z) -> int:
     """Σ over all rows of X of the factored plan's scattered updates (Z entries of touched latents)."""
-    users = np.arange(X.shape[0], dtype=np.int64)
-    ptr = np.zeros(users.size + 1, dtype=np.int64)
-    _stream_sizes(X.indptr, X.indices, Wt.indptr, Wt.indices, Z.indptr, Wt.shape[1], users, ptr)
-    return int(ptr[-1])
+    return int(_stream_ptr(X, Wt, Z, np.arange(X.shape[0], dtype=np.int64))[-1])

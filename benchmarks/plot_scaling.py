@@ -1,6 +1,6 @@
 """Fit time per stage and peak RSS against catalogue size, from the end-to-end synthetic runs of
 ``benchmarks/scale.py --synthetic N ... --density default --save-dir DIR`` (records with
-``total_seconds``), with each stage's growth exponent: the slope of log(seconds) against log(nnz X)
+``save_seconds``), with each stage's growth exponent: the slope of log(seconds) against log(nnz X)
 by least squares (1 = linear in the data; the synthetic users grow with the items, 5 per item).
 
     python benchmarks/plot_scaling.py    # writes benchmarks/results/scaling.png, prints one JSON line per stage
@@ -36,7 +36,7 @@ def scaling_runs(path) -> list[dict]:
     runs = {}
     for r in rows:
         if (r.get("implementation") == "ours" and str(r.get("data", "")).startswith("synthetic_")
-                and "total_seconds" in r and r.get("density") is None and "error" not in r):
+                and "save_seconds" in r and r.get("density") is None and "error" not in r):
             runs[r["n_items"]] = r
     return [runs[n] for n in sorted(runs)]
 
@@ -91,8 +91,9 @@ def main(argv=None) -> int:
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
-    print(json.dumps({"what": "scaling_plot", "path": str(Path(args.out).relative_to(ROOT)) if Path(args.out).resolve()
-                      .is_relative_to(ROOT) else args.out, "runs": len(runs)}))
+    out = Path(args.out).resolve()
+    print(json.dumps({"what": "scaling_plot", "path": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
+                      "runs": len(runs)}))
     return 0
 
 

@@ -415,9 +415,9 @@ def scale_icf_targets(res: Records) -> str:
 
 
 def _synthetic_runs(res: Records) -> list:
-    """The fit-only synthetic runs (δ = 5e-5); the end-to-end ones are :func:`scaling`'s."""
+    """The synthetic runs at an explicit density; the end-to-end ones at the default are :func:`scaling`'s."""
     recs = [r for r in _all(res["scale"], implementation="ours", data=lambda d: str(d).startswith("synthetic_"))
-            if "total_seconds" not in r]
+            if r.get("density") is not None]
     names = sorted(set(r["data"] for r in recs), key=lambda d: int(d.split("_")[1]))
     return [_last(recs, data=d) for d in names]
 
@@ -459,7 +459,7 @@ _SCALING_STAGES = [  # (column, seconds of a record): the end-to-end pipeline in
 
 def _scaling_runs(res: Records) -> list:
     recs = [r for r in _all(res["scale"], implementation="ours", data=lambda d: str(d).startswith("synthetic_"))
-            if "total_seconds" in r and r.get("density") is None and "error" not in r]
+            if "save_seconds" in r and r.get("density") is None and "error" not in r]
     last = {r["n_items"]: r for r in recs}
     return [last[n] for n in sorted(last)]
 
@@ -471,7 +471,7 @@ def scaling(res: Records) -> str:
     rows = []
     for r in runs:
         rows.append([f"{_count(r['n_items'])} × {_count(r['n_users'])}", _millions(r["nnz_X"]),
-                     f"{r['density_'] * r['n_items']:.0f}, {_sci(r['density_'])}", f"{r['min_cooccurrence']:g}",
+                     f"{r['density_'] * r['n_items']:.0f}, {r['density_']:.2g}", f"{r['min_cooccurrence']:g}",
                      _millions(r["nnz_gram_lower"])]
                     + [f"{get(r):.1f}" for _, get in _SCALING_STAGES]
                     + [f"{r['total_seconds']:.0f} ({r['total_seconds'] / 60:.1f} min)", f"{r['peak_rss_gb']:.2f}",

@@ -93,17 +93,21 @@ def _descending_ties(n_items, m, n_users):
 
 
 @pytest.mark.parametrize("n_items, m", [(200, 30), (40, 39)])  # list mode, and dense mode (work > n_items)
-def test_ties_at_the_k_boundary_keep_the_lowest_ids_whatever_the_feed_order(n_items, m):
+def test_ties_at_the_k_boundary_keep_the_lowest_ids_whatever_the_feed_order(n_items, m, monkeypatch):
+    """Both plans; the product plan also in 64-item column tiles, so the tied items span tiles."""
     X, Wt, Z = _descending_ties(n_items, m, n_users=7)
     lowest = np.arange(n_items - m, n_items)
+    monkeypatch.setattr(cpu_inference, "PRODUCT_TILE_BYTES", 4 * n_items * 64)
     compared = 0
-    for k in (1, 5, m - 1):
-        ids, scores = recommend_sparse(X, Wt, Z, k)
-        for u in range(X.shape[0]):
-            assert ids[u].tolist() == lowest[:k].tolist()
-            assert np.all(scores[u] == np.float32(0.5))
-            compared += 1
-    assert compared == 21
+    for plan in ("factored", "product"):
+        for k in (1, 5, m - 1):
+            ids, scores = recommend_sparse(X, Wt, Z, k, plan=plan)
+            for u in range(X.shape[0]):
+                assert ids[u].tolist() == lowest[:k].tolist(), plan
+                assert np.all(scores[u] == np.float32(0.5))
+                compared += 1
+        cpu_inference.release_scoring_cache()
+    assert compared == 42
 
 
 def test_ease_ties_at_the_k_boundary_keep_the_lowest_ids():
