@@ -40,13 +40,13 @@ def _split(data_dir, data):
     return split
 
 
-def _tune(data_dir, data, seed, max_seconds, max_model_bytes, plot_dir, queue):
+def _tune(data_dir, data, seed, max_seconds, max_model_bytes, plot_dir, validation, queue):
     from sansa_gpu import tune
 
     split = _split(data_dir, data)
     t0 = time.perf_counter()
     r = tune(split.train, seed=seed, max_seconds=max_seconds, max_model_bytes=max_model_bytes,
-             dense_ease=plot_dir is not None, progress=True)
+             dense_ease=plot_dir is not None, progress=True, validation=validation)
     total = time.perf_counter() - t0
     rec = {"case": "tune", "seed": seed, "max_seconds": max_seconds, "max_model_bytes": max_model_bytes,
            "search_seconds": r.seconds,
@@ -131,6 +131,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-seconds", type=float, default=600.0)
     ap.add_argument("--max-model-bytes", type=float, default=None)
+    ap.add_argument("--validation", choices=("holdout", "users"), default="holdout",
+                    help="tune's validation split (the record's validation.kind says which)")
     ap.add_argument("--plot-dir", default=None, help="write tune_<data>.png here")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tune.jsonl"))
     ap.add_argument("--cases", nargs="+", choices=("tune", "default", "official"), default=["tune", "default", "official"],
@@ -143,7 +145,8 @@ def main(argv=None) -> int:
     for data in args.data:
         base = {"what": "tune_vs_default_vs_official", "data": data, "commit": commit}
         if "tune" in args.cases:
-            t = run_isolated(_tune, (args.data_dir, data, args.seed, args.max_seconds, args.max_model_bytes, args.plot_dir),
+            t = run_isolated(_tune, (args.data_dir, data, args.seed, args.max_seconds, args.max_model_bytes, args.plot_dir,
+                                     args.validation),
                              {**base, "case": "tune"})
             emit({**base, **t}, args.out)
         else:  # the last tune record of this dataset in --out

@@ -33,8 +33,9 @@ LAPACK_FLOPS_PER_CORE = 2.4e10
 def ease_fit_seconds(n_items: int, threads: int | None = None) -> float:
     """Rough seconds of :func:`ease_weights` on ``n_items`` items (n^3 operations), on ``threads``
     cores (default: all, but one above :data:`SINGLE_THREAD_LAPACK_ITEMS`)."""
-    if threads is None:
-        threads = 1 if n_items > SINGLE_THREAD_LAPACK_ITEMS else (os.cpu_count() or 1)
+    if threads is None:  # the cores this process may run on (a container's limit, not the host's count)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = 1 if n_items > SINGLE_THREAD_LAPACK_ITEMS else cores
     return float(n_items) ** 3 / (LAPACK_FLOPS_PER_CORE * max(1, threads))
 
 
