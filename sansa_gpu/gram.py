@@ -90,12 +90,12 @@ def _count_columns(X: sp.csr_matrix, perm, min_cooccurrence: float, prune_scale)
     return args, counts
 
 
-def gram_lower_nnz(X: sp.csr_matrix, min_cooccurrence: float = 0.0) -> int:
-    """nnz of :func:`gram_lower`'s result (l2 = 0, any ordering: the count does not depend on it)
-    from its count pass alone: no entry is stored. Items without interactions count 0 (a positive
-    l2 gives each of them a diagonal entry)."""
+def gram_lower_nnz(X: sp.csr_matrix, l2: float = 0.0, min_cooccurrence: float = 0.0) -> int:
+    """nnz of ``gram_lower(X, l2, perm, min_cooccurrence)`` (any ``perm``: the count does not depend
+    on it) from its count pass alone: no entry is stored. A column with an entry holds its diagonal;
+    an item without interactions has none, and gets one when ``l2`` is positive."""
     _, counts = _count_columns(sp.csr_matrix(X), None, min_cooccurrence, None)
-    return int(counts.sum())
+    return int(counts.sum()) + (int(np.count_nonzero(counts == 0)) if l2 else 0)
 
 
 def gram_lower(X: sp.csr_matrix, l2: float = 0.0, perm: np.ndarray | None = None, min_cooccurrence: float = 0.0,

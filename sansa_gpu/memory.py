@@ -118,9 +118,8 @@ def structural_counts(X: sp.csr_matrix, factorizer: str = "cholmod", min_cooccur
     of :func:`estimate_memory` that does not depend on the density. 'icf': the Gram's count pass
     alone (:func:`~sansa_gpu.gram.gram_lower_nnz`: its work, none of its memory; the count does not
     depend on the ordering); 'cholmod': the ordering, a Gram build and an O(nnz(L)) symbolic count."""
-    if factorizer == "icf":  # the count pass alone (no entry stored); interaction-free items get l2 alone
-        n_empty = int(np.count_nonzero(np.bincount(X.indices, minlength=X.shape[1]) == 0))
-        return gram_lower_nnz(X, min_cooccurrence) + n_empty, None
+    if factorizer == "icf":  # the count pass alone, no entry stored (l2 > 0, as in the fit)
+        return gram_lower_nnz(X, 1.0, min_cooccurrence), None
     A = gram_lower(X, 1.0, item_ordering(X, ordering))
     return int(A.nnz), cholesky_fill(A)
 

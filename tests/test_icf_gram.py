@@ -39,9 +39,9 @@ def test_gram_count_pass_alone_counts_what_the_build_stores(small_X, mc):
     """The memory estimate counts the Gram without storing it: same nnz as the built Gram, with
     interaction-free items (no entry at l2 = 0, a diagonal entry at l2 > 0) and pruning."""
     X = sp.hstack([small_X, sp.csr_matrix((small_X.shape[0], 3), dtype=np.float32)]).tocsr()
-    assert gram_lower_nnz(X, mc) == gram_lower(X, 0.0, min_cooccurrence=mc).nnz
+    assert gram_lower_nnz(X, 0.0, mc) == gram_lower(X, 0.0, min_cooccurrence=mc).nnz
     assert structural_counts(X, "icf", mc) == (gram_lower(X, 1.0, min_cooccurrence=mc).nnz, None)
-    assert gram_lower(X, 1.0, min_cooccurrence=mc).nnz == gram_lower_nnz(X, mc) + 3
+    assert gram_lower(X, 1.0, min_cooccurrence=mc).nnz == gram_lower_nnz(X, 1.0, mc) == gram_lower_nnz(X, 0.0, mc) + 3
 
 
 def test_icf_equals_exact_cholesky_when_nothing_is_dropped(small_X):
