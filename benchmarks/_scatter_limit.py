@@ -16,6 +16,8 @@ import time
 import numba
 import numpy as np
 
+from sansa_gpu.cpu._accumulate import touch
+
 
 @numba.njit(cache=True)
 def _touched(X_indptr, X_indices, X_data, Wt_indptr, Wt_indices, Wt_data, u, stamp, h, mark, lst):
@@ -26,11 +28,7 @@ def _touched(X_indptr, X_indices, X_data, Wt_indptr, Wt_indices, Wt_data, u, sta
         i = X_indices[p]
         for q in range(Wt_indptr[i], Wt_indptr[i + 1]):
             t = Wt_indices[q]
-            if mark[t] != stamp:
-                mark[t] = stamp
-                h[t] = 0.0
-                lst[nh] = t
-                nh += 1
+            nh = touch(mark, lst, nh, t, stamp, h)  # the plan's own sparse accumulator
             h[t] += np.float64(X_data[p]) * np.float64(Wt_data[q])
     lst[:nh].sort()
     return nh
