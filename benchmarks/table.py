@@ -233,27 +233,35 @@ def score(res: Records) -> str:
         r = _last([x for x in recs if x.get("repeat_users", 1) == rep], data=d, density=dens)
         limit = (f"{r['ours_ns_per_update']:.1f} / {r['scatter_limit']['ns_per_update']:.1f} ns "
                  f"({r['limit_fraction']:.0%})" if "limit_fraction" in r else "—")
+        plan = r.get("plan", "factored")
+        if r.get("product_build_seconds") is not None:  # B formed once per model, before the timing
+            plan += f" (B formed once: {r['product_build_seconds']:.1f} s)"
         rows.append([d + (f" (users ×{rep})" if rep > 1 else ""), _sci(dens), f"{r['n_users']:,}",
-                     r.get("plan", "factored"), f"{r['ours_users_per_s']:,.0f}", f"{r['official_users_per_s']:,.0f}",
+                     plan, f"{r['ours_users_per_s']:,.0f}", f"{r['official_users_per_s']:,.0f}",
                      f"{r['speedup']:.2f}×", limit, _share(r["same_topk_rows"]), r.get("commit") or "—"])
     return _table(["data", "density", "users", "our plan", "ours users/s", "official users/s", "speedup",
                    "ns per update: ours / bare scatter (share)", "identical top-k rows", "commit"], rows)
 
 
 def score_plans(res: Records) -> str:
-    """Our two CPU scoring plans on the same weights (score_bench.py --plans), last record per (data, density)."""
+    """Our CPU scoring plans on the same weights (score_bench.py --plans), last record per (data,
+    density): seconds per plan ('—' where not run), forming each B, what auto chooses, and the
+    share of top-k rows each product plan gives identical to the factored plan's."""
     recs = _all(res["score"], what="score_plans")
     rows = []
+    products = ("product", "sparse_product")
     for d, dens in dict.fromkeys((r["data"], r["density"]) for r in recs):
         r = _last(recs, data=d, density=dens)
         per_item = dens * r["n_items"]
-        build = r.get("product_build_seconds")
-        rows.append([d, f"{dens:.2g}", f"{per_item:.0f}", f"{r['n_users']:,}",
-                     f"{statistics.median(r['factored_seconds']):.2f}", f"{statistics.median(r['product_seconds']):.2f}",
-                     "—" if build is None else f"{build:.2f}", r["auto_chooses"],
-                     _share(r["product_vs_factored_same_topk_rows"])])
-    return _table(["data", "density", "nonzeros per item", "users", "factored s", "product s", "forming B s",
-                   "auto chooses", "identical top-k rows"], rows)
+        seconds = [f"{statistics.median(r[f'{p}_seconds']):.2f}" if f"{p}_seconds" in r else "—"
+                   for p in ("factored", *products)]
+        build = " / ".join("—" if r.get(f"{p}_build_seconds") is None else f"{r[f'{p}_build_seconds']:.2f}"
+                           for p in products)
+        same = " / ".join(_share(r[f"{p}_vs_factored_same_topk_rows"]) if f"{p}_vs_factored_same_topk_rows" in r
+                          else "—" for p in products)
+        rows.append([d, f"{dens:.2g}", f"{per_item:.0f}", f"{r['n_users']:,}", *seconds, build, r["auto_chooses"], same])
+    return _table(["data", "density", "nonzeros per item", "users", "factored s", "product s", "sparse product s",
+                   "forming B s (dense / sparse)", "auto chooses", "identical top-k rows (dense / sparse)"], rows)
 
 
 def score_synthetic(res: Records) -> str:

@@ -32,7 +32,7 @@ def test_gram_is_bit_identical_with_one_and_two_threads(medium_X):
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba runs on one thread here")
-@pytest.mark.parametrize("plan", ["factored", "product"])
+@pytest.mark.parametrize("plan", ["factored", "product", "sparse_product"])
 def test_scoring_is_bit_identical_with_one_and_two_threads(medium_X, plan):
     m = SANSA(l2=20.0, density=0.02, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
     X = medium_X[:500].copy()

@@ -94,12 +94,13 @@ def _descending_ties(n_items, m, n_users):
 
 @pytest.mark.parametrize("n_items, m", [(200, 30), (40, 39)])  # list mode, and dense mode (work > n_items)
 def test_ties_at_the_k_boundary_keep_the_lowest_ids_whatever_the_feed_order(n_items, m, monkeypatch):
-    """Both plans; the product plan also in 64-item column tiles, so the tied items span tiles."""
+    """Every plan; the product plan also in 64-item column tiles, so the tied items span tiles (the
+    sparse product plan's B row lists the tied items in descending order, as first reached)."""
     X, Wt, Z = _descending_ties(n_items, m, n_users=7)
     lowest = np.arange(n_items - m, n_items)
     monkeypatch.setattr(cpu_inference, "PRODUCT_TILE_BYTES", 4 * n_items * 64)
     compared = 0
-    for plan in ("factored", "product"):
+    for plan in ("factored", "product", "sparse_product"):
         for k in (1, 5, m - 1):
             ids, scores = recommend_sparse(X, Wt, Z, k, plan=plan)
             for u in range(X.shape[0]):
@@ -107,7 +108,7 @@ def test_ties_at_the_k_boundary_keep_the_lowest_ids_whatever_the_feed_order(n_it
                 assert np.all(scores[u] == np.float32(0.5))
                 compared += 1
         cpu_inference.release_scoring_cache()
-    assert compared == 42
+    assert compared == 63
 
 
 def test_ease_ties_at_the_k_boundary_keep_the_lowest_ids():
@@ -126,7 +127,7 @@ def test_ease_ties_at_the_k_boundary_keep_the_lowest_ids():
     assert compared == 18
 
 
-# ---------------------------------------------------------------- the product plan (dense B = Wt Z)
+# ------------------------------------------------- the product plans (B = Wt Z formed, dense or sparse)
 from sansa_gpu.cpu import inference as cpu_inference  # noqa: E402
 
 
@@ -166,6 +167,9 @@ def test_product_plan_matches_factored_plan(n_items):
         fa = recommend_sparse(Xq, *m.weights_, k, plan="factored")
         pr = recommend_sparse(Xq, *m.weights_, k, plan="product")
         _same_topk(*fa, *pr)
+        sparse = recommend_sparse(Xq, *m.weights_, k, plan="sparse_product")
+        np.testing.assert_array_equal(sparse[0], pr[0])  # the same B entries summed in the same order
+        np.testing.assert_array_equal(sparse[1], pr[1])
         assert pr[0][5].tolist() == [-1] * k and pr[0][-1].tolist() == [-1] * k
         reach = (fa[0] >= 0).sum(axis=1)
         assert reach.min() < k  # some user has fewer candidates than k: padding was compared
@@ -194,7 +198,12 @@ def test_product_plan_tiles_give_the_same_bits_as_one_tile(monkeypatch):
 def test_auto_plan_follows_the_cost_model_and_the_memory_cap(medium_X, monkeypatch):
     sparse = SANSA(l2=20.0, density=0.002, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
     dense = SANSA(l2=20.0, density=0.2, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
+    # 2 nonzeros per factor column: B = Wt Z has 1.4k entries, its rows are the cheapest to scatter
+    # (measured here: 3.3 ms sparse product, 4.6 factored, 7.2 dense product for the 3000 users)
+    assert cpu_inference.choose_plan(medium_X, *sparse.weights_)[0] == "sparse_product"
+    monkeypatch.setattr(cpu_inference, "SPARSE_PRODUCT_MARGIN", 0.0)
     assert cpu_inference.choose_plan(medium_X, *sparse.weights_)[0] == "factored"
+    monkeypatch.undo()
     plan, why = cpu_inference.choose_plan(medium_X, *dense.weights_)
     assert plan == "product", why
     cost = cpu_inference.plan_costs(medium_X, *dense.weights_)
@@ -237,3 +246,94 @@ def test_product_plan_ignores_explicit_zeros_and_refuses_what_does_not_fit(mediu
     with pytest.raises(MemoryError, match="use plan='factored'"):
         recommend_sparse(X, *m.weights_, 10, plan="product")
     assert cpu_inference.choose_plan(X, *m.weights_)[0] == "factored"
+
+
+# ---------------------------------------------------------------- the sparse product plan (CSR B)
+def _structure_count(Wt, Z):
+    """Entries per row of B = Wt Z counted by scipy on the 0/1 patterns (no cancellation)."""
+    ones = lambda M: sp.csr_matrix((np.ones(M.nnz), M.indices, M.indptr), shape=M.shape)
+    return np.diff((ones(Wt) @ ones(Z)).tocsr().indptr)
+
+
+def test_sparse_product_B_holds_the_structure_and_float64_sums_of_Wt_Z(medium_X):
+    m = SANSA(l2=20.0, density=0.02, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
+    Wt, Z = m.weights_
+    cpu_inference.release_scoring_cache()
+    np.testing.assert_array_equal(cpu_inference.product_row_nnz(Wt, Z), _structure_count(Wt, Z))
+    indptr, indices, data = cpu_inference._product_state(Wt, Z, "sparse_product")
+    assert indices.dtype == np.uint16 and data.dtype == np.float32  # 300 items fit 16 bits
+    B = sp.csr_matrix((data, indices.astype(np.int64), indptr), shape=(Wt.shape[0], Z.shape[1]))
+    exact = (Wt.astype(np.float64) @ Z.astype(np.float64)).toarray()
+    np.testing.assert_allclose(B.toarray(), exact.astype(np.float32), rtol=1e-6, atol=1e-12)
+    for i in range(B.shape[0]):  # each row's items distinct
+        row = indices[indptr[i]:indptr[i + 1]]
+        assert np.unique(row).size == row.size
+
+
+def test_sparse_product_plan_gives_the_same_bits_with_int32_indices(medium_X, monkeypatch):
+    """Catalogues over 65,536 items store B's indices as int32: the same kernel, the same result."""
+    m = SANSA(l2=20.0, density=0.02, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
+    X = medium_X[:120].copy()
+    X.data[::4] = 0.0  # explicit zeros reach nothing, in every plan
+    cpu_inference.release_scoring_cache()
+    small = recommend_sparse(X, *m.weights_, 12, plan="sparse_product")
+    monkeypatch.setattr(cpu_inference, "sparse_index_dtype", lambda n_items: np.dtype(np.int32))
+    cpu_inference.release_scoring_cache()
+    wide = recommend_sparse(X, *m.weights_, 12, plan="sparse_product")
+    assert cpu_inference._cache["B"][1].dtype == np.int32
+    np.testing.assert_array_equal(small[0], wide[0])
+    np.testing.assert_array_equal(small[1], wide[1])
+    dense = recommend_sparse(X, *m.weights_, 12, plan="product")
+    np.testing.assert_array_equal(small[0], dense[0])
+    np.testing.assert_array_equal(small[1], dense[1])
+
+
+def test_auto_plan_takes_the_sparse_product_by_the_cost_model_and_counts_only_when_it_could_pay(
+        medium_X, monkeypatch):
+    m = SANSA(l2=20.0, density=0.02, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
+    Wt, Z = m.weights_
+    cpu_inference.release_scoring_cache()
+    # a small batch: forming a sparse B could not pay, so its structure is not even counted
+    monkeypatch.setattr(cpu_inference, "NS_SPARSE_BUILD", 1e6)
+    plan, why = cpu_inference.choose_plan(medium_X[:3], Wt, Z)
+    assert plan != "sparse_product" and "forming a sparse B would take at least" in why
+    assert "row_nnz" not in cpu_inference._cache
+    # cheap sparse scatter, dense B out of the cap: the sparse product plan is chosen
+    monkeypatch.setattr(cpu_inference, "NS_SPARSE_BUILD", 0.0)
+    monkeypatch.setattr(cpu_inference, "NS_SPARSE_WRITE", 0.0)
+    monkeypatch.setattr(cpu_inference, "NS_SPARSE_SCATTER", 0.01)
+    monkeypatch.setattr(cpu_inference, "PRODUCT_CACHE_MAX_BYTES", cpu_inference.product_bytes(Z.shape[1]) - 1)
+    plan, why = cpu_inference.choose_plan(medium_X, Wt, Z)
+    assert plan == "sparse_product", why
+    cost = cpu_inference.plan_costs(medium_X, Wt, Z, cpu_inference.product_row_nnz(Wt, Z))
+    assert cost["sparse_product"] < cpu_inference.SPARSE_PRODUCT_MARGIN * cost["factored"]
+    ids, _ = recommend_sparse(medium_X[:50], Wt, Z, 5)  # auto forms and keeps the sparse B
+    assert cpu_inference._cache["plan"] == "sparse_product"
+    np.testing.assert_array_equal(ids, recommend_sparse(medium_X[:50], Wt, Z, 5, plan="sparse_product")[0])
+    # a sparse B over the cap is refused by auto; over the available memory by the plan itself
+    nnz_B = int(cpu_inference.product_row_nnz(Wt, Z).sum())
+    monkeypatch.setattr(cpu_inference, "PRODUCT_CACHE_MAX_BYTES", cpu_inference.sparse_product_bytes(nnz_B, Z.shape[1]) - 1)
+    plan, why = cpu_inference.choose_plan(medium_X, Wt, Z)
+    assert plan == "factored" and "sparse B would take" in why
+    from sansa_gpu import memory
+
+    cpu_inference.release_scoring_cache()
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1000)
+    with pytest.raises(MemoryError, match="sparse_product plan needs .* use plan='factored'"):
+        recommend_sparse(medium_X[:5], Wt, Z, 5, plan="sparse_product")
+
+
+def test_one_B_is_kept_at_a_time_and_the_counted_structure_with_it(medium_X):
+    m = SANSA(l2=20.0, density=0.05, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
+    cpu_inference.release_scoring_cache()
+    a = recommend_sparse(medium_X[:40], *m.weights_, 6, plan="sparse_product")
+    row_nnz = cpu_inference._cache["row_nnz"]
+    b = recommend_sparse(medium_X[:40], *m.weights_, 6, plan="product")
+    assert cpu_inference._cache["plan"] == "product" and cpu_inference._cache["B"][0].ndim == 2
+    assert cpu_inference._cache["row_nnz"] is row_nnz  # same weights: the count is kept
+    np.testing.assert_array_equal(a[0], b[0])
+    m.fit(medium_X[:, :])
+    import gc
+
+    gc.collect()
+    assert not cpu_inference._cache

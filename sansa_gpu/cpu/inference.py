@@ -6,7 +6,7 @@ the k best are returned sorted by score descending, ties broken by the lower ite
 padded with id -1 / score -inf. x Wt is accumulated in float64, the scores in float32 (as on
 the GPU); they are compared as float32.
 
-Two plans compute the same scores:
+Three plans compute the same scores:
 
 - ``factored`` (the GPU's too): per user, h = x Wt over the touched latent rows, then s = h Z by
   scattering each touched row of Z. Work per user: Σ |Z row| over the touched latents.
@@ -17,16 +17,23 @@ Two plans compute the same scores:
   catalogue many times over (pinterest, 256 nonzeros per factor column: 0.8M scattered updates
   per user, against |x| x 9836 = 0.2M vectorised ones), so this plan is many times faster; on
   sparse models or large catalogues the factored plan is, and B would not fit.
+- ``sparse_product``: the same B kept as CSR (its structure is its index list; uint16 indices when
+  the catalogue has at most 65,536 items), per user s = Σ x_i B_i scattered row by row. It does
+  more scattered updates than the factored plan where a user's items share latents (gowalla at
+  5e-4: 717M against 562M) but each is cheaper: a few long contiguous rows per user instead of
+  hundreds of short ones, and no x Wt gather or latent sort (gowalla: 2.6 s against 4.2 s at 5e-4,
+  9.1 s against 19.2 s at 2e-3, where B takes 0.17 / 1.4 GB against 6.9 GB dense).
 
-``plan="auto"`` (:func:`choose_plan`) estimates both per-user costs on a sample of the users and
-takes the product plan when B fits :func:`product_cache_bytes_cap` and it wins after paying for B.
-The product plan forms each entry of B in float64 and rounds it once, then sums a user's rows in
-float32, so its scores match the factored plan's to float32 rounding (top-k identical except
-between near-ties). Candidates are the same items except where x Wt cancels to exactly zero on a
-latent (the factored plan then does not reach that latent's items; B's structure cannot know):
-with nonnegative weights, as :func:`sansa_gpu.validation.check_interactions` requires, only by
-exact rounding coincidence. Both caches (this one and the GPU's) assume the weights are not
-modified in place: call :func:`release_scoring_cache` after doing so.
+``plan="auto"`` (:func:`choose_plan`) estimates the per-user costs on a sample of the users and
+takes a product plan when its B fits :func:`product_cache_bytes_cap` and it wins after paying for
+B. Both product plans form each entry of B in float64 and round it once, then sum a user's rows
+in float32 in the same order, so they give bit-identical results to each other, and scores that
+match the factored plan's to float32 rounding (top-k identical except between near-ties).
+Candidates are the same items except where x Wt cancels to exactly zero on a latent (the
+factored plan then does not reach that latent's items; B's structure cannot know): with
+nonnegative weights, as :func:`sansa_gpu.validation.check_interactions` requires, only by exact
+rounding coincidence. Both caches (this one and the GPU's) assume the weights are not modified
+in place: call :func:`release_scoring_cache` after doing so.
 """
 
 from __future__ import annotations
@@ -42,17 +49,29 @@ from ._accumulate import touch
 
 logger = logging.getLogger(__name__)
 
-PLANS = ("auto", "factored", "product")
+PLANS = ("auto", "factored", "product", "sparse_product")
 #: Cost model of :func:`choose_plan`, nanoseconds per operation on one core, measured on the 2-core
 #: VM (benchmarks/score_bench.py --plans): a scattered update of the factored plan (load Z entry,
 #: flag the item, add), an element of the product plan's vectorised row sum (column-tiled: 0.29 ns
 #: on ml-1m at 1e-2, 0.75 before the tiles), a catalogue entry of its candidate scan, an update
-#: while forming B, and an entry of B written.
+#: while forming B, and an entry of B written. The sparse product plan's, in the same units (the
+#: factored plan's update as NS_SCATTER; its real cost was 12 ns on gowalla at 5e-4, 6 at 2e-3):
+#: a scattered update (0.48 / 0.56 x the factored plan's there: contiguous rows, no gather), an
+#: update while forming its B (counting and filling pass together: 2 x 1.2 x the factored
+#: update) and an entry of it written (15 ns, measured).
 NS_SCATTER = 5.0
 NS_ROW_SUM = 0.35
 NS_SCAN = 1.0
 NS_BUILD = 3.0
 NS_WRITE_B = 0.75
+NS_SPARSE_SCATTER = 2.6
+NS_SPARSE_BUILD = 12.0
+NS_SPARSE_WRITE = 8.0
+#: A product plan is taken when its predicted time (forming B included unless cached) is below this
+#: fraction of the factored plan's: the dense B's vectorised row sums are a different kind of work
+#: from the scatter the cost model is calibrated on (wider margin), the sparse B's are the same kind.
+PRODUCT_MARGIN = 0.7
+SPARSE_PRODUCT_MARGIN = 0.9
 PRODUCT_CACHE_FRACTION = 0.25
 PRODUCT_CACHE_MAX_BYTES = 4 << 30
 PLAN_SAMPLE_USERS = 2048
@@ -261,6 +280,102 @@ def _recommend_product(X_indptr, X_indices, X_data, B, mask, k, tile, n_chunks, 
             out_scores[u, a] = -np.inf
 
 
+@numba.njit(parallel=True, cache=True)
+def _sparse_product(Wt_indptr, Wt_indices, Wt_data, Z_indptr, Z_indices, Z_data, n_items, n_chunks, count_only,
+                    B_indptr, B_indices, B_data):
+    """B = Wt Z as CSR: per row the distinct items it reaches structurally (zeros too), in the order
+    they are first reached (deterministic; not sorted: sorting took 0.4 of the 0.8 s fill on gowalla
+    at 5e-4 and did not speed up scoring), entries summed in float64 and rounded once (as
+    :func:`_dense_product`). count_only: write each
+    row's entry count to B_indptr[i + 1] (the caller takes the prefix sum); else fill B_indices /
+    B_data from the finished B_indptr."""
+    n_rows = Wt_indptr.shape[0] - 1
+    for c in numba.prange(n_chunks):
+        acc = np.zeros(n_items, dtype=np.float64)
+        mark = np.zeros(n_items, dtype=np.int32)  # int32 flags and list: the three stay closer to L2 size
+        lst = np.empty(n_items, dtype=np.int32)
+        for i in range(c, n_rows, n_chunks):
+            stamp = np.int32(i + 1)
+            m = 0
+            for q in range(Wt_indptr[i], Wt_indptr[i + 1]):
+                t = Wt_indices[q]
+                w = np.float64(Wt_data[q])
+                for r in range(Z_indptr[t], Z_indptr[t + 1]):
+                    j = Z_indices[r]
+                    m = touch(mark, lst, m, j, stamp, acc)
+                    acc[j] += w * np.float64(Z_data[r])
+            if count_only:
+                B_indptr[i + 1] = m
+                continue
+            base = B_indptr[i]
+            for a in range(m):
+                j = lst[a]
+                B_indices[base + a] = j
+                B_data[base + a] = np.float32(acc[j])
+
+
+@numba.njit(parallel=True, cache=True)
+def _recommend_sparse_product(X_indptr, X_indices, X_data, B_indptr, B_indices, B_data, n_items, k, n_chunks,
+                              out_ids, out_scores):
+    """Per user s = Σ x_i B_i over the CSR rows of B, then the masked top-k of the reached items
+    (list mode; dense mode, flags without a branch and one scan of the catalogue, when more
+    updates are expected than items: as the factored plan)."""
+    n_users = X_indptr.shape[0] - 1
+    for c in numba.prange(n_chunks):
+        s = np.zeros(n_items, dtype=np.float32)
+        reached = np.zeros(n_items, dtype=np.uint8)
+        excluded = np.zeros(n_items, dtype=np.uint8)
+        s_list = np.empty(n_items, dtype=np.int64)
+        ids = np.empty(k, dtype=np.int64)
+        scores = np.empty(k, dtype=np.float32)
+        for u in range(c, n_users, n_chunks):
+            work = 0
+            for p in range(X_indptr[u], X_indptr[u + 1]):
+                i = X_indices[p]
+                excluded[i] = 1
+                work += B_indptr[i + 1] - B_indptr[i]
+            count = 0
+            if work > n_items:
+                for p in range(X_indptr[u], X_indptr[u + 1]):
+                    i = X_indices[p]
+                    x = np.float32(X_data[p])
+                    if x == 0:  # an explicit zero reaches nothing (as in the other plans)
+                        continue
+                    for q in range(B_indptr[i], B_indptr[i + 1]):
+                        item = B_indices[q]
+                        s[item] += x * B_data[q]
+                        reached[item] = 1
+                for item in range(n_items):
+                    if reached[item]:
+                        if not excluded[item]:
+                            count = _push_topk(ids, scores, count, k, item, s[item])
+                        s[item] = 0
+                        reached[item] = 0
+            else:
+                ns = 0
+                for p in range(X_indptr[u], X_indptr[u + 1]):
+                    i = X_indices[p]
+                    x = np.float32(X_data[p])
+                    if x == 0:
+                        continue
+                    for q in range(B_indptr[i], B_indptr[i + 1]):
+                        item = B_indices[q]
+                        if not reached[item]:
+                            reached[item] = 1
+                            s_list[ns] = item
+                            ns += 1
+                        s[item] += x * B_data[q]
+                for a in range(ns):
+                    item = s_list[a]
+                    if not excluded[item]:
+                        count = _push_topk(ids, scores, count, k, item, s[item])
+                    s[item] = 0
+                    reached[item] = 0
+            for p in range(X_indptr[u], X_indptr[u + 1]):
+                excluded[X_indices[p]] = 0
+            _write_padded(out_ids, out_scores, u, ids, scores, count, k)
+
+
 @numba.njit(cache=True)
 def _factored_work(X_indptr, X_indices, Wt_indptr, Wt_indices, Z_indptr, n_latent, users):
     """(Σ touched Z entries, Σ |x|, Σ touched Wt entries) over ``users``: the work of the
@@ -289,6 +404,17 @@ def product_bytes(n_items: int) -> int:
     return int(n_items) * int(n_items) * 4 + int(n_items) * ((int(n_items) + 63) // 64) * 8
 
 
+def sparse_index_dtype(n_items: int) -> np.dtype:
+    """Index dtype of the sparse product plan's B: uint16 when every item id fits (a quarter fewer
+    bytes streamed per update: 2.4 s against 2.7 s on gowalla at 5e-4), else int32."""
+    return np.dtype(np.uint16) if int(n_items) <= 1 << 16 else np.dtype(np.int32)
+
+
+def sparse_product_bytes(nnz_B: int, n_items: int) -> int:
+    """Bytes of the sparse product plan's cache: B's indices, float32 values and int64 row pointers."""
+    return int(nnz_B) * (sparse_index_dtype(n_items).itemsize + 4) + (int(n_items) + 1) * 8
+
+
 def product_tile(n_rows: int, n_items: int) -> int:
     """Items per column tile of the product plan: a multiple of 64 whose (n_rows, tile) float32 slice
     of B fits :data:`PRODUCT_TILE_BYTES` (at least 64, at most the catalogue rounded up)."""
@@ -304,43 +430,92 @@ def product_cache_bytes_cap() -> int:
     return int(min(PRODUCT_CACHE_MAX_BYTES, PRODUCT_CACHE_FRACTION * available_memory_bytes()))
 
 
-def plan_costs(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix) -> dict:
+def _build_updates(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> float:
+    """Σ over the entries of Wt of |Z row|: the updates of forming B = Wt Z (either layout)."""
+    return float(np.diff(Z.indptr)[Wt.indices].sum())
+
+
+def plan_costs(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, B_row_nnz: np.ndarray | None = None) -> dict:
     """Predicted seconds (one core) of scoring the rows of X by each plan, from the work of a
     sample of :data:`PLAN_SAMPLE_USERS` rows: {'factored', 'product' (row sums + scans, B given),
-    'build' (forming B once)}."""
+    'build' (forming the dense B once), 'sparse_build_min' (forming the sparse B once, without
+    sorting and writing it)}, and with ``B_row_nnz`` (entries per row of B, :func:`product_row_nnz`)
+    also 'sparse_product' (B given) and 'sparse_build'."""
     n_users, n_items = X.shape
     sample = np.unique(np.linspace(0, n_users - 1, min(n_users, PLAN_SAMPLE_USERS)).astype(np.int64))
     scatter, n_x, gather = _factored_work(X.indptr, X.indices, Wt.indptr, Wt.indices, Z.indptr, Wt.shape[1], sample)
     per = n_users / max(1, sample.size)
-    factored = (NS_SCATTER * scatter + NS_SCATTER * gather) * per
-    product = (NS_ROW_SUM * n_x * n_items + NS_SCAN * sample.size * n_items) * per
-    build_updates = float(np.diff(Z.indptr)[Wt.indices].sum())  # Σ over entries of Wt of |Z row|
-    build = NS_BUILD * build_updates + NS_WRITE_B * n_items * n_items
-    return {key: value * 1e-9 for key, value in (("factored", factored), ("product", product), ("build", build))}
+    updates = _build_updates(Wt, Z)
+    ns = {"factored": (NS_SCATTER * scatter + NS_SCATTER * gather) * per,
+          "product": (NS_ROW_SUM * n_x * n_items + NS_SCAN * sample.size * n_items) * per,
+          "build": NS_BUILD * updates + NS_WRITE_B * n_items * n_items,
+          "sparse_build_min": NS_SPARSE_BUILD * updates}
+    if B_row_nnz is not None:
+        Xs = X[sample]
+        ns["sparse_product"] = NS_SPARSE_SCATTER * float(np.asarray(B_row_nnz, dtype=np.float64)[Xs.indices].sum()) * per
+        ns["sparse_build"] = ns["sparse_build_min"] + NS_SPARSE_WRITE * float(np.sum(B_row_nnz))
+    return {key: value * 1e-9 for key, value in ns.items()}
 
 
-def choose_plan(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, cached: bool = False) -> tuple[str, str]:
-    """('factored' | 'product', why) for scoring the rows of X: the product plan when its cache
-    fits :func:`product_cache_bytes_cap` and its predicted time, plus forming B unless ``cached``,
-    is below 0.7 x the factored plan's (:func:`plan_costs`)."""
+def product_row_nnz(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> np.ndarray:
+    """Entries per row of B = Wt Z (its structure counted, B not formed), int64 (items,); kept with
+    the scoring cache of these weights, so it is counted once per model."""
+    key = _weights_key(Wt, Z)
+    if _cache.get("key") != key:
+        _reset_cache(Wt, Z)
+    if "row_nnz" not in _cache:
+        indptr = np.zeros(Wt.shape[0] + 1, dtype=np.int64)
+        _sparse_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, Z.shape[1],
+                        _n_chunks(Wt.shape[0]), True, indptr, np.empty(0, dtype=np.int32),
+                        np.empty(0, dtype=np.float32))
+        _cache["row_nnz"] = indptr[1:]
+    return _cache["row_nnz"]
+
+
+def choose_plan(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, cached: str | None = None) -> tuple[str, str]:
+    """('factored' | 'product' | 'sparse_product', why) for scoring the rows of X.
+
+    A product plan is taken when its B fits :func:`product_cache_bytes_cap` and its predicted
+    time, plus forming B unless ``cached`` names it (the plan whose B is already formed), is below
+    :data:`PRODUCT_MARGIN` (dense B) / :data:`SPARSE_PRODUCT_MARGIN` (sparse B) x the factored
+    plan's (:func:`plan_costs`); of two such, the faster. The sparse B's size needs its structure
+    counted (:func:`product_row_nnz`, once per model): that is done only when forming it could
+    pay, i.e. when even the lower bound 'sparse_build_min' is below that fraction of the factored
+    plan's time (so a small batch never pays for the count)."""
     n_items = Z.shape[1]
-    need, cap = product_bytes(n_items), product_cache_bytes_cap()
-    if not cached and need > cap:  # (a cached B is already out of the available memory)
-        return "factored", f"B = Wt Z would take {need / 1e9:.2f} GB > {cap / 1e9:.2f} GB"
     if X.shape[0] == 0:
         return "factored", "no users"
+    cap = product_cache_bytes_cap()
     cost = plan_costs(X, Wt, Z)
-    product = cost["product"] + (0.0 if cached else cost["build"])
-    build = "" if cached else f" + {cost['build']:.3g} s to form B"
-    why = f"predicted {cost['factored']:.3g} s factored vs {cost['product']:.3g} s product{build}"
-    return ("product" if product < 0.7 * cost["factored"] else "factored"), why
+    margin = {"product": PRODUCT_MARGIN, "sparse_product": SPARSE_PRODUCT_MARGIN}
+    options, notes = {}, []
+    need = product_bytes(n_items)
+    if cached != "product" and need > cap:  # (a cached B is already out of the available memory)
+        notes.append(f"B = Wt Z would take {need / 1e9:.2f} GB > {cap / 1e9:.2f} GB")
+    else:
+        options["product"] = cost["product"] + (0.0 if cached == "product" else cost["build"])
+    if cached == "sparse_product" or cost["sparse_build_min"] < SPARSE_PRODUCT_MARGIN * cost["factored"]:
+        row_nnz = product_row_nnz(Wt, Z)
+        cost = plan_costs(X, Wt, Z, row_nnz)
+        need = sparse_product_bytes(row_nnz.sum(), n_items)
+        if cached != "sparse_product" and need > cap:
+            notes.append(f"sparse B would take {need / 1e9:.2f} GB > {cap / 1e9:.2f} GB")
+        else:
+            options["sparse_product"] = cost["sparse_product"] + (0.0 if cached == "sparse_product" else cost["sparse_build"])
+    else:
+        notes.append(f"forming a sparse B would take at least {cost['sparse_build_min']:.3g} s")
+    why = ", ".join([f"predicted {cost['factored']:.3g} s factored"]
+                    + [f"{options[p]:.3g} s {p}{'' if cached == p else ' incl. forming B'}" for p in options] + notes)
+    wins = {p: t for p, t in options.items() if t < margin[p] * cost["factored"]}
+    return min(wins, key=wins.get, default="factored"), why
 
 
-_cache: dict = {}  # the last model's product-plan state: key, B, mask, finalizers
+_cache: dict = {}  # the last model's product-plan state: key, finalizers, row_nnz, plan and its B
 
 
 def release_scoring_cache() -> None:
-    """Free the product plan's B and bitmask of the last model (also freed when its weights are dropped)."""
+    """Free the product plans' B (and the counted structure) of the last model (also freed when its
+    weights are dropped)."""
     for f in _cache.get("finalizers", ()):
         f.detach()
     _cache.clear()
@@ -351,23 +526,48 @@ def _weights_key(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> tuple:
     return id(Wt), id(Z), Wt.shape, Z.shape, Wt.nnz, Z.nnz
 
 
-def _product_state(Wt: sp.csr_matrix, Z: sp.csr_matrix):
-    key = _weights_key(Wt, Z)
-    if _cache.get("key") != key:
-        release_scoring_cache()
-        n_items = Z.shape[1]
-        from ..memory import available_memory_bytes
+def _reset_cache(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> None:
+    release_scoring_cache()
+    finalizers = [weakref.finalize(M, release_scoring_cache) for M in (Wt, Z)]
+    _cache.update(key=_weights_key(Wt, Z), finalizers=finalizers)
 
-        need, have = product_bytes(n_items), available_memory_bytes()
-        if need > have:
-            raise MemoryError(f"the product plan needs B = Wt Z of {need / 1e9:.2f} GB, only {have / 1e9:.2f} GB are "
-                              f"available: use plan='factored'")
+
+def _product_state(Wt: sp.csr_matrix, Z: sp.csr_matrix, plan: str = "product") -> tuple:
+    """The formed B of ``plan`` for these weights, formed now unless cached: (B, mask) for
+    'product', (indptr, indices, data) for 'sparse_product'. One B is kept at a time."""
+    if _cache.get("key") != _weights_key(Wt, Z):
+        _reset_cache(Wt, Z)
+    if _cache.get("plan") == plan:
+        return _cache["B"]
+    _cache.pop("B", None)  # the other plan's B goes first
+    _cache.pop("plan", None)
+    from ..memory import available_memory_bytes
+
+    n_items = Z.shape[1]
+    if plan == "product":
+        need = product_bytes(n_items)
+    else:
+        row_nnz = product_row_nnz(Wt, Z)
+        need = sparse_product_bytes(row_nnz.sum(), n_items)
+    have = available_memory_bytes()
+    if need > have:
+        raise MemoryError(f"the {plan} plan needs B = Wt Z of {need / 1e9:.2f} GB, only {have / 1e9:.2f} GB are "
+                          f"available: use plan='factored'")
+    if plan == "product":
         B = np.empty((Wt.shape[0], n_items), dtype=np.float32)
         mask = np.zeros((Wt.shape[0], (n_items + 63) // 64), dtype=np.uint64)
         _dense_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, _n_chunks(Wt.shape[0]), B, mask)
-        finalizers = [weakref.finalize(M, release_scoring_cache) for M in (Wt, Z)]
-        _cache.update(key=key, B=B, mask=mask, finalizers=finalizers)
-    return _cache["B"], _cache["mask"]
+        state = (B, mask)
+    else:
+        indptr = np.zeros(Wt.shape[0] + 1, dtype=np.int64)
+        np.cumsum(row_nnz, out=indptr[1:])
+        indices = np.empty(indptr[-1], dtype=sparse_index_dtype(n_items))
+        data = np.empty(indptr[-1], dtype=np.float32)
+        _sparse_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, n_items,
+                        _n_chunks(Wt.shape[0]), False, indptr, indices, data)
+        state = (indptr, indices, data)
+    _cache.update(plan=plan, B=state)
+    return state
 
 
 def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: int,
@@ -375,7 +575,7 @@ def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: i
     """Top-k of ``(X Wt) Z`` per row of X, own items excluded.
 
     X : (users, items) CSR float32.  Wt : (items, n) CSR.  Z : (n, items) CSR.
-    plan : 'auto' (:func:`choose_plan`), 'factored' or 'product' (module docstring).
+    plan : 'auto' (:func:`choose_plan`), 'factored', 'product' or 'sparse_product' (module docstring).
     Returns ids (users, k) int64 and scores (users, k) float32. Parallel over users.
     """
     if plan not in PLANS:
@@ -386,15 +586,20 @@ def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: i
     if not n_users:
         return out_ids, out_scores
     if plan == "auto":
-        plan, why = choose_plan(X, Wt, Z, cached=_cache.get("key") == _weights_key(Wt, Z))
+        cached = _cache.get("plan") if _cache.get("key") == _weights_key(Wt, Z) else None
+        plan, why = choose_plan(X, Wt, Z, cached=cached)
         logger.debug("recommend: %s plan (%s)", plan, why)
     if plan == "product":
-        B, mask = _product_state(Wt, Z)
+        B, mask = _product_state(Wt, Z, "product")
         counts = np.zeros(n_users, dtype=np.int64)
         tile = product_tile(*B.shape)
         if tile <= 0 or tile % 64:  # the kernel's mask words assume tiles aligned to 64 items
             raise AssertionError(f"product tile of {tile} items is not a positive multiple of 64")
         _recommend_product(X.indptr, X.indices, X.data, B, mask, k, tile, _n_chunks(n_users), out_ids, out_scores, counts)
+    elif plan == "sparse_product":
+        indptr, indices, data = _product_state(Wt, Z, "sparse_product")
+        _recommend_sparse_product(X.indptr, X.indices, X.data, indptr, indices, data, Z.shape[1], k,
+                                  _n_chunks(n_users), out_ids, out_scores)
     else:
         _recommend_sparse(
             X.indptr, X.indices, X.data, Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data,

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _device
+from ..cpu.inference import PLANS  # the same plan names on both twins (the CPU-only ones refused below)
 
 logger = logging.getLogger(__name__)
 
@@ -123,17 +124,18 @@ def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: i
                      plan: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Top-k of ``(X Wt) Z`` per row of X, own items excluded (see the CPU twin for the contract).
     X, Wt, Z: CSR in canonical format (distinct, sorted indices per row; ValueError otherwise).
-    plan : 'auto' or 'factored' (the kernel's plan; the CPU twin's 'product' plan is not built here:
-    NotImplementedError).
+    plan : 'auto' or 'factored' (the kernel's plan; the CPU twin's 'product' and 'sparse_product'
+    plans are not built here: NotImplementedError).
 
     A device out-of-memory frees the scoring cache and retries with a quarter of the scratch and
     upload sizes; if that fails too, :class:`GPUOutOfMemory` is raised (the model then scores on
     the CPU with a warning).
     """
-    if plan not in ("auto", "factored", "product"):
-        raise ValueError(f"plan must be one of ('auto', 'factored', 'product'), got {plan!r}")
-    if plan == "product":
-        raise NotImplementedError("the product plan (dense B = Wt Z) runs on the CPU only; use plan='factored' on the GPU")
+    if plan not in PLANS:
+        raise ValueError(f"plan must be one of {PLANS}, got {plan!r}")
+    if plan in ("product", "sparse_product"):
+        raise NotImplementedError(f"the {plan} plan (B = Wt Z formed) runs on the CPU only; use plan='factored' on "
+                                  f"the GPU")
     for name, M in (("X", X), ("Wt", Wt), ("Z", Z)):
         if not M.has_canonical_format:  # lanes split a row assuming its column indices are distinct
             raise ValueError(f"{name} has repeated or unsorted column indices in a row; call sum_duplicates() first")
