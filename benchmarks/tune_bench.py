@@ -11,7 +11,9 @@ Per dataset (each step in its own spawned process, one after another), JSON line
 - ``official``: the official package at the chosen density and factoriser (ICF ↔ its
   ICFGramianFactorizer, CHOLMOD ↔ CHOLMODGramianFactorizer; ``scans=1``, ``finetune_steps=5``) for
   every λ of the coarse grid the search tried with that factoriser, and the chosen λ (when the
-  search refined it off the grid), fitted on train, test metrics per λ, and the best.
+  search refined it off the grid), fitted on train, test metrics per λ, and the best. Its own
+  ``recommend`` ranks; where it fails because some user reaches fewer than k items (epinions), its
+  weights are ranked by our masked top-k instead (``topk`` in each per-λ entry says which).
   ``--max-model-bytes`` passes a weights budget to the search (the record carries it).
 
     python benchmarks/tune_bench.py --data ml-1m-implicit pinterest gowalla --max-seconds 600 \\
@@ -80,6 +82,7 @@ def _official(data_dir, data, density, factorizer, l2s, queue):
     import logging
 
     import numpy as np
+    import scipy.sparse as sp
 
     logging.disable(logging.WARNING)
     from sansa import (
@@ -105,8 +108,19 @@ def _official(data_dir, data, density, factorizer, l2s, queue):
         X = split.train[users]
         ids = np.full((X.shape[0], 20), -1, dtype=np.int64)
         has = np.flatnonzero(np.diff(X.indptr) > 0)
-        ids[has], _ = model.recommend(X[has], k=20, mask_input=True)  # the official top-k fails on empty rows
-        per_l2.append({"l2": l2, "fit_seconds": round(fit_s, 2),
+        topk = "official"
+        try:
+            ids[has], _ = model.recommend(X[has], k=20, mask_input=True)  # the official top-k fails on empty rows
+        except ValueError:  # "kth out of bounds": some user reaches fewer than k items (a sparse model)
+            # its own weights (Wᵀ, Z) ranked by our masked top-k, which pads such rows instead
+            from sansa_gpu.cpu.inference import recommend_sparse
+
+            Wt, Z = (sp.csr_matrix(M, dtype=np.float32) for M in model.weights)
+            Wt.sum_duplicates()  # its Wᵀ comes out with unsorted rows
+            Z.sum_duplicates()
+            ids, _ = recommend_sparse(sp.csr_matrix(X, dtype=np.float32), Wt, Z, 20, plan="factored")
+            topk = "ours on the official's weights (its recommend: fewer than k candidates for some user)"
+        per_l2.append({"l2": l2, "fit_seconds": round(fit_s, 2), "topk": topk,
                        **{k: round(float(v), 5) for k, v in evaluate(ids, split.test[users], ks=(20,)).items()}})
     best = max(per_l2, key=lambda r: r["recall@20"])
     queue.put({"case": "official", "density": density, "factorizer": factorizer, "per_l2": per_l2, "best": best,
