@@ -87,7 +87,9 @@ def _replay(ptr, items, vals, n_items, n_chunks, sink):
 def scatter_limit(X, Wt, Z, max_users: int = 4000, repeats: int = 3) -> dict:
     """Bare scatter-add of the factored plan's update stream for (up to) ``max_users`` rows of X
     spread over all of them: {'users', 'updates', 'ns_per_update' (median of ``repeats``, per
-    update on one thread, i.e. wall seconds x threads / updates), 'threads'}."""
+    update on one thread, i.e. wall seconds x threads / updates), 'threads'}. Wt, Z: CSR matrices,
+    or anything with CSR arrays (indptr, indices, data) and a shape: the sparse product plan's B
+    with its uint16 indices (which scipy would widen), so the replay reads the bytes the plan reads."""
     n_users = X.shape[0]
     users = np.unique(np.linspace(0, n_users - 1, min(n_users, max_users)).astype(np.int64))
     ptr = _stream_ptr(X, Wt, Z, users)

@@ -297,7 +297,7 @@ def test_auto_plan_takes_the_sparse_product_by_the_cost_model_and_counts_only_wh
     monkeypatch.setattr(cpu_inference, "NS_SPARSE_BUILD", 1e6)
     plan, why = cpu_inference.choose_plan(medium_X[:3], Wt, Z)
     assert plan != "sparse_product" and "forming a sparse B would take at least" in why
-    assert "row_nnz" not in cpu_inference._cache
+    assert not cpu_inference._counts
     # cheap sparse scatter, dense B out of the cap: the sparse product plan is chosen
     monkeypatch.setattr(cpu_inference, "NS_SPARSE_BUILD", 0.0)
     monkeypatch.setattr(cpu_inference, "NS_SPARSE_WRITE", 0.0)
@@ -327,13 +327,34 @@ def test_one_B_is_kept_at_a_time_and_the_counted_structure_with_it(medium_X):
     m = SANSA(l2=20.0, density=0.05, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
     cpu_inference.release_scoring_cache()
     a = recommend_sparse(medium_X[:40], *m.weights_, 6, plan="sparse_product")
-    row_nnz = cpu_inference._cache["row_nnz"]
+    row_nnz = cpu_inference._counts["row_nnz"]
     b = recommend_sparse(medium_X[:40], *m.weights_, 6, plan="product")
     assert cpu_inference._cache["plan"] == "product" and cpu_inference._cache["B"][0].ndim == 2
-    assert cpu_inference._cache["row_nnz"] is row_nnz  # same weights: the count is kept
+    assert cpu_inference._counts["row_nnz"] is row_nnz  # same weights: the count is kept
     np.testing.assert_array_equal(a[0], b[0])
+    # counting another model's structure (choose_plan does) leaves this model's formed B alone
+    other = SANSA(l2=20.0, density=0.01, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
+    B = cpu_inference._cache["B"]
+    cpu_inference.product_row_nnz(*other.weights_)
+    assert cpu_inference._cache["B"] is B
     m.fit(medium_X[:, :])
     import gc
 
     gc.collect()
     assert not cpu_inference._cache
+    del other
+    gc.collect()
+    assert not cpu_inference._counts
+
+
+def test_weights_changed_in_place_without_release_raise_instead_of_corrupting_memory(medium_X):
+    """The sparse B is formed from counted row lengths; weights whose structure changed between the
+    count and the fill (same nnz, so the cache key cannot tell) give an error, not out-of-bounds writes."""
+    m = SANSA(l2=20.0, density=0.05, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
+    Wt, Z = m.weights_
+    cpu_inference.release_scoring_cache()
+    cpu_inference.product_row_nnz(Wt, Z)
+    Wt.indices[:] = Wt.indices[0]  # every entry on one latent: rows reach other item counts
+    with pytest.raises(RuntimeError, match="weights changed in place; call release_scoring_cache"):
+        cpu_inference._product_state(Wt, Z, "sparse_product")
+    assert not cpu_inference._counts  # the stale count is dropped

@@ -27,7 +27,8 @@ Three plans compute the same scores:
 ``plan="auto"`` (:func:`choose_plan`) estimates the per-user costs on a sample of the users and
 takes a product plan when its B fits :func:`product_cache_bytes_cap` and it wins after paying for
 B. Both product plans form each entry of B in float64 and round it once, then sum a user's rows
-in float32 in the same order, so they give bit-identical results to each other, and scores that
+in float32 in the same order, so for finite inputs (:func:`sansa_gpu.validation.check_interactions`
+rejects others) they give bit-identical results to each other, and scores that
 match the factored plan's to float32 rounding (top-k identical except between near-ties).
 Candidates are the same items except where x Wt cancels to exactly zero on a latent (the
 factored plan then does not reach that latent's items; B's structure cannot know): with
@@ -58,7 +59,7 @@ PLANS = ("auto", "factored", "product", "sparse_product")
 #: factored plan's update as NS_SCATTER; its real cost was 12 ns on gowalla at 5e-4, 6 at 2e-3):
 #: a scattered update (0.48 / 0.56 x the factored plan's there: contiguous rows, no gather), an
 #: update while forming its B (counting and filling pass together: 2 x 1.2 x the factored
-#: update) and an entry of it written (15 ns, measured).
+#: update) and an entry of it written (15 ns measured, i.e. about 8 in these units).
 NS_SCATTER = 5.0
 NS_ROW_SUM = 0.35
 NS_SCAN = 1.0
@@ -289,13 +290,14 @@ def _recommend_product(X_indptr, X_indices, X_data, B, mask, k, tile, n_chunks, 
 
 @numba.njit(parallel=True, cache=True)
 def _sparse_product(Wt_indptr, Wt_indices, Wt_data, Z_indptr, Z_indices, Z_data, n_items, n_chunks, count_only,
-                    B_indptr, B_indices, B_data):
+                    B_indptr, B_indices, B_data, mismatch):
     """B = Wt Z as CSR: per row the distinct items it reaches structurally (zeros too), in the order
     they are first reached (deterministic; not sorted: sorting took 0.4 of the 0.8 s fill on gowalla
     at 5e-4 and did not speed up scoring), entries summed in float64 and rounded once (as
-    :func:`_dense_product`). count_only: write each
-    row's entry count to B_indptr[i + 1] (the caller takes the prefix sum); else fill B_indices /
-    B_data from the finished B_indptr."""
+    :func:`_dense_product`). count_only: write each row's entry count to B_indptr[i + 1] (the caller
+    takes the prefix sum); else fill B_indices / B_data from the finished B_indptr. A row whose
+    entries differ from its slot (weights changed between the passes) is not written:
+    mismatch[c] = that row + 1, for the caller to raise."""
     n_rows = Wt_indptr.shape[0] - 1
     for c in numba.prange(n_chunks):
         acc = np.zeros(n_items, dtype=np.float64)
@@ -315,6 +317,9 @@ def _sparse_product(Wt_indptr, Wt_indices, Wt_data, Z_indptr, Z_indices, Z_data,
                 B_indptr[i + 1] = m
                 continue
             base = B_indptr[i]
+            if m != B_indptr[i + 1] - base:
+                mismatch[c] = i + 1
+                continue
             for a in range(m):
                 j = lst[a]
                 B_indices[base + a] = j
@@ -446,7 +451,7 @@ def plan_costs(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, B_row_nnz:
     """Predicted seconds (one core) of scoring the rows of X by each plan, from the work of a
     sample of :data:`PLAN_SAMPLE_USERS` rows: {'factored', 'product' (row sums + scans, B given),
     'build' (forming the dense B once), 'sparse_build_min' (forming the sparse B once, without
-    sorting and writing it)}, and with ``B_row_nnz`` (entries per row of B, :func:`product_row_nnz`)
+    writing its entries)}, and with ``B_row_nnz`` (entries per row of B, :func:`product_row_nnz`)
     also 'sparse_product' (B given) and 'sparse_build'."""
     n_users, n_items = X.shape
     sample = np.unique(np.linspace(0, n_users - 1, min(n_users, PLAN_SAMPLE_USERS)).astype(np.int64))
@@ -465,18 +470,20 @@ def plan_costs(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, B_row_nnz:
 
 
 def product_row_nnz(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> np.ndarray:
-    """Entries per row of B = Wt Z (its structure counted, B not formed), int64 (items,); kept with
-    the scoring cache of these weights, so it is counted once per model."""
+    """Entries per row of B = Wt Z (its structure counted, B not formed), int64 (items,); kept for the
+    last weights asked about (apart from the formed B, so counting for one model does not evict
+    another's B), so it is counted once per model."""
     key = _weights_key(Wt, Z)
-    if _cache.get("key") != key:
-        _reset_cache(Wt, Z)
-    if "row_nnz" not in _cache:
+    if _counts.get("key") != key:
+        _release_counts()
         indptr = np.zeros(Wt.shape[0] + 1, dtype=np.int64)
-        _sparse_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, Z.shape[1],
-                        _n_build_chunks(Wt.shape[0]), True, indptr, np.empty(0, dtype=np.int32),
-                        np.empty(0, dtype=np.float32))
-        _cache["row_nnz"] = indptr[1:]
-    return _cache["row_nnz"]
+        chunks = _n_build_chunks(Wt.shape[0])
+        _sparse_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, Z.shape[1], chunks, True,
+                        indptr, np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float32),
+                        np.zeros(chunks, dtype=np.int64))
+        _counts.update(key=key, row_nnz=indptr[1:],
+                       finalizers=[weakref.finalize(M, _release_counts) for M in (Wt, Z)])
+    return _counts["row_nnz"]
 
 
 def choose_plan(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, cached: str | None = None) -> tuple[str, str]:
@@ -517,15 +524,27 @@ def choose_plan(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, cached: s
     return min(wins, key=wins.get, default="factored"), why
 
 
-_cache: dict = {}  # the last model's product-plan state: key, finalizers, row_nnz, plan and its B
+_cache: dict = {}  # the last model's formed B: key, finalizers, plan and its B
+_counts: dict = {}  # the last counted structure of B: key, finalizers, row_nnz
 
 
-def release_scoring_cache() -> None:
-    """Free the product plans' B (and the counted structure) of the last model (also freed when its
-    weights are dropped)."""
+def _release_B() -> None:
     for f in _cache.get("finalizers", ()):
         f.detach()
     _cache.clear()
+
+
+def _release_counts() -> None:
+    for f in _counts.get("finalizers", ()):
+        f.detach()
+    _counts.clear()
+
+
+def release_scoring_cache() -> None:
+    """Free the product plans' B and the counted structure of B (each also freed when the weights
+    it belongs to are dropped)."""
+    _release_B()
+    _release_counts()
 
 
 def _weights_key(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> tuple:
@@ -534,8 +553,8 @@ def _weights_key(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> tuple:
 
 
 def _reset_cache(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> None:
-    release_scoring_cache()
-    finalizers = [weakref.finalize(M, release_scoring_cache) for M in (Wt, Z)]
+    _release_B()
+    finalizers = [weakref.finalize(M, _release_B) for M in (Wt, Z)]
     _cache.update(key=_weights_key(Wt, Z), finalizers=finalizers)
 
 
@@ -546,8 +565,6 @@ def _product_state(Wt: sp.csr_matrix, Z: sp.csr_matrix, plan: str = "product") -
         _reset_cache(Wt, Z)
     if _cache.get("plan") == plan:
         return _cache["B"]
-    _cache.pop("B", None)  # the other plan's B goes first
-    _cache.pop("plan", None)
     from ..memory import available_memory_bytes
 
     n_items = Z.shape[1]
@@ -556,10 +573,13 @@ def _product_state(Wt: sp.csr_matrix, Z: sp.csr_matrix, plan: str = "product") -
     else:
         row_nnz = product_row_nnz(Wt, Z)
         need = sparse_product_bytes(row_nnz.sum(), n_items)
-    have = available_memory_bytes()
+    held = sum(a.nbytes for a in _cache.get("B", ()))  # the other plan's B, freed before this one is formed
+    have = available_memory_bytes() + held
     if need > have:
         raise MemoryError(f"the {plan} plan needs B = Wt Z of {need / 1e9:.2f} GB, only {have / 1e9:.2f} GB are "
                           f"available: use plan='factored'")
+    _cache.pop("B", None)
+    _cache.pop("plan", None)
     if plan == "product":
         B = np.empty((Wt.shape[0], n_items), dtype=np.float32)
         mask = np.zeros((Wt.shape[0], (n_items + 63) // 64), dtype=np.uint64)
@@ -570,8 +590,15 @@ def _product_state(Wt: sp.csr_matrix, Z: sp.csr_matrix, plan: str = "product") -
         np.cumsum(row_nnz, out=indptr[1:])
         indices = np.empty(indptr[-1], dtype=sparse_index_dtype(n_items))
         data = np.empty(indptr[-1], dtype=np.float32)
-        _sparse_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, n_items,
-                        _n_build_chunks(Wt.shape[0]), False, indptr, indices, data)
+        chunks = _n_build_chunks(Wt.shape[0])
+        mismatch = np.zeros(chunks, dtype=np.int64)
+        _sparse_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, n_items, chunks, False,
+                        indptr, indices, data, mismatch)
+        if mismatch.any():
+            _release_counts()
+            raise RuntimeError(f"row {int(mismatch.max()) - 1} of B = Wt Z reaches a different number of items than "
+                               f"counted: the weights changed in place; call release_scoring_cache() after "
+                               f"modifying them")
         state = (indptr, indices, data)
     _cache.update(plan=plan, B=state)
     return state
