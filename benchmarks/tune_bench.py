@@ -122,6 +122,7 @@ def _official(data_dir, data, density, factorizer, l2s, queue):
             topk = "ours on the official's weights (its recommend: fewer than k candidates for some user)"
         per_l2.append({"l2": l2, "fit_seconds": round(fit_s, 2), "topk": topk,
                        **{k: round(float(v), 5) for k, v in evaluate(ids, split.test[users], ks=(20,)).items()}})
+        print(f"official {data} density={density:.3g} {per_l2[-1]}", file=sys.stderr, flush=True)  # slow fits: progress
     best = max(per_l2, key=lambda r: r["recall@20"])
     queue.put({"case": "official", "density": density, "factorizer": factorizer, "per_l2": per_l2, "best": best,
                "recall@20": best["recall@20"], "recall_bars@20": best["recall_bars@20"], "ndcg@20": best["ndcg@20"],
