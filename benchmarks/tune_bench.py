@@ -24,6 +24,7 @@ Per dataset (each step in its own spawned process, one after another), JSON line
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -173,7 +174,8 @@ def main(argv=None) -> int:
             from sansa_gpu.tuning import DEFAULT_L2_GRID
 
             l2s = sorted({tr["l2"] for tr in t["trials"] if tr["factorizer"] == c["factorizer"] and tr["status"] == "ok"
-                          and tr["l2"] in DEFAULT_L2_GRID} | {c["l2"]})
+                          and tr["l2"] in DEFAULT_L2_GRID} | {c["l2"]},
+                         key=lambda l2: abs(math.log(l2 / c["l2"])))  # the chosen λ first, then its neighbours
             emit({**base, **run_isolated(_official, (args.data_dir, data, c["density"], c["factorizer"], l2s),
                                          {**base, "case": "official"})}, args.out)
     return 0
