@@ -111,6 +111,57 @@ def _write_padded(out_ids, out_scores, u, ids, scores, count, k):
         out_scores[u, a] = -np.inf
 
 
+@numba.njit(inline="always")
+def _scatter_flagged(s, reached, indices, data, lo, hi, v):
+    """Dense mode: s[item] += v * data[q] over entries lo..hi of a row, flagging each item reached
+    (no branch; the candidates are found afterwards by :func:`_take_flagged`)."""
+    for q in range(lo, hi):
+        item = indices[q]
+        s[item] += v * data[q]
+        reached[item] = 1
+
+
+@numba.njit(inline="always")
+def _scatter_listed(s, reached, s_list, ns, indices, data, lo, hi, v):
+    """List mode: as :func:`_scatter_flagged`, also listing each item the first time it is reached
+    (s_list[:ns]); returns the new ns."""
+    for q in range(lo, hi):
+        item = indices[q]
+        if not reached[item]:
+            reached[item] = 1
+            s_list[ns] = item
+            ns += 1
+        s[item] += v * data[q]
+    return ns
+
+
+@numba.njit(inline="always")
+def _take_flagged(s, reached, excluded, ids, scores, k):
+    """Top-k of the flagged items not excluded, scanning the catalogue once and clearing s / flags;
+    returns how many are held."""
+    count = 0
+    for item in range(s.shape[0]):
+        if reached[item]:
+            if not excluded[item]:
+                count = _push_topk(ids, scores, count, k, item, s[item])
+            s[item] = 0
+            reached[item] = 0
+    return count
+
+
+@numba.njit(inline="always")
+def _take_listed(s, reached, excluded, s_list, ns, ids, scores, k):
+    """Top-k of the listed items s_list[:ns] not excluded, clearing s / flags; returns how many are held."""
+    count = 0
+    for a in range(ns):
+        item = s_list[a]
+        if not excluded[item]:
+            count = _push_topk(ids, scores, count, k, item, s[item])
+        s[item] = 0
+        reached[item] = 0
+    return count
+
+
 @numba.njit(parallel=True, cache=True)
 def _recommend_sparse(
     X_indptr, X_indices, X_data, Wt_indptr, Wt_indices, Wt_data, Z_indptr, Z_indices, Z_data,
@@ -147,43 +198,22 @@ def _recommend_sparse(
             for a in range(nh):
                 t = h_list[a]
                 work += Z_indptr[t + 1] - Z_indptr[t]
-            count = 0
             if work > n_items:
                 for a in range(nh):
                     t = h_list[a]
                     hv = np.float32(h[t])
-                    if hv == 0:
-                        continue
-                    for q in range(Z_indptr[t], Z_indptr[t + 1]):
-                        item = Z_indices[q]
-                        s[item] += hv * Z_data[q]
-                        reached[item] = 1
-                for item in range(n_items):
-                    if reached[item]:
-                        if not excluded[item]:
-                            count = _push_topk(ids, scores, count, k, item, s[item])
-                        s[item] = 0
-                        reached[item] = 0
+                    if hv != 0:
+                        _scatter_flagged(s, reached, Z_indices, Z_data, Z_indptr[t], Z_indptr[t + 1], hv)
+                count = _take_flagged(s, reached, excluded, ids, scores, k)
             else:
                 ns = 0
                 for a in range(nh):
                     t = h_list[a]
                     hv = np.float32(h[t])
-                    if hv == 0:
-                        continue
-                    for q in range(Z_indptr[t], Z_indptr[t + 1]):
-                        item = Z_indices[q]
-                        if not reached[item]:
-                            reached[item] = 1
-                            s_list[ns] = item
-                            ns += 1
-                        s[item] += hv * Z_data[q]
-                for a in range(ns):
-                    item = s_list[a]
-                    if not excluded[item]:
-                        count = _push_topk(ids, scores, count, k, item, s[item])
-                    s[item] = 0
-                    reached[item] = 0
+                    if hv != 0:
+                        ns = _scatter_listed(s, reached, s_list, ns, Z_indices, Z_data, Z_indptr[t], Z_indptr[t + 1],
+                                             hv)
+                count = _take_listed(s, reached, excluded, s_list, ns, ids, scores, k)
             for p in range(X_indptr[u], X_indptr[u + 1]):
                 excluded[X_indices[p]] = 0
             _write_padded(out_ids, out_scores, u, ids, scores, count, k)
@@ -346,43 +376,22 @@ def _recommend_sparse_product(X_indptr, X_indices, X_data, B_indptr, B_indices, 
                 i = X_indices[p]
                 excluded[i] = 1
                 work += B_indptr[i + 1] - B_indptr[i]
-            count = 0
+            # an explicit zero x reaches nothing (as in the other plans)
             if work > n_items:
                 for p in range(X_indptr[u], X_indptr[u + 1]):
                     i = X_indices[p]
                     x = np.float32(X_data[p])
-                    if x == 0:  # an explicit zero reaches nothing (as in the other plans)
-                        continue
-                    for q in range(B_indptr[i], B_indptr[i + 1]):
-                        item = B_indices[q]
-                        s[item] += x * B_data[q]
-                        reached[item] = 1
-                for item in range(n_items):
-                    if reached[item]:
-                        if not excluded[item]:
-                            count = _push_topk(ids, scores, count, k, item, s[item])
-                        s[item] = 0
-                        reached[item] = 0
+                    if x != 0:
+                        _scatter_flagged(s, reached, B_indices, B_data, B_indptr[i], B_indptr[i + 1], x)
+                count = _take_flagged(s, reached, excluded, ids, scores, k)
             else:
                 ns = 0
                 for p in range(X_indptr[u], X_indptr[u + 1]):
                     i = X_indices[p]
                     x = np.float32(X_data[p])
-                    if x == 0:
-                        continue
-                    for q in range(B_indptr[i], B_indptr[i + 1]):
-                        item = B_indices[q]
-                        if not reached[item]:
-                            reached[item] = 1
-                            s_list[ns] = item
-                            ns += 1
-                        s[item] += x * B_data[q]
-                for a in range(ns):
-                    item = s_list[a]
-                    if not excluded[item]:
-                        count = _push_topk(ids, scores, count, k, item, s[item])
-                    s[item] = 0
-                    reached[item] = 0
+                    if x != 0:
+                        ns = _scatter_listed(s, reached, s_list, ns, B_indices, B_data, B_indptr[i], B_indptr[i + 1], x)
+                count = _take_listed(s, reached, excluded, s_list, ns, ids, scores, k)
             for p in range(X_indptr[u], X_indptr[u + 1]):
                 excluded[X_indices[p]] = 0
             _write_padded(out_ids, out_scores, u, ids, scores, count, k)
