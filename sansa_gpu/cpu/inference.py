@@ -462,20 +462,34 @@ def plan_costs(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, B_row_nnz:
     'build' (forming the dense B once), 'sparse_build_min' (forming the sparse B once, without
     writing its entries)}, and with ``B_row_nnz`` (entries per row of B, :func:`product_row_nnz`)
     also 'sparse_product' (B given) and 'sparse_build'."""
-    n_users, n_items = X.shape
-    sample = np.unique(np.linspace(0, n_users - 1, min(n_users, PLAN_SAMPLE_USERS)).astype(np.int64))
+    n_items = X.shape[1]
+    sample, per = _plan_sample(X.shape[0])
     scatter, n_x, gather = _factored_work(X.indptr, X.indices, Wt.indptr, Wt.indices, Z.indptr, Wt.shape[1], sample)
-    per = n_users / max(1, sample.size)
     updates = _build_updates(Wt, Z)
     ns = {"factored": (NS_SCATTER * scatter + NS_SCATTER * gather) * per,
           "product": (NS_ROW_SUM * n_x * n_items + NS_SCAN * sample.size * n_items) * per,
           "build": NS_BUILD * updates + NS_WRITE_B * n_items * n_items,
           "sparse_build_min": NS_SPARSE_BUILD * updates}
+    cost = {key: value * 1e-9 for key, value in ns.items()}
     if B_row_nnz is not None:
-        Xs = X[sample]
-        ns["sparse_product"] = NS_SPARSE_SCATTER * float(np.asarray(B_row_nnz, dtype=np.float64)[Xs.indices].sum()) * per
-        ns["sparse_build"] = ns["sparse_build_min"] + NS_SPARSE_WRITE * float(np.sum(B_row_nnz))
-    return {key: value * 1e-9 for key, value in ns.items()}
+        cost.update(_sparse_product_costs(X, B_row_nnz, cost["sparse_build_min"]))
+    return cost
+
+
+def _plan_sample(n_users: int) -> tuple[np.ndarray, float]:
+    """The rows :func:`plan_costs` measures (:data:`PLAN_SAMPLE_USERS` spread over all) and the
+    factor from their work to all rows'."""
+    sample = np.unique(np.linspace(0, n_users - 1, min(n_users, PLAN_SAMPLE_USERS)).astype(np.int64))
+    return sample, n_users / max(1, sample.size)
+
+
+def _sparse_product_costs(X: sp.csr_matrix, B_row_nnz: np.ndarray, sparse_build_min: float) -> dict:
+    """{'sparse_product', 'sparse_build'} seconds of :func:`plan_costs`, given the rows' entries of B
+    and the (already predicted) 'sparse_build_min'."""
+    sample, per = _plan_sample(X.shape[0])
+    updates = float(np.asarray(B_row_nnz, dtype=np.float64)[X[sample].indices].sum())
+    return {"sparse_product": NS_SPARSE_SCATTER * updates * per * 1e-9,
+            "sparse_build": sparse_build_min + NS_SPARSE_WRITE * float(np.sum(B_row_nnz)) * 1e-9}
 
 
 def product_row_nnz(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> np.ndarray:
@@ -519,7 +533,7 @@ def choose_plan(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, cached: s
         options["product"] = cost["product"] + (0.0 if cached == "product" else cost["build"])
     if cached == "sparse_product" or cost["sparse_build_min"] < SPARSE_PRODUCT_MARGIN * cost["factored"]:
         row_nnz = product_row_nnz(Wt, Z)
-        cost = plan_costs(X, Wt, Z, row_nnz)
+        cost.update(_sparse_product_costs(X, row_nnz, cost["sparse_build_min"]))  # the sample's work is known
         need = sparse_product_bytes(row_nnz.sum(), n_items)
         if cached != "sparse_product" and need > cap:
             notes.append(f"sparse B would take {need / 1e9:.2f} GB > {cap / 1e9:.2f} GB")
