@@ -156,7 +156,7 @@ class FactorCache:
     def bind(self, X: sp.csr_matrix) -> None:
         """Check that ``X`` (canonical CSR) is the matrix this cache holds work for."""
         if self._X is None:
-            self._X = X
+            self._X = X.copy()  # its own copy: X may be the caller's matrix, edited in place between fits
             return
         Y = self._X
         same = X is Y or (X.shape == Y.shape and X.nnz == Y.nnz and np.array_equal(X.indptr, Y.indptr)

@@ -149,6 +149,19 @@ def test_factor_cache_reuse_gives_identical_models(X, factorizer):
         SANSA(l2=10.0, density=0.02, factorizer=factorizer, device="cpu").fit(X[:100], factor_cache=cache)
 
 
+def test_factor_cache_sees_an_in_place_edit_of_the_callers_matrix(X):
+    """A canonical X reaches fit uncopied; the cache keeps its own copy, so editing the caller's
+    matrix between fits is a different matrix, not a silent reuse of stale work."""
+    Y = sp.csr_matrix(X, dtype=np.float32, copy=True)
+    Y.sum_duplicates()
+    Y.eliminate_zeros()
+    cache = FactorCache()
+    SANSA(l2=10.0, density=0.02, factorizer="icf", refine_sweeps=1, device="cpu").fit(Y, factor_cache=cache)
+    Y.data[:5] = 2.0
+    with pytest.raises(ValueError, match="another interaction matrix"):
+        SANSA(l2=10.0, density=0.02, factorizer="icf", refine_sweeps=1, device="cpu").fit(Y, factor_cache=cache)
+
+
 def test_auto_uses_icf_without_cholmod_and_cholmod_names_the_extra(X, monkeypatch):
     import sys
 

@@ -132,3 +132,43 @@ def test_auto_picks_cpu_without_gpu_and_logs(small_X, caplog):
         m = SANSA(l2=10.0, density=0.1, refine_sweeps=1, device="auto").fit(small_X)
     assert m.device_ == "cpu"
     assert "using the CPU" in caplog.text
+
+
+def test_canonical_input_is_not_copied_and_is_left_unchanged(small_X):
+    """A canonical float32 CSR input passes through without a copy (fit and scoring batches do not
+    pay one), every other form comes back as a new canonical matrix, and fitting / scoring never
+    writes into the caller's matrix."""
+    from sansa_gpu.validation import check_interactions
+
+    X = sp.csr_matrix(small_X, dtype=np.float32)
+    X.sum_duplicates()
+    X.eliminate_zeros()
+    assert X.has_canonical_format and check_interactions(X) is X
+    before = (X.data.copy(), X.indices.copy(), X.indptr.copy())
+    model = SANSA(l2=10.0, density=0.1, refine_sweeps=1, device="cpu").fit(X)
+    model.recommend(X, k=5)
+    model.score(X)
+    for a, b in zip(before, (X.data, X.indices, X.indptr)):
+        np.testing.assert_array_equal(a, b)
+    # not canonical in some respect: a new matrix, canonical, the input untouched
+    unsorted = X.copy()
+    for u in range(X.shape[0]):  # each row's entries in reverse order
+        lo, hi = X.indptr[u], X.indptr[u + 1]
+        unsorted.indices[lo:hi], unsorted.data[lo:hi] = X.indices[lo:hi][::-1], X.data[lo:hi][::-1]
+    unsorted.has_sorted_indices = False
+    for Y in (X.astype(np.float64), sp.csr_array(X), X.tocsc(), unsorted):
+        out = check_interactions(Y)
+        assert out is not Y and type(out) is sp.csr_matrix and out.dtype == np.float32 and out.has_canonical_format
+        assert (out != X).nnz == 0
+    Z = X.copy()
+    Z.data[0] = 0.0  # an explicit zero: copied and dropped
+    out = check_interactions(Z)
+    assert out is not Z and out.nnz == X.nnz - 1 and Z.nnz == X.nnz
+    Z.data[0] = -1.0
+    with pytest.raises(ValueError, match="negative"):
+        check_interactions(Z)
+    Z.data[0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        check_interactions(Z)
+    with pytest.raises(ValueError, match="no interactions"):
+        check_interactions(sp.csr_matrix((3, 4), dtype=np.float32), require_nonempty=True)
