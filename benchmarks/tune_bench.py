@@ -1,7 +1,10 @@
 """Does tuning pay? ``sansa_gpu.tune`` on a dataset's training split, judged on its test split beside the
 default-parameter model and the official ``sansa==1.1.0`` at the chosen density over the same λ grid.
 
-Per dataset (each step in its own spawned process, one after another), JSON lines:
+Datasets are folders of ``--data-dir`` read by ``sansa_gpu.data.load_split``: the published split where
+there is one (train.txt / test.txt, yelp's *.rating files), else a per-user 80/20 random holdout, seed 0
+(citeulike-a/-t, lastfm-2k, amazon-videogames-sasrec). Per dataset (each step in its own spawned process,
+one after another), JSON lines:
 
 - ``tune``: ``tune(train, seed, max_seconds, ...)`` (validation carved out of train only: per-user
   random holdout of 20%; the test split is never seen), every trial (``trials``), the chosen
@@ -37,9 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _split(data_dir, data):
-    from sansa_gpu.data import load_adjacency_split
+    from sansa_gpu.data import load_split
 
-    split = load_adjacency_split(Path(data_dir) / data)
+    split = load_split(Path(data_dir) / data)  # published split, or a seeded 80/20 per-user holdout
     split.train.data[:] = 1.0  # binary implicit feedback (pinterest's files repeat some pairs)
     return split
 
@@ -178,9 +181,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.jobs < 1:
         ap.error(f"--jobs must be >= 1, got {args.jobs}")
-    missing = [d for d in args.data if not (Path(args.data_dir) / d / "train.txt").is_file()]
+    missing = [d for d in args.data if not (Path(args.data_dir) / d).is_dir()]
     if missing:
-        ap.error(f"no train.txt for {missing} under --data-dir {args.data_dir}")
+        ap.error(f"no dataset folder {missing} under --data-dir {args.data_dir}")
     commit = git_commit()
     for data in args.data:
         base = {"what": "tune_vs_default_vs_official", "data": data, "commit": commit}

@@ -93,6 +93,53 @@ def load_adjacency_split(directory: str | os.PathLike, train: str = "train.txt",
     return Split(X_train, sp.csr_matrix(X_test, dtype=np.float32))
 
 
+def load_split(directory: str | os.PathLike, test_fraction: float = 0.2, seed: int = 0) -> Split:
+    """The train/test split of one dataset folder of ``../shared/data``, by the files it holds.
+
+    - ``train.txt`` + ``test.txt`` (adjacency lists: gowalla, ml-1m-implicit, amazon-book-kgat,
+      pinterest, epinions): the published split, :func:`load_adjacency_split`.
+    - ``*.train.rating`` + ``*.test.rating`` (+ ``*.val.rating``) pair files (yelp-diffnet): the
+      published test split; the validation file joins the training data (:func:`sansa_gpu.tune`
+      carves its own validation split out of train).
+    - one unsplit file — ``users.dat`` (count format: citeulike-a / -t), ``user_artists.dat``
+      (TSV with header: lastfm-2k; listening counts are dropped, each pair is one interaction) or a
+      single ``*.txt`` of pairs (amazon-videogames-sasrec): :func:`random_holdout_split` of every
+      user's items with ``test_fraction`` and ``seed``.
+
+    Matrices are (max user id + 1, max item id + 1), binary, float32 CSR; ids with no interactions
+    stay as empty rows / columns. Raises FileNotFoundError naming the folder when none of these
+    layouts is there.
+    """
+    d = os.fspath(directory)
+    names = set(os.listdir(d)) if os.path.isdir(d) else set()
+    if {"train.txt", "test.txt"} <= names:
+        return load_adjacency_split(d)
+    rating = {part: [n for n in names if n.endswith(f".{part}.rating")] for part in ("train", "val", "test")}
+    if len(rating["train"]) == 1 and len(rating["test"]) == 1 and len(rating["val"]) <= 1:
+        tr = [read_pairs(os.path.join(d, n))[:2] for n in rating["train"] + rating["val"]]
+        u_tr, i_tr = np.concatenate([u for u, _ in tr]), np.concatenate([i for _, i in tr])
+        u_te, i_te = read_pairs(os.path.join(d, rating["test"][0]))[:2]
+        shape = (int(max(u_tr.max(initial=-1), u_te.max(initial=-1)) + 1),
+                 int(max(i_tr.max(initial=-1), i_te.max(initial=-1)) + 1))
+        X_train, X_test = _to_csr(u_tr, i_tr, shape), _to_csr(u_te, i_te, shape)
+        X_test = X_test - X_test.multiply(X_train)  # pairs also in train would be masked anyway
+        X_test.eliminate_zeros()
+        return Split(X_train, sp.csr_matrix(X_test, dtype=np.float32))
+    if "users.dat" in names:
+        users, items = read_counts(os.path.join(d, "users.dat"))
+    elif "user_artists.dat" in names:
+        users, items, _ = read_pairs(os.path.join(d, "user_artists.dat"), skip_header=True)
+    else:
+        pair_files = sorted(n for n in names if n.endswith(".txt") and n.lower() != "readme.txt")
+        if len(pair_files) != 1:
+            raise FileNotFoundError(
+                f"{d}: no dataset layout found (want train.txt + test.txt, *.train.rating + *.test.rating, "
+                f"users.dat, user_artists.dat or one pairs .txt file); it holds {sorted(names)}")
+        users, items, _ = read_pairs(os.path.join(d, pair_files[0]))
+    X = _to_csr(users, items, (int(users.max(initial=-1)) + 1, int(items.max(initial=-1)) + 1))
+    return random_holdout_split(X, test_fraction, seed)
+
+
 def strong_generalization_split(
     X: sp.csr_matrix, n_heldout_users: int, fold_in: float = 0.8, seed: int = 0, min_items: int = 2,
     return_held: bool = False,

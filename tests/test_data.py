@@ -4,6 +4,7 @@ import scipy.sparse as sp
 
 from sansa_gpu.data import (
     load_adjacency_split,
+    load_split,
     random_holdout_split,
     read_counts,
     read_pairs,
@@ -51,6 +52,51 @@ def test_random_holdout_split():
     s = random_holdout_split(X, 0.2, seed=0)
     assert (s.train + s.test != X).nnz == 0
     assert 0.15 < s.test.nnz / X.nnz < 0.25
+
+
+def test_load_split_reads_each_layout(tmp_path):
+    """Each folder layout of ../shared/data: the published split as is, the unsplit files as a seeded
+    per-user holdout; a folder with none of them is a clear error."""
+    adj = tmp_path / "adj"
+    adj.mkdir()
+    (adj / "train.txt").write_text("0 1 2\n1 0\n")
+    (adj / "test.txt").write_text("0 3\n1 2 0\n")
+    s = load_split(adj)
+    assert s.train.shape == (2, 4) and s.train.nnz == 3 and s.test.nnz == 2  # (1, 0) is in train: dropped
+    rating = tmp_path / "yelp"
+    rating.mkdir()
+    (rating / "x.train.rating").write_text("0\t1\t1\r\n0\t2\t1\r\n")
+    (rating / "x.val.rating").write_text("1\t2\t1\r\n")
+    (rating / "x.test.rating").write_text("1\t3\t1\r\n0\t1\t1\r\n")
+    s = load_split(rating)
+    assert s.train.shape == (2, 4) and s.train.nnz == 3 and s.test.nnz == 1 and s.test[1, 3] == 1
+    counts = tmp_path / "cite"
+    counts.mkdir()
+    (counts / "users.dat").write_text("\n".join(f"5 {u} {u + 1} {u + 2} {u + 3} {u + 4}" for u in range(30)))
+    a, b = load_split(counts, seed=3), load_split(counts, seed=3)
+    assert (a.train != b.train).nnz == 0 and a.train.nnz == 30 * 4 and a.test.nnz == 30
+    assert (a.train + a.test).nnz == 150 and a.train.multiply(a.test).nnz == 0
+    lastfm = tmp_path / "lastfm"
+    lastfm.mkdir()
+    (lastfm / "user_artists.dat").write_text("userID\tartistID\tweight\r\n2\t5\t130\r\n2\t6\t7\r\n")
+    s = load_split(lastfm)
+    assert s.train.shape == (3, 7) and set(np.unique((s.train + s.test).data)) == {1.0}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("nothing")
+    with pytest.raises(FileNotFoundError, match="no dataset layout"):
+        load_split(empty)
+
+
+@pytest.mark.data
+def test_load_split_on_the_shared_folders(shared_data):
+    """Counts from ../shared/data/README.md: yelp's published test split, citeulike-a whole."""
+    s = load_split(shared_data / "yelp-diffnet")
+    assert s.test.nnz == 18579 and s.train.nnz == 185869 + 3497
+    s = load_split(shared_data / "citeulike-a")
+    assert s.train.shape == (5551, 16980) and s.train.nnz + s.test.nnz == 204986
+    s = load_split(shared_data / "gowalla")
+    assert s.train.nnz == 810128 and s.test.nnz == 217242
 
 
 def test_synthetic_is_seeded_and_realistic():
