@@ -246,8 +246,14 @@ class TuneResult:
                    edgecolors="black", linewidths=1.5, zorder=5, label="chosen")
         if self.dense_ease:
             ax.scatter([self.dense_ease["model_bytes"] / 1e6], [self.dense_ease[self.metric]], marker="*", s=140,
-                       color="black", zorder=5, label=f"dense EASE (λ={self.dense_ease['l2']:g})")
+                       color="black", zorder=5, label=f"dense EASE (λ={self.dense_ease['l2']:.3g})")
         ax.set_xscale("log")
+        from matplotlib.ticker import FuncFormatter, LogLocator
+
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # "3", "0.5", not "3×10⁰" overlapping its neighbours
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))  # a few labelled minor ticks, not all eight
+        ax.xaxis.set_minor_formatter(plain)
         ax.set_xlabel("weights size (MB, log scale)")
         ax.set_ylabel(f"validation {self.metric}")
         ax.grid(True, which="both", alpha=0.3)
