@@ -4,7 +4,7 @@
     sansa-gpu recommend model.npz interactions.parquet -o top20.parquet --k 20
     sansa-gpu recommend model.npz interactions/ -o top20/ --scheduler tcp://HOST:8786   # or --workers 4
     sansa-gpu evaluate model.npz --train train.csv --test test.csv -o metrics.json
-    sansa-gpu evaluate model.npz --split ../shared/data/gowalla      # train.txt / test.txt lists
+    sansa-gpu evaluate model.npz --split ../shared/data/gowalla      # any ../shared/data folder (data.load_split)
     sansa-gpu tune interactions.parquet -o model.npz --max-model-bytes 200e6 --trials trials.jsonl --plot tune.png
 
 Input files are CSV / TSV (by extension, or --delimiter) or Parquet, with one (user, item[, value])
@@ -173,17 +173,17 @@ def _cmd_recommend(args) -> int:
 
 
 def _split_matrices(model, directory: str):
-    """(train, test) of an adjacency-list split (train.txt / test.txt), columns in the model's item
-    numbering. The split's item ids are raw IDs: a model fitted on a table of raw IDs maps them
+    """(train, test) of a dataset folder read by :func:`sansa_gpu.data.load_split` (its published split,
+    else a per-user 80/20 holdout with seed 0), columns in the model's item numbering. The split's item ids are raw IDs: a model fitted on a table of raw IDs maps them
     through its ``item_ids_`` (items it does not know are dropped with a warning, as for --train /
     --test); a model fitted on a matrix takes them as its column indices. Rows stay the split's users."""
     import numpy as np
     import pyarrow as pa
 
-    from .data import load_adjacency_split
+    from .data import load_split
     from .ids import IdMap
 
-    split = load_adjacency_split(directory)
+    split = load_split(directory)
     item_ids = getattr(model, "item_ids_", None)
     if item_ids is None:
         return split.train, split.test
@@ -307,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="recall / nDCG of a model on a train/test split (JSON)")
     e.add_argument("model")
-    e.add_argument("--split", default=None, help="folder with train.txt / test.txt adjacency lists")
+    e.add_argument("--split", default=None, help="dataset folder: train.txt / test.txt adjacency lists, *.train.rating / *.test.rating "
+                   "pairs, or one unsplit file (users.dat, user_artists.dat, a pairs .txt) held out 80/20 per user, seed 0")
     e.add_argument("--train", default=None, help="train interactions file (raw IDs)")
     e.add_argument("--test", default=None, help="test interactions file (raw IDs)")
     e.add_argument("--k", type=int, nargs="+", default=[20])

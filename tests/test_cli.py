@@ -81,6 +81,28 @@ def test_evaluate_adjacency_split(small_X, tmp_path, capsys):
     assert 0.0 < out["recall@20"] <= 1.0 and out["eval_users"] == (loaded.test.getnnz(axis=1) > 0).sum()
 
 
+def test_evaluate_split_of_an_unsplit_folder(small_X, tmp_path, capsys):
+    """--split on a count-format folder (citeulike's users.dat): the seeded 80/20 holdout of load_split,
+    the same numbers as evaluating that split by hand."""
+    from sansa_gpu.data import load_split
+    from sansa_gpu.metrics import evaluate
+
+    d = tmp_path / "counts"
+    d.mkdir()
+    X = sp.csr_matrix(small_X)
+    (d / "users.dat").write_text("\n".join(" ".join(map(str, [len(X[u].indices), *X[u].indices]))
+                                           for u in range(X.shape[0])))
+    split = load_split(d)
+    model = SANSA(l2=10.0, density=0.1, device="cpu").fit(split.train)
+    model.save(tmp_path / "m.npz")
+    assert main(["evaluate", str(tmp_path / "m.npz"), "--split", str(d), "-q"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    users = split.eval_users
+    ids, _ = model.recommend(split.train[users], k=20)
+    assert out["eval_users"] == users.size and out["recall@20"] == pytest.approx(
+        evaluate(ids, split.test[users], ks=(20,))["recall@20"], abs=1e-6)
+
+
 def test_errors_are_one_line_with_exit_code_2(files, capsys):
     d, _ = files
     assert main(["fit", str(d / "train.csv"), "-o", str(d / "m.npz"), "-q", "--user-col", "nope"]) == 2
