@@ -40,9 +40,9 @@ def check_interactions(X, *, name: str = "X", n_items: int | None = None, requir
         raise ValueError(f"{name} has {X.shape[1]} item columns but the model was fitted on {n_items} items")
     if type(X) is sp.csr_matrix and X.dtype == np.float32 and X.has_canonical_format:
         data = X.data
-        if data.size and not np.all(np.isfinite(data)):
+        low, high = (data.min(), data.max()) if data.size else (1.0, 1.0)  # NaN propagates: no temporary mask
+        if not (np.isfinite(low) and np.isfinite(high)):
             raise ValueError(f"{name} contains NaN or infinite values ({int(np.count_nonzero(~np.isfinite(data)))} entries)")
-        low = data.min() if data.size else 1.0
         if low < 0:
             raise ValueError(f"{name} contains negative values ({int(np.count_nonzero(data < 0))} entries); interactions must be >= 0")
         if low > 0:  # no explicit zeros either: canonical already, no copy
