@@ -184,6 +184,10 @@ def _split_matrices(model, directory: str):
     from .ids import IdMap
 
     split = load_split(directory)
+    if split.kind == "holdout":
+        logger.warning("%s has no published split: scoring its seeded 80/20 per-user holdout "
+                       "(sansa_gpu.data.load_split); the numbers are only honest for a model fitted on that "
+                       "holdout's train part, not on the whole file", directory)
     item_ids = getattr(model, "item_ids_", None)
     if item_ids is None:
         return split.train, split.test

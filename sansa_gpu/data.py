@@ -72,6 +72,8 @@ class Split:
 
     train: sp.csr_matrix
     test: sp.csr_matrix
+    kind: str = "given"
+    """How the test part was made: "given" (the files' own split) or "holdout" (a seeded random holdout)."""
 
     @property
     def eval_users(self) -> np.ndarray:
@@ -107,13 +109,15 @@ def load_split(directory: str | os.PathLike, test_fraction: float = 0.2, seed: i
       user's items with ``test_fraction`` and ``seed``.
 
     Matrices are (max user id + 1, max item id + 1), binary, float32 CSR; ids with no interactions
-    stay as empty rows / columns. Raises FileNotFoundError naming the folder when none of these
-    layouts is there.
+    stay as empty rows / columns; ``kind`` says "given" or "holdout". Raises FileNotFoundError naming
+    the folder when none of these layouts is there.
     """
     d = os.fspath(directory)
     names = set(os.listdir(d)) if os.path.isdir(d) else set()
     if {"train.txt", "test.txt"} <= names:
         return load_adjacency_split(d)
+    if names & {"train.txt", "test.txt"}:
+        raise FileNotFoundError(f"{d}: an adjacency-list split needs both train.txt and test.txt; it holds {sorted(names)}")
     rating = {part: [n for n in names if n.endswith(f".{part}.rating")] for part in ("train", "val", "test")}
     if len(rating["train"]) == 1 and len(rating["test"]) == 1 and len(rating["val"]) <= 1:
         tr = [read_pairs(os.path.join(d, n))[:2] for n in rating["train"] + rating["val"]]
@@ -137,7 +141,9 @@ def load_split(directory: str | os.PathLike, test_fraction: float = 0.2, seed: i
                 f"users.dat, user_artists.dat or one pairs .txt file); it holds {sorted(names)}")
         users, items, _ = read_pairs(os.path.join(d, pair_files[0]))
     X = _to_csr(users, items, (int(users.max(initial=-1)) + 1, int(items.max(initial=-1)) + 1))
-    return random_holdout_split(X, test_fraction, seed)
+    split = random_holdout_split(X, test_fraction, seed)
+    split.kind = "holdout"
+    return split
 
 
 def strong_generalization_split(
@@ -181,6 +187,8 @@ def strong_generalization_split(
 
 def random_holdout_split(X: sp.csr_matrix, test_fraction: float = 0.2, seed: int = 0) -> Split:
     """Per-user random holdout of ``test_fraction`` of each user's items (users with >= 2 items)."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     X = sp.csr_matrix(X)
     rng = np.random.default_rng(seed)
     counts = np.diff(X.indptr)

@@ -81,7 +81,7 @@ def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill
     threads = numba.get_num_threads()
     scratch = 8 * threads * n * 24  # per-chunk O(n) scratch of the numba loops
     out = {"budget": budget, "nnz_gram": nnz_g}
-    out["input"] = 2 * x_bytes  # validated copy + CSC copy for the Gram / ordering
+    out["input"] = 2 * x_bytes  # a second X (ICF column scaling, or the validated copy of a non-canonical input) + CSC copy
     gram_bytes = nnz_g * 12 + (n + 1) * 8
     out["gram"] = out["input"] + gram_bytes + scratch
     if factorizer == "icf":

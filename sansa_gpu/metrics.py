@@ -18,7 +18,8 @@ def _hits(ids: np.ndarray, targets: sp.csr_matrix, k: int) -> tuple[np.ndarray, 
     if k > ids.shape[1]:
         raise ValueError(f"k={k} exceeds the {ids.shape[1]} recommendations per user")
     T = sp.csr_matrix(targets)
-    T.sort_indices()
+    if not T.has_sorted_indices:
+        T = T.sorted_indices()  # a sorted copy: the caller's targets stay as they are
     top = ids[:, :k]
     rows = np.repeat(np.arange(top.shape[0]), k)
     cols = top.ravel()

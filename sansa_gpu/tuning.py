@@ -246,7 +246,7 @@ class TuneResult:
                    edgecolors="black", linewidths=1.5, zorder=5, label="chosen")
         if self.dense_ease:
             ax.scatter([self.dense_ease["model_bytes"] / 1e6], [self.dense_ease[self.metric]], marker="*", s=140,
-                       color="black", zorder=5, label=f"dense EASE (λ={self.dense_ease['l2']:.3g})")
+                       color="black", zorder=5, label=f"dense EASE (λ={self.dense_ease['l2']:.4g})")
         ax.set_xscale("log")
         from matplotlib.ticker import FuncFormatter, LogLocator
 

@@ -4,8 +4,39 @@ from __future__ import annotations
 
 import numbers
 
+import numba
 import numpy as np
 import scipy.sparse as sp
+
+
+@numba.njit(cache=True)
+def _rows_strictly_increasing(indptr, indices, n_cols) -> bool:
+    """True when every row's column indices are strictly increasing and in [0, n_cols) (sorted, no
+    duplicates): scipy's canonical-format test, computed afresh instead of read from (and cached
+    on) the caller's matrix, whose cached flag goes stale if its index arrays are edited in place."""
+    for u in range(indptr.shape[0] - 1):
+        prev = -1
+        for p in range(indptr[u], indptr[u + 1]):
+            j = indices[p]
+            if j <= prev or j >= n_cols:
+                return False
+            prev = j
+    return True
+
+
+def _is_canonical_csr(X) -> bool:
+    """X is exactly a float32 ``scipy.sparse.csr_matrix`` with native-endian int32/int64 index arrays
+    of consistent length and sorted, duplicate-free, in-range rows: safe to use without a copy."""
+    if type(X) is not sp.csr_matrix or X.dtype != np.float32:
+        return False
+    ip, ix = X.indptr, X.indices
+    if not all(a.dtype in (np.int32, np.int64) and a.dtype.isnative and a.ndim == 1 for a in (ip, ix)):
+        return False
+    if ip.shape[0] != X.shape[0] + 1 or ip[0] != 0 or ip[-1] != ix.shape[0] or X.data.shape != ix.shape:
+        return False
+    if ip.shape[0] > 1 and np.any(ip[1:] < ip[:-1]):
+        return False
+    return bool(_rows_strictly_increasing(ip, ix, X.shape[1]))
 
 
 def check_interactions(X, *, name: str = "X", n_items: int | None = None, require_nonempty: bool = False) -> sp.csr_matrix:
@@ -15,8 +46,9 @@ def check_interactions(X, *, name: str = "X", n_items: int | None = None, requir
     float32, with duplicates summed, explicit zeros removed and sorted indices. Values are kept
     as interaction weights (a 0/1 matrix gives the classic implicit-feedback model).
 
-    An input that is already canonical (a ``scipy.sparse.csr_matrix``, float32, sorted indices
-    without duplicates, no explicit zeros) is returned itself, not copied: the checks read it
+    An input that is already canonical (a ``scipy.sparse.csr_matrix``, float32, native int32/int64
+    indices, sorted without duplicates — checked afresh, not read from scipy's cached flag — no
+    explicit zeros) is returned itself, not copied: the checks read it
     once, and a 212M-interaction fit or a nightly scoring batch does not pay a second copy. The
     package never writes into the returned matrix; anything else is a new canonical copy.
 
@@ -38,7 +70,7 @@ def check_interactions(X, *, name: str = "X", n_items: int | None = None, requir
         raise TypeError(f"{name} must have a real numeric dtype, got {X.dtype}")
     if n_items is not None and X.shape[1] != n_items:
         raise ValueError(f"{name} has {X.shape[1]} item columns but the model was fitted on {n_items} items")
-    if type(X) is sp.csr_matrix and X.dtype == np.float32 and X.has_canonical_format:
+    if _is_canonical_csr(X):
         data = X.data
         low, high = (data.min(), data.max()) if data.size else (1.0, 1.0)  # NaN propagates: no temporary mask
         if not (np.isfinite(low) and np.isfinite(high)):

@@ -1,6 +1,7 @@
 """The sansa-gpu command line: fit -> recommend -> evaluate on files, and one-line errors."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -81,7 +82,7 @@ def test_evaluate_adjacency_split(small_X, tmp_path, capsys):
     assert 0.0 < out["recall@20"] <= 1.0 and out["eval_users"] == (loaded.test.getnnz(axis=1) > 0).sum()
 
 
-def test_evaluate_split_of_an_unsplit_folder(small_X, tmp_path, capsys):
+def test_evaluate_split_of_an_unsplit_folder(small_X, tmp_path, capsys, caplog):
     """--split on a count-format folder (citeulike's users.dat): the seeded 80/20 holdout of load_split,
     the same numbers as evaluating that split by hand."""
     from sansa_gpu.data import load_split
@@ -95,7 +96,9 @@ def test_evaluate_split_of_an_unsplit_folder(small_X, tmp_path, capsys):
     split = load_split(d)
     model = SANSA(l2=10.0, density=0.1, device="cpu").fit(split.train)
     model.save(tmp_path / "m.npz")
-    assert main(["evaluate", str(tmp_path / "m.npz"), "--split", str(d), "-q"]) == 0
+    with caplog.at_level(logging.WARNING, logger="sansa_gpu.cli"):
+        assert main(["evaluate", str(tmp_path / "m.npz"), "--split", str(d), "-q"]) == 0
+    assert "no published split" in caplog.text  # a model fitted on the whole file would score leaked pairs
     out = json.loads(capsys.readouterr().out)
     users = split.eval_users
     ids, _ = model.recommend(split.train[users], k=20)

@@ -86,6 +86,12 @@ def test_load_split_reads_each_layout(tmp_path):
     (empty / "readme.txt").write_text("nothing")
     with pytest.raises(FileNotFoundError, match="no dataset layout"):
         load_split(empty)
+    (empty / "train.txt").write_text("0 1\n")
+    with pytest.raises(FileNotFoundError, match="both train.txt and test.txt"):
+        load_split(empty)
+    assert load_split(adj).kind == load_split(rating).kind == "given" and load_split(counts).kind == "holdout"
+    with pytest.raises(ValueError, match="test_fraction"):
+        load_split(counts, test_fraction=1.0)
 
 
 @pytest.mark.data

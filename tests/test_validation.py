@@ -172,3 +172,26 @@ def test_canonical_input_is_not_copied_and_is_left_unchanged(small_X):
         check_interactions(Z)
     with pytest.raises(ValueError, match="no interactions"):
         check_interactions(sp.csr_matrix((3, 4), dtype=np.float32), require_nonempty=True)
+
+
+def test_canonical_check_does_not_trust_scipys_cached_flag():
+    """scipy caches has_canonical_format on the matrix; an in-place edit of its indices afterwards
+    leaves the flag True. check_interactions tests the rows itself, so such a matrix (and one with
+    big-endian indices, which the numba kernels cannot take) still gets a sorted native copy."""
+    from sansa_gpu.validation import check_interactions
+
+    X = sp.random(50, 40, density=0.3, format="csr", dtype=np.float32, random_state=0)
+    X.data += 0.1
+    assert X.has_canonical_format  # now cached True on X
+    lo, hi = X.indptr[3], X.indptr[4]
+    X.indices[lo:hi] = X.indices[lo:hi][::-1].copy()
+    X.data[lo:hi] = X.data[lo:hi][::-1].copy()
+    out = check_interactions(X)
+    assert out is not X
+    assert all(np.all(np.diff(out.indices[out.indptr[u]:out.indptr[u + 1]]) > 0) for u in range(X.shape[0]))
+    assert (out != sp.csr_matrix(X.toarray())).nnz == 0
+    Y = sp.random(50, 40, density=0.3, format="csr", dtype=np.float32, random_state=1)
+    Y.data += 0.1
+    Y.indices = Y.indices.astype(">i4")
+    out = check_interactions(Y)
+    assert out is not Y and out.indices.dtype.isnative and (out != Y).nnz == 0
