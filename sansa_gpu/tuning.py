@@ -252,8 +252,10 @@ class TuneResult:
 
         plain = FuncFormatter(lambda v, _: f"{v:g}")  # "3", "0.5", not "3×10⁰" overlapping its neighbours
         ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))  # a few labelled minor ticks, not all eight
-        ax.xaxis.set_minor_formatter(plain)
+        lo, hi = ax.get_xlim()
+        if hi / lo < 1e3:  # narrow ranges: label the 2 and 5 minor ticks too (wider ones would crowd)
+            ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+            ax.xaxis.set_minor_formatter(plain)
         ax.set_xlabel("weights size (MB, log scale)")
         ax.set_ylabel(f"validation {self.metric}")
         ax.grid(True, which="both", alpha=0.3)
