@@ -128,10 +128,15 @@ def _official(data_dir, data, density, factorizer, l2s, queue):
         per_l2.append({"l2": l2, "fit_seconds": round(fit_s, 2), "topk": topk,
                        **{k: round(float(v), 5) for k, v in evaluate(ids, split.test[users], ks=(20,)).items()}})
         print(f"official {data} density={density:.3g} {per_l2[-1]}", file=sys.stderr, flush=True)  # slow fits: progress
-    best = max(per_l2, key=lambda r: r["recall@20"])
-    queue.put({"case": "official", "density": density, "factorizer": factorizer, "per_l2": per_l2, "best": best,
-               "recall@20": best["recall@20"], "recall_bars@20": best["recall_bars@20"], "ndcg@20": best["ndcg@20"],
+    queue.put({"case": "official", "density": density, "factorizer": factorizer, **_best_of(per_l2),
                "peak_rss_gb": round(peak_rss_gb(), 3)})
+
+
+def _best_of(per_l2: list) -> dict:
+    """The official record's summary of its per-λ entries: all of them, and the best by test Recall@20."""
+    best = max(per_l2, key=lambda r: r["recall@20"])
+    return {"per_l2": per_l2, "best": best, "recall@20": best["recall@20"], "recall_bars@20": best["recall_bars@20"],
+            "ndcg@20": best["ndcg@20"]}
 
 
 def _official_parallel(data_dir, data, density, factorizer, l2s, jobs, label) -> dict:
@@ -147,10 +152,7 @@ def _official_parallel(data_dir, data, density, factorizer, l2s, jobs, label) ->
     if failed:
         return failed[0]
     per_l2 = sorted((e for p in parts for e in p["per_l2"]), key=lambda e: l2s.index(e["l2"]))
-    best = max(per_l2, key=lambda r: r["recall@20"])
-    return {**parts[0], "per_l2": per_l2, "best": best, "recall@20": best["recall@20"],
-            "recall_bars@20": best["recall_bars@20"], "ndcg@20": best["ndcg@20"],
-            "peak_rss_gb": max(p["peak_rss_gb"] for p in parts), "jobs": len(groups)}
+    return {**parts[0], **_best_of(per_l2), "peak_rss_gb": max(p["peak_rss_gb"] for p in parts), "jobs": len(groups)}
 
 
 def _last_tune(path: str, data: str) -> dict:

@@ -173,10 +173,11 @@ def _cmd_recommend(args) -> int:
 
 
 def _split_matrices(model, directory: str):
-    """(train, test) of a dataset folder read by :func:`sansa_gpu.data.load_split` (its published split,
-    else a per-user 80/20 holdout with seed 0), columns in the model's item numbering. The split's item ids are raw IDs: a model fitted on a table of raw IDs maps them
-    through its ``item_ids_`` (items it does not know are dropped with a warning, as for --train /
-    --test); a model fitted on a matrix takes them as its column indices. Rows stay the split's users."""
+    """(train, test) of a dataset folder read by :func:`sansa_gpu.data.load_split` (its published
+    split, else a per-user 80/20 holdout with seed 0), columns in the model's item numbering. The
+    split's item ids are raw IDs: a model fitted on a table of raw IDs maps them through its
+    ``item_ids_`` (items it does not know are dropped with a warning, as for --train / --test); a
+    model fitted on a matrix takes them as its column indices. Rows stay the split's users."""
     import numpy as np
     import pyarrow as pa
 

@@ -87,6 +87,12 @@ def load_adjacency_split(directory: str | os.PathLike, train: str = "train.txt",
     in both train and test are dropped from test (they would be masked anyway)."""
     u_tr, i_tr = read_adjacency_list(os.path.join(directory, train))
     u_te, i_te = read_adjacency_list(os.path.join(directory, test))
+    return _given_split(u_tr, i_tr, u_te, i_te)
+
+
+def _given_split(u_tr: np.ndarray, i_tr: np.ndarray, u_te: np.ndarray, i_te: np.ndarray) -> Split:
+    """Split of given train / test (user, item) pairs on one id space sized max_id + 1; duplicates
+    removed; pairs present in both are dropped from test (they would be masked anyway)."""
     shape = (int(max(u_tr.max(initial=-1), u_te.max(initial=-1)) + 1), int(max(i_tr.max(initial=-1), i_te.max(initial=-1)) + 1))
     X_train = _to_csr(u_tr, i_tr, shape)
     X_test = _to_csr(u_te, i_te, shape)
@@ -121,14 +127,8 @@ def load_split(directory: str | os.PathLike, test_fraction: float = 0.2, seed: i
     rating = {part: [n for n in names if n.endswith(f".{part}.rating")] for part in ("train", "val", "test")}
     if len(rating["train"]) == 1 and len(rating["test"]) == 1 and len(rating["val"]) <= 1:
         tr = [read_pairs(os.path.join(d, n))[:2] for n in rating["train"] + rating["val"]]
-        u_tr, i_tr = np.concatenate([u for u, _ in tr]), np.concatenate([i for _, i in tr])
         u_te, i_te = read_pairs(os.path.join(d, rating["test"][0]))[:2]
-        shape = (int(max(u_tr.max(initial=-1), u_te.max(initial=-1)) + 1),
-                 int(max(i_tr.max(initial=-1), i_te.max(initial=-1)) + 1))
-        X_train, X_test = _to_csr(u_tr, i_tr, shape), _to_csr(u_te, i_te, shape)
-        X_test = X_test - X_test.multiply(X_train)  # pairs also in train would be masked anyway
-        X_test.eliminate_zeros()
-        return Split(X_train, sp.csr_matrix(X_test, dtype=np.float32))
+        return _given_split(np.concatenate([u for u, _ in tr]), np.concatenate([i for _, i in tr]), u_te, i_te)
     if "users.dat" in names:
         users, items = read_counts(os.path.join(d, "users.dat"))
     elif "user_artists.dat" in names:

@@ -159,7 +159,7 @@ class FactorCache:
             self._X = X.copy()  # its own copy: X may be the caller's matrix, edited in place between fits
             return
         Y = self._X
-        same = X is Y or (X.shape == Y.shape and X.nnz == Y.nnz and np.array_equal(X.indptr, Y.indptr)
+        same = (X.shape == Y.shape and X.nnz == Y.nnz and np.array_equal(X.indptr, Y.indptr)
                           and np.array_equal(X.indices, Y.indices) and np.array_equal(X.data, Y.data))
         if not same:
             raise ValueError("this FactorCache holds work for another interaction matrix: use one cache per matrix")

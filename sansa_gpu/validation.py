@@ -11,10 +11,13 @@ import scipy.sparse as sp
 
 @numba.njit(cache=True)
 def _rows_strictly_increasing(indptr, indices, n_cols) -> bool:
-    """True when every row's column indices are strictly increasing and in [0, n_cols) (sorted, no
-    duplicates): scipy's canonical-format test, computed afresh instead of read from (and cached
-    on) the caller's matrix, whose cached flag goes stale if its index arrays are edited in place."""
+    """True when indptr does not decrease and every row's column indices are strictly increasing and
+    in [0, n_cols) (sorted, no duplicates): scipy's canonical-format test, computed afresh instead of
+    read from (and cached on) the caller's matrix, whose cached flag goes stale if its index arrays
+    are edited in place."""
     for u in range(indptr.shape[0] - 1):
+        if indptr[u + 1] < indptr[u]:
+            return False
         prev = -1
         for p in range(indptr[u], indptr[u + 1]):
             j = indices[p]
@@ -33,8 +36,6 @@ def _is_canonical_csr(X) -> bool:
     if not all(a.dtype in (np.int32, np.int64) and a.dtype.isnative and a.ndim == 1 for a in (ip, ix)):
         return False
     if ip.shape[0] != X.shape[0] + 1 or ip[0] != 0 or ip[-1] != ix.shape[0] or X.data.shape != ix.shape:
-        return False
-    if ip.shape[0] > 1 and np.any(ip[1:] < ip[:-1]):
         return False
     return bool(_rows_strictly_increasing(ip, ix, X.shape[1]))
 
@@ -70,26 +71,19 @@ def check_interactions(X, *, name: str = "X", n_items: int | None = None, requir
         raise TypeError(f"{name} must have a real numeric dtype, got {X.dtype}")
     if n_items is not None and X.shape[1] != n_items:
         raise ValueError(f"{name} has {X.shape[1]} item columns but the model was fitted on {n_items} items")
-    if _is_canonical_csr(X):
-        data = X.data
-        low, high = (data.min(), data.max()) if data.size else (1.0, 1.0)  # NaN propagates: no temporary mask
-        if not (np.isfinite(low) and np.isfinite(high)):
-            raise ValueError(f"{name} contains NaN or infinite values ({int(np.count_nonzero(~np.isfinite(data)))} entries)")
-        if low < 0:
-            raise ValueError(f"{name} contains negative values ({int(np.count_nonzero(data < 0))} entries); interactions must be >= 0")
-        if low > 0:  # no explicit zeros either: canonical already, no copy
-            if require_nonempty and X.nnz == 0:
-                raise ValueError(f"{name} has no interactions (all entries are zero); nothing to fit")
-            return X
-    X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+    canonical = _is_canonical_csr(X)
+    if not canonical:  # a new float32 CSR with duplicates summed and rows sorted
+        X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+        X.sum_duplicates()
     data = X.data
-    if data.size and not np.all(np.isfinite(data)):
+    low, high = (data.min(), data.max()) if data.size else (1.0, 1.0)  # NaN propagates: no temporary mask
+    if not (np.isfinite(low) and np.isfinite(high)):
         raise ValueError(f"{name} contains NaN or infinite values ({int(np.count_nonzero(~np.isfinite(data)))} entries)")
-    X.sum_duplicates()
-    if X.data.size and X.data.min() < 0:
-        raise ValueError(f"{name} contains negative values ({int(np.count_nonzero(X.data < 0))} entries); interactions must be >= 0")
-    X.eliminate_zeros()
-    X.sort_indices()
+    if low < 0:
+        raise ValueError(f"{name} contains negative values ({int(np.count_nonzero(data < 0))} entries); interactions must be >= 0")
+    if low == 0:  # explicit zeros: dropped, from a copy when X is the caller's matrix
+        X = X.copy() if canonical else X
+        X.eliminate_zeros()
     if require_nonempty and X.nnz == 0:
         raise ValueError(f"{name} has no interactions (all entries are zero); nothing to fit")
     return X
