@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .cpu._accumulate import magnitude_cut, touch
-from .gram import gram_column_norms, gram_lower
+from .gram import gram_column_norms, gram_lower, scaled_gram
 from .selection import largest_magnitude_mask
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class LDLFactor:
         order; empty without restarts.
     seconds : dict, wall seconds of the sub-stages that produced it ('ordering', 'gram', 'icf',
         'cut' for ICF; 'exact', 'cut' for CHOLMOD; a stage served from a FactorCache counts ~0).
+    devices : dict, where each sub-stage ran ('cpu' or 'gpu'; the ICF's Gram can run on the GPU).
     """
 
     L: sp.csc_matrix
@@ -52,6 +53,7 @@ class LDLFactor:
     shift: float | None = None
     breakdowns: list = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
+    devices: dict = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -523,27 +525,53 @@ def icf_column_scaling(X: sp.csr_matrix) -> np.ndarray:
 
 def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float = 0.0,
              ordering: str = "colamd", prune_scale: np.ndarray | None = None,
-             cache: "FactorCache | None" = None) -> LDLFactor:
-    """Ordering (:func:`item_ordering`), column-parallel Gram of the permuted X, incomplete Cholesky within
-    ``budget``: the factor never exceeds the budget, so catalogues whose exact factor does not
-    fit can be trained. The result records the shift used and any restarts (``shift``,
-    ``breakdowns``: :func:`incomplete_cholesky`). ``cache`` (:class:`FactorCache`): the ordering and
-    the unshifted Gram of this (X, ordering, min_cooccurrence) are built once (``l2`` only shifts the
-    diagonal, inside the incomplete Cholesky; ``budget`` only limits it)."""
+             cache: "FactorCache | None" = None, column_scaling: bool = False,
+             max_per_column: int | None = None, backend=None) -> LDLFactor:
+    """Ordering (:func:`item_ordering`), the Gram of the permuted X with its column norms in one pass
+    (:func:`sansa_gpu.gram.scaled_gram`, on ``backend``: the CPU by default, or the GPU), incomplete
+    Cholesky within ``budget``: the factor never exceeds the budget, so catalogues whose exact factor
+    does not fit can be trained. The result records the shift used and any restarts (``shift``,
+    ``breakdowns``: :func:`incomplete_cholesky`) and where each sub-stage ran (``devices``).
+
+    X : (users, n) CSR, unscaled; ``column_scaling`` divides the Gram's entry (i, j) by s_i s_j,
+    s_j = sqrt(||(X^T X)[:, j]||_2) (the official ICF preprocessing; the norms come from the same
+    pass). ``min_cooccurrence`` / ``max_per_column``: pruning of the Gram while it is built, on the
+    unscaled co-occurrences. ``prune_scale`` (legacy): X was already divided by these per-item
+    factors, and the pruning test multiplies them back. ``cache`` (:class:`FactorCache`): the
+    ordering and the unshifted Gram of this (X, ordering, pruning, scaling) are built once (``l2`` only
+    shifts the diagonal, inside the incomplete Cholesky; ``budget`` only limits it). A GPU out of
+    memory during the Gram builds it on the CPU (logged; ``devices['gram']`` says so)."""
+    from . import cpu
+    from .errors import GPUOutOfMemory
+
     t0 = time.perf_counter()
     seconds = {"ordering": 0.0, "gram": 0.0}
+    devices = {"ordering": "cpu", "gram": "cpu" if cache is None else "cached", "icf": "cpu", "cut": "cpu"}
+    backend = cpu if backend is None else backend
 
     def build():
         p = item_ordering(X, ordering)
         t_p = time.perf_counter()
-        A = gram_lower(X, 0.0, p, min_cooccurrence=min_cooccurrence, prune_scale=prune_scale)
+        if prune_scale is not None:
+            A = gram_lower(X, 0.0, p, min_cooccurrence=min_cooccurrence, prune_scale=prune_scale,
+                           max_per_column=max_per_column)
+        else:
+            where = "gpu" if backend is not cpu else "cpu"
+            try:
+                A, _ = scaled_gram(X, p, min_cooccurrence, column_scaling, max_per_column, backend)
+            except GPUOutOfMemory as exc:
+                logger.warning("gram: %s; building it on the CPU", exc)
+                A, _ = scaled_gram(X, p, min_cooccurrence, column_scaling, max_per_column, cpu)
+                where = "cpu (GPU out of memory)"
+            devices["gram"] = where
         seconds.update(ordering=t_p - t0, gram=time.perf_counter() - t_p)
         return p, A
 
     if cache is None:
         p, A = build()
     else:
-        p, A = cache.gram((ordering, float(min_cooccurrence), prune_scale is not None), build)
+        key = (ordering, float(min_cooccurrence), prune_scale is not None or bool(column_scaling), max_per_column)
+        p, A = cache.gram(key, build)
     t1 = time.perf_counter()
     res = incomplete_cholesky(A, float(l2), budget)
     del A
@@ -552,4 +580,4 @@ def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float =
                 "(budget %d)", ordering, t1 - t0, t2 - t1, res.shift, res.restarts, res.L.nnz, budget)
     L, d = sparsify_cholesky_factor(res.L, budget)
     seconds.update(icf=t2 - t1, cut=time.perf_counter() - t2)
-    return LDLFactor(L=L, d=d, p=p, shift=res.shift, breakdowns=res.breakdowns, seconds=seconds)
+    return LDLFactor(L=L, d=d, p=p, shift=res.shift, breakdowns=res.breakdowns, seconds=seconds, devices=devices)

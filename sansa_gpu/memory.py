@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .factorize import item_ordering, nnz_budget
+from .cpu.gram import BLOCK_SLOTS
 from .gram import gram_lower, gram_lower_nnz
 
 #: CHOLMOD supernodal factor + its simplicial CSC copy (factor.L()), bytes per nnz of the exact
@@ -79,11 +80,14 @@ def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill
     """Bytes alive in each stage, given the structural counts (see estimate_memory)."""
     x_bytes = nnz_x * 8 + (n_users + 1) * 8
     threads = numba.get_num_threads()
-    scratch = 8 * threads * n * 24  # per-chunk O(n) scratch of the numba loops
+    scratch = 8 * threads * n * 32  # per-chunk O(n) scratch of the numba loops (4 arrays of 8 B)
     out = {"budget": budget, "nnz_gram": nnz_g}
     out["input"] = 2 * x_bytes  # a second X (ICF column scaling, or the validated copy of a non-canonical input) + CSC copy
     gram_bytes = nnz_g * 12 + (n + 1) * 8
-    out["gram"] = out["input"] + gram_bytes + scratch
+    # the one-pass build (sansa_gpu.cpu.gram): the entries kept so far plus one block buffer (bounded
+    # by BLOCK_SLOTS; on small inputs about the size of the Gram itself)
+    block = min(BLOCK_SLOTS, nnz_g) * 12
+    out["gram"] = out["input"] + scratch + gram_bytes + block
     if factorizer == "icf":
         # Gram alive + L slots (int32 + float64) + cut: float32 magnitudes x2, two masks, kept copy
         out["factorize"] = out["input"] + gram_bytes + budget * 12 + n * 48
@@ -101,23 +105,28 @@ def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill
     return out
 
 
-def memory_upper_bound(X: sp.csr_matrix, density: float, factorizer: str = "cholmod") -> dict:
+def memory_upper_bound(X: sp.csr_matrix, density: float, factorizer: str = "cholmod",
+                       max_per_column: int | None = None) -> dict:
     """Like :func:`estimate_memory` but from worst-case counts only (O(users) time): the Gram has
-    at most min(n(n+1)/2, sum_u |u|(|u|+1)/2) lower entries and the exact factor at most n(n+1)/2.
-    When this bound fits, the exact counts are not needed."""
+    at most min(n(n+1)/2, sum_u |u|(|u|+1)/2, n (max_per_column + 1)) lower entries and the exact
+    factor at most n(n+1)/2. When this bound fits, the exact counts are not needed."""
     n_users, n = X.shape
     per_user = np.diff(X.indptr).astype(np.float64)
     full = n * (n + 1) // 2
     nnz_g = int(min(full, (per_user * (per_user + 1) / 2).sum() + n))
+    if max_per_column is not None:
+        nnz_g = min(nnz_g, n * (int(max_per_column) + 1))
     return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, full, factorizer)
 
 
 def structural_counts(X: sp.csr_matrix, factorizer: str = "cholmod", min_cooccurrence: float = 0.0,
-                      ordering: str = "colamd") -> tuple[int, int | None]:
+                      ordering: str = "colamd", max_per_column: int | None = None) -> tuple[int, int | None]:
     """(nnz of the Gram's lower triangle, nnz of the exact Cholesky factor -- None for 'icf'): the part
     of :func:`estimate_memory` that does not depend on the density. 'icf': the Gram's count pass
     alone (:func:`~sansa_gpu.gram.gram_lower_nnz`: its work, none of its memory; the count does not
     depend on the ordering); 'cholmod': the ordering, a Gram build and an O(nnz(L)) symbolic count."""
+    if factorizer == "icf" and max_per_column is not None:  # the cap bounds it: no count pass
+        return int(memory_upper_bound(X, 1.0, "icf", max_per_column)["nnz_gram"]), None
     if factorizer == "icf":  # the count pass alone, no entry stored (l2 > 0, as in the fit)
         return gram_lower_nnz(X, 1.0, min_cooccurrence), None
     A = gram_lower(X, 1.0, item_ordering(X, ordering))
@@ -125,7 +134,8 @@ def structural_counts(X: sp.csr_matrix, factorizer: str = "cholmod", min_cooccur
 
 
 def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod", min_cooccurrence: float = 0.0,
-                    ordering: str = "colamd", counts: tuple[int, int | None] | None = None) -> dict:
+                    ordering: str = "colamd", counts: tuple[int, int | None] | None = None,
+                    max_per_column: int | None = None) -> dict:
     """Predicted peak bytes per stage of :meth:`SANSA.fit` on X (users x items CSR).
 
     Returns {'input', 'gram', 'factorize', 'refine', 'weights', 'peak', 'nnz_gram', 'nnz_exact_L'
@@ -134,5 +144,6 @@ def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod
     ordering) when already known (estimates at several densities share them); else they are counted.
     """
     n_users, n = X.shape
-    nnz_g, fill = counts if counts is not None else structural_counts(X, factorizer, min_cooccurrence, ordering)
+    nnz_g, fill = (counts if counts is not None
+                   else structural_counts(X, factorizer, min_cooccurrence, ordering, max_per_column))
     return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, fill, factorizer)

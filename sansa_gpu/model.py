@@ -86,6 +86,11 @@ class SANSA:
         together by fewer users; the test is on the unscaled Gram even with column_scaling). 0 keeps
         the exact Gram. A positive value with factorizer='cholmod' (which factorises the exact Gram)
         is a ValueError.
+    max_gram_per_item : int > 0 or None
+        'icf' only: keep at most this many off-diagonal Gram entries per item column while the Gram
+        is built (the largest co-occurrences, ties to the earlier item in the ordering), so that a few
+        users with thousands of items cannot make the stored Gram dense: its memory is then at most
+        ``n_items * (max_gram_per_item + 1)`` entries. None (default): no cap.
     refine_tol : float > 0
         Columns of K whose residual ||e_j - L k_j|| is at or below this are left as they are in a
         sweep (their minimal-residual step, the costly part, is skipped). Default 1e-2
@@ -118,6 +123,7 @@ class SANSA:
         column_scaling: bool | None = None,
         min_cooccurrence: float = 0.0,
         refine_tol: float = REFINE_TOL,
+        max_gram_per_item: int | None = None,
     ):
         self.l2 = l2
         self.density = density
@@ -128,6 +134,7 @@ class SANSA:
         self.column_scaling = column_scaling
         self.min_cooccurrence = min_cooccurrence
         self.refine_tol = refine_tol
+        self.max_gram_per_item = max_gram_per_item
         self._check_params()
 
     def _check_params(self) -> None:
@@ -149,6 +156,11 @@ class SANSA:
         if self.min_cooccurrence > 0 and self.factorizer == "cholmod":
             raise ValueError(f"min_cooccurrence applies to factorizer='icf' only (CHOLMOD factorises the exact Gram); "
                              f"got min_cooccurrence={self.min_cooccurrence!r} with factorizer={self.factorizer!r}")
+        if self.max_gram_per_item is not None:
+            check_positive_int(self.max_gram_per_item, "max_gram_per_item")
+            if self.factorizer == "cholmod":
+                raise ValueError(f"max_gram_per_item applies to factorizer='icf' only (CHOLMOD factorises the exact "
+                                 f"Gram); got max_gram_per_item={self.max_gram_per_item!r} with factorizer='cholmod'")
         if self.device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {self.device!r}")
 
@@ -180,6 +192,8 @@ class SANSA:
         """(factoriser, reason) a fit on X would use: ``factorizer`` itself unless it is 'auto'."""
         if self.factorizer != "auto":
             return self.factorizer, "set by the caller"
+        if self.max_gram_per_item is not None:
+            return "icf", "max_gram_per_item applies to ICF only"
         return choose_factorizer(X, self.density_for(X.shape[1]), ordering=self.ordering,
                                  min_cooccurrence=float(self.min_cooccurrence))
 
@@ -190,6 +204,7 @@ class SANSA:
             "refine_sweeps": int(self.refine_sweeps), "device": self.device, "ordering": self.ordering,
             "column_scaling": self.column_scaling, "min_cooccurrence": float(self.min_cooccurrence),
             "refine_tol": float(self.refine_tol),
+            "max_gram_per_item": None if self.max_gram_per_item is None else int(self.max_gram_per_item),
         }
 
     # ------------------------------------------------------------------ fit
@@ -202,7 +217,7 @@ class SANSA:
         X = check_interactions(X, require_nonempty=True)
         factorizer, _ = self.choose_factorizer(X)
         return estimate_memory(X, self.density_for(X.shape[1]), factorizer, float(self.min_cooccurrence),
-                               self._ordering_for(factorizer))
+                               self._ordering_for(factorizer), max_per_column=self.max_gram_per_item)
 
     def fit(self, X, check_memory: bool = True, *, user_col: str = "user_id", item_col: str = "item_id",
             value_col: str | None = None, factor_cache: FactorCache | None = None) -> "SANSA":
@@ -235,19 +250,15 @@ class SANSA:
 
             t_est = time.perf_counter()
             have = available_memory_bytes()
-            est = memory_upper_bound(X, density, factorizer)
+            est = memory_upper_bound(X, density, factorizer, self.max_gram_per_item)
             if est["peak"] > have:  # the worst case does not fit: count exactly
-                est = estimate_memory(X, density, factorizer, float(self.min_cooccurrence), ordering)
+                est = estimate_memory(X, density, factorizer, float(self.min_cooccurrence), ordering,
+                                      max_per_column=self.max_gram_per_item)
             logger.info("fit: estimated peak %.2f GB (%s), available %.2f GB (%.2fs)", est["peak"] / 1e9,
                         ", ".join(f"{k} {est[k] / 1e9:.2f}" for k in ("gram", "factorize", "refine", "weights")),
                         have / 1e9, time.perf_counter() - t_est)
             if est["peak"] > have:
-                stage = max(("gram", "factorize", "refine", "weights"), key=lambda k: est[k])
-                raise MemoryError(
-                    f"fitting needs about {est['peak'] / 1e9:.1f} GB (stage '{stage}'), only {have / 1e9:.1f} GB are "
-                    f"available; lower density (budget {est['budget']} nnz) or use factorizer='icf' (with "
-                    f"min_cooccurrence to prune its Gram)"
-                )
+                raise MemoryError(self._memory_advice(est, have, factorizer, n))
         device = resolve_device(self.device)
         backend = get_backend(device)
         budget = nnz_budget(density, n)
@@ -257,18 +268,24 @@ class SANSA:
                        "budget": budget, "factorizer": factorizer, "factorizer_reason": reason}
         t0 = time.perf_counter()
         scale = self.column_scaling if self.column_scaling is not None else factorizer == "icf"
-        col_scale = None
-        if scale:
-            col_scale = icf_column_scaling(X) if factor_cache is None else factor_cache.column_scaling(X)
-            X = sp.csr_matrix(X @ sp.diags((1.0 / col_scale).astype(np.float32)), dtype=np.float32)
-            X.sort_indices()  # the product's rows come out unsorted
-        t_scaled = time.perf_counter()
+        stage_devices = {}
         if factorizer == "icf":
+            # ordering, then the Gram with its column norms in one pass (on the device when there is
+            # one; the column scaling is applied to the Gram), then the incomplete Cholesky
             factor = ldlt_icf(X, float(self.l2), budget, float(self.min_cooccurrence), ordering,
-                              prune_scale=col_scale, cache=factor_cache)
+                              cache=factor_cache, column_scaling=scale, max_per_column=self.max_gram_per_item,
+                              backend=backend)
+            stage_devices.update(ordering="cpu", gram=factor.devices["gram"], factorize="cpu")
+            t_scaled = t0
         else:
+            if scale:  # CHOLMOD factorises X^T X from X itself: scale X's columns
+                col_scale = icf_column_scaling(X) if factor_cache is None else factor_cache.column_scaling(X)
+                X = sp.csr_matrix(X @ sp.diags((1.0 / col_scale).astype(np.float32)), dtype=np.float32)
+                X.sort_indices()  # the product's rows come out unsorted
+            t_scaled = time.perf_counter()
             factor = ldlt_cholmod(X, float(self.l2), budget, ordering,
-                                  cache=factor_cache if col_scale is None else None)
+                                  cache=factor_cache if not scale else None)
+            stage_devices.update(ordering="cpu", factorize="cpu")
         del X
         t1 = time.perf_counter()
         stats.update(factorize_seconds=t1 - t0, nnz_L=int(factor.L.nnz))
@@ -283,8 +300,8 @@ class SANSA:
         t2 = time.perf_counter()
         stats.update(refine_seconds=t2 - t1, nnz_K=int(K.nnz))
         refine_devices = [h["device"] for h in history] + [history[-1]["residual_device"]]
-        stage_devices = {"factorize": "cpu", "refine": refine_devices[0] if len(set(refine_devices)) == 1
-                         else "gpu, then cpu (GPU out of memory)"}
+        stage_devices["refine"] = (refine_devices[0] if len(set(refine_devices)) == 1
+                                   else "gpu, then cpu (GPU out of memory)")
         try:
             Wt, Z = backend.assemble_weights(K, factor.d, factor.p)
             stage_devices["weights"] = device
@@ -305,6 +322,24 @@ class SANSA:
         self.device_ = device
         self.factorizer_ = factorizer
         return self
+
+    def _memory_advice(self, est: dict, have: int, factorizer: str, n: int) -> str:
+        """The refusal of a fit that does not fit: the numbers, and only settings that would help."""
+        stage = max(("gram", "factorize", "refine", "weights"), key=lambda k: est[k])
+        msg = (f"fitting needs about {est['peak'] / 1e9:.1f} GB (stage '{stage}'), only {have / 1e9:.1f} GB are "
+               f"available")
+        if stage in ("gram", "factorize") and factorizer == "cholmod":
+            return msg + (f"; the exact factor has {est.get('nnz_exact_L', 0):,} nonzeros: use factorizer='icf', "
+                          f"or lower density (budget {est['budget']:,} nnz)")
+        if stage == "gram":
+            # the cap that leaves the Gram a quarter of what is available (12 bytes per entry)
+            cap = max(1, int(have / 4 / 12 / max(1, n)) - 1)
+            hint = f"max_gram_per_item={cap} (at most {n * (cap + 1) * 12 / 1e9:.1f} GB of Gram)"
+            if not self.min_cooccurrence:
+                hint = f"min_cooccurrence=2 (drop pairs seen once), or {hint}"
+            return msg + (f"; the Gram X^T X keeps {est['nnz_gram']:,} entries (a few users with many items make "
+                          f"it dense): prune it while it is built with {hint}")
+        return msg + f"; lower density (budget {est['budget']:,} nnz per factor)"
 
     # ------------------------------------------------------------ inference
     def _check_fitted(self) -> None:

@@ -123,7 +123,9 @@ def test_gpu_refine_tol_leaves_converged_columns(factor, gpu_device):
 def test_gpu_fit_recommend_matches_cpu(medium_X, cpu_model, gpu_device):
     mg = SANSA(**PARAMS, device="gpu").fit(medium_X)
     assert mg.device_ == "gpu"
-    assert mg.stats_["stage_devices"] == {"factorize": "cpu", "refine": "gpu", "weights": "gpu"}
+    # only the ordering and the factorisation on the CPU
+    assert mg.stats_["stage_devices"] == {"ordering": "cpu", "gram": "gpu", "factorize": "cpu", "refine": "gpu",
+                                          "weights": "gpu"}
     for a, b in zip(cpu_model.history_, mg.history_):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
     ic, sc = cpu_model.recommend(medium_X[:300], k=20)
@@ -369,3 +371,20 @@ def test_gpu_scoring_refuses_weights_with_repeated_indices(small_X):
     assert not Wt.has_canonical_format
     with pytest.raises(ValueError, match="Wt has repeated or unsorted column indices"):
         gpu.recommend_sparse(small_X, Wt, Z, 5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mc, cap, block_slots", [(0.0, None, 1 << 25), (2.0, 3, 500), (0.0, 5, 40)])
+def test_gpu_gram_is_bit_identical_to_the_cpu_twin(medium_X, gpu_device, mc, cap, block_slots):
+    """kernels/gram.cu against sansa_gpu.cpu.gram: same entries, same bits (values and column norms),
+    with pruning, the per-column cap and many blocks; an empty item and a weighted value included."""
+    X = sp.hstack([medium_X, sp.csr_matrix((medium_X.shape[0], 1), dtype=np.float32)]).tocsr()
+    X.data = X.data.copy()
+    X.data[::7] = 0.37  # non-integer weights: sums depend on their order
+    p = np.random.default_rng(4).permutation(X.shape[1])
+    A, sq = cpu.gram_lower_and_norms(X, p, mc, None, cap, block_slots)
+    B, sq_g = gpu.gram_lower_and_norms(X, p, mc, None, cap, block_slots)
+    np.testing.assert_array_equal(A.indptr, B.indptr)
+    np.testing.assert_array_equal(A.indices, B.indices)
+    np.testing.assert_array_equal(A.data, B.data)
+    np.testing.assert_array_equal(sq, sq_g)

@@ -185,3 +185,74 @@ def test_pruning_threshold_speaks_of_unscaled_cooccurrences(medium_X):
     pruned = SANSA(l2=20.0, density=0.02, factorizer="icf", min_cooccurrence=2.0, device="cpu").fit(medium_X)
     full = SANSA(l2=20.0, density=0.02, factorizer="icf", device="cpu").fit(medium_X)
     assert pruned.stats_["nnz_L"] > 0.5 * full.stats_["nnz_L"]  # not a diagonal model
+
+
+@pytest.mark.parametrize("block_slots", [1 << 25, 64])
+def test_one_pass_gram_and_norms_match_dense_in_any_number_of_blocks(small_X, block_slots):
+    """Gram and column norms come from one pass; building it in many small blocks changes nothing."""
+    from sansa_gpu.cpu.gram import gram_lower_and_norms
+
+    n = small_X.shape[1]
+    p = np.random.default_rng(1).permutation(n)
+    G = (small_X.T @ small_X).toarray().astype(np.float64)
+    A, sq = gram_lower_and_norms(small_X, p, 0.0, None, None, block_slots)
+    np.testing.assert_array_equal(A.toarray(), np.tril(G[p][:, p]))  # integer counts: exact
+    np.testing.assert_allclose(np.sqrt(sq), np.linalg.norm(G, axis=0), rtol=1e-12)
+    A1, sq1 = gram_lower_and_norms(small_X, p, 0.0, None, None, 1 << 25)
+    assert np.array_equal(A.data, A1.data) and np.array_equal(sq, sq1)
+
+
+@pytest.mark.parametrize("cap", [1, 4, 1000])
+def test_gram_cap_keeps_the_largest_cooccurrences_per_column(small_X, cap):
+    from sansa_gpu.cpu.gram import gram_lower_and_norms
+
+    n = small_X.shape[1]
+    p = np.random.default_rng(2).permutation(n)
+    Gp = np.tril((small_X.T @ small_X).toarray().astype(np.float64)[p][:, p])
+    A, sq_capped = gram_lower_and_norms(small_X, p, 2.0, None, cap, 97)
+    _, sq = gram_lower_and_norms(small_X, p, 0.0)
+    np.testing.assert_array_equal(sq_capped, sq)  # norms are of the full Gram, before any pruning
+    Ad = A.toarray()
+    for j in range(n):
+        below = [i for i in range(j + 1, n) if Gp[i, j] >= 2.0]
+        expected = sorted(sorted(below, key=lambda i: (-Gp[i, j], i))[:cap])
+        assert list(np.flatnonzero(Ad[j + 1:, j]) + j + 1) == expected
+        assert Ad[j, j] == Gp[j, j]
+    assert np.all(np.diff(A.indptr) <= cap + 1)
+
+
+def test_scaled_gram_equals_the_gram_of_the_scaled_matrix(medium_X):
+    """The ICF's column scaling from the one-pass norms: the same matrix as the Gram of X with its
+    columns divided by s (to float32 rounding of the scaled X), pruned on unscaled counts."""
+    from sansa_gpu.factorize import icf_column_scaling
+    from sansa_gpu.gram import scaled_gram
+
+    n = medium_X.shape[1]
+    p = np.random.default_rng(0).permutation(n)
+    A, s = scaled_gram(medium_X, p, 2.0, column_scaling=True)
+    np.testing.assert_allclose(s, icf_column_scaling(medium_X), rtol=1e-12)
+    Xs = sp.csr_matrix(medium_X @ sp.diags((1.0 / s).astype(np.float32)), dtype=np.float32)
+    Xs.sort_indices()
+    ref = gram_lower(Xs, 0.0, p, min_cooccurrence=2.0, prune_scale=s)
+    assert np.array_equal(A.indptr, ref.indptr) and np.array_equal(A.indices, ref.indices)
+    np.testing.assert_allclose(A.data, ref.data, rtol=1e-6)
+
+
+def test_max_gram_per_item_bounds_the_gram_and_is_named_when_memory_is_short(medium_X, monkeypatch):
+    from sansa_gpu import memory
+    from sansa_gpu import model as model_module
+
+    m = SANSA(l2=20.0, density=0.02, max_gram_per_item=8, device="cpu").fit(medium_X)
+    assert m.factorizer_ == "icf" and m.get_params()["max_gram_per_item"] == 8
+    full = SANSA(l2=20.0, density=0.02, factorizer="icf", device="cpu").fit(medium_X)
+    assert m.stats_["nnz_L"] <= full.stats_["nnz_L"]
+    est = memory.estimate_memory(medium_X, 0.02, "icf", max_per_column=8)
+    assert est["nnz_gram"] <= medium_X.shape[1] * 9
+    with pytest.raises(ValueError, match="max_gram_per_item applies to factorizer='icf' only"):
+        SANSA(factorizer="cholmod", max_gram_per_item=8)
+    # a Gram that does not fit: the refusal names the settings that bound it, not the factoriser in use
+    monkeypatch.setattr(model_module, "available_memory_bytes", lambda: 10_000, raising=False)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 10_000)
+    with pytest.raises(MemoryError, match=r"stage .* min_cooccurrence=2 .* max_gram_per_item=\d+") as info:
+        SANSA(l2=20.0, density=0.001, factorizer="icf").fit(medium_X)
+    assert "factorizer='icf'" not in str(info.value)

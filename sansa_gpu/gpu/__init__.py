@@ -4,10 +4,11 @@ Refinement (kernels/refine.cu), weight assembly (CuPy) and scoring + top-k
 (kernels/score_topk.cu). The factorisation stays on the CPU (DESIGN.md section 4).
 """
 
+from .gram import gram_lower_and_norms
 from .inference import SCORE_SPARSE_DEVICE, recommend_sparse, release_scoring_cache, score_sparse
 from .refine import column_residual_norms, refine_sweep, release_scratch, to_device, to_host
 from .weights import assemble_weights
 
-__all__ = ["SCORE_SPARSE_DEVICE", "assemble_weights", "column_residual_norms", "recommend_sparse", "refine_sweep",
+__all__ = ["SCORE_SPARSE_DEVICE", "assemble_weights", "column_residual_norms", "gram_lower_and_norms", "recommend_sparse", "refine_sweep",
            "release_scoring_cache", "release_scratch", "score_sparse",
            "to_device", "to_host"]

@@ -51,6 +51,13 @@ class CudaDevice:
 
         return get_kernel(file, expression)
 
+    def resident_blocks_per_sm(self, kernel, block_threads: int) -> int:
+        """Blocks of ``block_threads`` threads of ``kernel`` (a RawKernel) that one SM holds at once,
+        from the CUDA occupancy calculator (registers, shared memory, the kernel's launch bounds)."""
+        from cupy_backends.cuda.api import driver
+
+        return int(driver.occupancyMaxActiveBlocksPerMultiprocessor(kernel.kernel.ptr, int(block_threads), 0))
+
     def release_pool(self) -> None:
         """Return CuPy's cached blocks to the driver (after dropping our references)."""
         self.xp.get_default_memory_pool().free_all_blocks()
@@ -64,6 +71,23 @@ def _cuda_device() -> CudaDevice:
 def current():
     """The device the GPU glue runs on: the installed override (tests) or CuPy's CUDA device."""
     return _override if _override is not None else _cuda_device()
+
+
+#: Blocks per SM assumed where the device cannot say (the CPU executor, which has no occupancy).
+DEFAULT_RESIDENT_BLOCKS = 2
+
+
+def launch_grid(kernel, block_threads: int, work_items: int, max_blocks: int | None = None) -> int:
+    """Grid size for a persistent kernel: every block resident at once (the kernel's real occupancy
+    times the SMs, one wave), no more blocks than ``work_items`` need, at most ``max_blocks``."""
+    dev = current()
+    per_sm = getattr(dev, "resident_blocks_per_sm", None)
+    resident = per_sm(kernel, block_threads) if per_sm is not None else DEFAULT_RESIDENT_BLOCKS
+    grid = max(1, int(resident)) * int(dev.multiprocessor_count())
+    grid = min(grid, max(1, int(work_items)))
+    if max_blocks is not None:
+        grid = min(grid, max(1, int(max_blocks)))
+    return int(grid)
 
 
 def installed():

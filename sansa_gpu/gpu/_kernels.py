@@ -10,10 +10,12 @@ from pathlib import Path
 KERNELS: dict[str, tuple[str, ...]] = {
     "score_topk.cu": ("score_topk_warp<long long>", "score_topk_warp<int>"),
     "refine.cu": ("refine_columns<long long>",),
+    "gram.cu": ("gram_columns<long long>",),
 }
 #: Architectures every kernel must compile for (A100 = sm_80, H100/H200 = sm_90).
 SUPPORTED_ARCHS: tuple[str, ...] = ("sm_80", "sm_90")
-NVRTC_OPTIONS: tuple[str, ...] = ("-std=c++17",)
+#: -lineinfo: source lines in the cubin (compute-sanitizer and profiler reports name the .cu line; no codegen change).
+NVRTC_OPTIONS: tuple[str, ...] = ("-std=c++17", "-lineinfo")
 
 
 def kernel_dir() -> Path:

@@ -1,0 +1,251 @@
+"""Stage 1 on the CPU: the lower triangle of the Gram ``X^T X`` and its column norms, in one pass.
+
+Column j of the (permuted) Gram is accumulated from the users of item ``perm[j]``: for each such
+user u (in CSC order), for each item of u (in CSR order), ``acc[row] += x_uj * x_u,row`` in
+float64. Every row of the column is visited, so the column's full 2-norm (what the ICF column
+scaling needs) comes from the same accumulator that yields the kept lower entries: one pass over
+the data instead of the two (norms, then Gram) earlier versions made, and no count pass.
+
+Memory is bounded by what is kept. The columns are built in blocks; each column owns a slot range
+in the block buffer whose size is an exact upper bound of its kept entries (``column_bounds``), so a
+block never overflows and never needs a second pass (entries beyond the cap are cut in per-thread scratch first); after each block, its kept entries are
+compacted into the result. Pruning (``min_cooccurrence``, and the optional per-column cap
+``max_per_column`` on the off-diagonal entries kept, largest values first, ties to the lower row)
+is applied inside the block, so a few heavy users never make the stored Gram dense.
+
+The GPU twin (``sansa_gpu.gpu.gram``, ``kernels/gram.cu``) has the same signature and gives the same
+result bit for bit: products of float32 values are exact in float64, every entry is summed over
+users in the same order, and the squared norm is summed in :func:`lane_tree_sum`'s fixed order
+(32 lane-strided partial sums combined as a warp's shuffle tree), which both sides follow.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from ._accumulate import magnitude_cut, touch
+
+#: Slots (12 bytes each: int32 row + float64 value) of one block buffer: about 400 MB.
+BLOCK_SLOTS = 1 << 25
+WARP = 32
+
+
+@numba.njit(inline="always")
+def lane_tree_sum(vals, idx, n):
+    """sum(vals[idx[a]]**2 for a < n) in the order of a 32-lane warp: lane l sums a = l, l + 32, ...
+    in order, then the 32 partials combine as ``__shfl_down_sync`` offsets 16, 8, 4, 2, 1 do
+    (partial[l] += partial[l + off]). The GPU kernels sum the same way, so both give the same bits."""
+    part = np.zeros(WARP, dtype=np.float64)
+    for a in range(n):
+        v = vals[idx[a]]
+        part[a % WARP] += v * v
+    off = WARP // 2
+    while off > 0:
+        for lane in range(off):
+            part[lane] += part[lane + off]
+        off //= 2
+    return part[0]
+
+
+def column_bounds(X: sp.csr_matrix, perm: np.ndarray, max_per_column: int | None) -> np.ndarray:
+    """(n,) int64 upper bound of the entries column j (permuted order) of the kept lower Gram can
+    hold: min(pair visits of item perm[j] = sum of |u| over its users, n - j, max_per_column + 1)."""
+    n = X.shape[1]
+    lens = np.diff(X.indptr).astype(np.float64)
+    visits = np.bincount(X.indices, weights=np.repeat(lens, np.diff(X.indptr)), minlength=n)
+    bound = np.minimum(visits[perm], np.arange(n, 0, -1, dtype=np.float64))
+    if max_per_column is not None:
+        bound = np.minimum(bound, float(max_per_column) + 1.0)
+    return bound.astype(np.int64)
+
+
+def plan_blocks(bounds: np.ndarray, max_slots: int = BLOCK_SLOTS) -> list[tuple[int, int]]:
+    """Consecutive column ranges [b0, b1) whose bounds sum to at most ``max_slots`` (a single column
+    larger than that is a block of its own)."""
+    n = bounds.shape[0]
+    cum = np.concatenate([[0], np.cumsum(bounds)])
+    blocks, b0 = [], 0
+    while b0 < n:
+        b1 = int(np.searchsorted(cum, cum[b0] + max_slots, side="right")) - 1
+        b1 = min(n, max(b1, b0 + 1))
+        blocks.append((b0, b1))
+        b0 = b1
+    return blocks
+
+
+def gram_inputs(X: sp.csr_matrix, perm: np.ndarray | None, prune_scale: np.ndarray | None):
+    """Arrays both twins start from: (Xc CSC of X, perm int64, inv_perm int64, scale float64 in
+    permuted order)."""
+    n = X.shape[1]
+    perm = np.arange(n, dtype=np.int64) if perm is None else np.asarray(perm, dtype=np.int64)
+    inv_perm = np.empty(n, dtype=np.int64)
+    inv_perm[perm] = np.arange(n, dtype=np.int64)
+    scale = np.ones(n) if prune_scale is None else np.asarray(prune_scale, dtype=np.float64)[perm]
+    return X.tocsc(), perm, inv_perm, scale
+
+
+def prune_threshold(min_cooccurrence: float, prune_scale) -> float:
+    # rescaled values carry float32 rounding (a count of 2 comes back as 1.9999999): relative slack
+    return float(min_cooccurrence) * (1.0 - 1e-5 if prune_scale is not None else 1.0)
+
+
+@numba.njit(parallel=True, cache=True)
+def _gram_block(b0, b1, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data, perm, inv_perm,
+                min_value, scale, max_keep, slot_start, out_rows, out_vals, out_count, sq_norms,
+                acc_all, mark_all, touched_all, kept_all):
+    """Columns b0 <= j < b1: full column accumulated (its squared norm to sq_norms[perm[j]]), kept
+    lower entries (row >= j, value * scale_i * scale_j >= min_value or the diagonal, then at most
+    max_keep off-diagonal ones if max_keep >= 0) written sorted by row to out_rows/out_vals from
+    slot_start[j - b0], their number to out_count[j - b0]."""
+    n_chunks = acc_all.shape[0]
+    for c in numba.prange(n_chunks):
+        acc = acc_all[c]
+        mark = mark_all[c]
+        touched = touched_all[c]
+        seg_all = kept_all[c]
+        for j in range(b0 + c, b1, n_chunks):
+            item = perm[j]
+            nt = 0
+            for p in range(Xc_indptr[item], Xc_indptr[item + 1]):
+                u = Xc_indices[p]
+                xv = np.float64(Xc_data[p])
+                for q in range(Xr_indptr[u], Xr_indptr[u + 1]):
+                    i = inv_perm[Xr_indices[q]]
+                    nt = touch(mark, touched, nt, i, j, acc)
+                    acc[i] += xv * np.float64(Xr_data[q])
+            sq_norms[item] = lane_tree_sum(acc, touched, nt)
+            m = 0
+            n_off = 0
+            for a in range(nt):
+                i = touched[a]
+                if i == j:
+                    seg_all[m] = i
+                    m += 1
+                elif i > j and acc[i] * scale[i] * scale[j] >= min_value:
+                    seg_all[m] = i
+                    m += 1
+                    n_off += 1
+            seg = seg_all[:m]
+            seg.sort()
+            start = slot_start[j - b0]
+            tau = 0.0
+            n_ties = 0
+            cut = max_keep >= 0 and n_off > max_keep
+            if cut and max_keep > 0:
+                mags = np.empty(n_off, dtype=np.float64)
+                b = 0
+                for a in range(m):
+                    if seg[a] != j:
+                        mags[b] = abs(acc[seg[a]])
+                        b += 1
+                tau, n_ties = magnitude_cut(mags, max_keep)
+            kept = 0
+            for a in range(m):
+                i = seg[a]
+                v = acc[i]
+                keep = i == j or not cut
+                if not keep and max_keep > 0:
+                    if abs(v) > tau:
+                        keep = True
+                    elif abs(v) == tau and n_ties > 0:
+                        keep = True
+                        n_ties -= 1
+                if keep:
+                    out_rows[start + kept] = i
+                    out_vals[start + kept] = v
+                    kept += 1
+            out_count[j - b0] = kept
+
+
+def _n_chunks(n: int) -> int:
+    return int(max(1, min(n, 8 * numba.get_num_threads())))
+
+
+def gram_lower_and_norms(X: sp.csr_matrix, perm: np.ndarray | None = None, min_cooccurrence: float = 0.0,
+                         prune_scale: np.ndarray | None = None, max_per_column: int | None = None,
+                         block_slots: int = BLOCK_SLOTS) -> tuple[sp.csc_matrix, np.ndarray]:
+    """Lower triangle of ``P X^T X P^T`` (kept entries) and the squared column norms of ``X^T X``.
+
+    X : (users, n) canonical CSR float32. perm : (n,) int64 ordering (identity when None): entry
+    (i, j) of the result is G[perm[i], perm[j]]. min_cooccurrence : off-diagonal entries with
+    ``G * s_i * s_j`` below it are dropped (s = ``prune_scale``, ones when None: for 0/1 data the test
+    is on co-occurrence counts). max_per_column : keep at most this many off-diagonal entries per
+    column (the largest values; None: no cap).
+    Returns (A CSC float64 (n, n), rows sorted, diagonal first where the item has interactions,
+    int64 indptr; sq_norms (n,) float64, ``||G[:, item]||^2`` in item order, of the full Gram
+    (before any pruning)). Work O(sum over users of |u|^2) in one pass; memory O(nnz kept +
+    block_slots + threads * n).
+    """
+    n = X.shape[1]
+    Xc, perm, inv_perm, scale = gram_inputs(X, perm, prune_scale)
+    bounds = column_bounds(X, perm, max_per_column)
+    n_chunks = _n_chunks(n)
+    acc = np.zeros((n_chunks, n), dtype=np.float64)
+    mark = np.full((n_chunks, n), -1, dtype=np.int64)
+    touched = np.empty((n_chunks, n), dtype=np.int64)
+    kept = np.empty((n_chunks, n), dtype=np.int64)
+    sq_norms = np.zeros(n, dtype=np.float64)
+    max_keep = -1 if max_per_column is None else int(max_per_column)
+    threshold = prune_threshold(min_cooccurrence, prune_scale)
+    Xc_indptr, Xr_indptr = Xc.indptr.astype(np.int64), X.indptr.astype(np.int64)
+    pieces = []
+    for b0, b1 in plan_blocks(bounds, block_slots):
+        slot_start = np.zeros(b1 - b0 + 1, dtype=np.int64)
+        np.cumsum(bounds[b0:b1], out=slot_start[1:])
+        rows = np.empty(int(slot_start[-1]), dtype=np.int32)
+        vals = np.empty(int(slot_start[-1]), dtype=np.float64)
+        count = np.zeros(b1 - b0, dtype=np.int64)
+        _gram_block(b0, b1, Xc_indptr, Xc.indices, Xc.data, Xr_indptr, X.indices, X.data, perm, inv_perm,
+                    threshold, scale, max_keep, slot_start, rows, vals, count, sq_norms, acc, mark, touched, kept)
+        pieces.append(compact_block(slot_start, count, rows, vals))
+        del rows, vals
+    del acc, mark, touched, kept
+    return assemble_columns(pieces, n), sq_norms
+
+
+@numba.njit(cache=True, nogil=True)
+def _compact_block(slot_start, count, rows, vals, out_rows, out_vals):
+    pos = 0
+    for c in range(count.shape[0]):
+        s = slot_start[c]
+        for a in range(count[c]):
+            out_rows[pos] = rows[s + a]
+            out_vals[pos] = vals[s + a]
+            pos += 1
+
+
+def compact_block(slot_start, count, rows, vals):
+    """(count (m,), rows, vals) of one block with the unused slots removed (host arrays)."""
+    total = int(count.sum())
+    out_rows = np.empty(total, dtype=np.int32)
+    out_vals = np.empty(total, dtype=np.float64)
+    _compact_block(slot_start, count, rows, vals, out_rows, out_vals)
+    return count, out_rows, out_vals
+
+
+def assemble_columns(pieces, n: int) -> sp.csc_matrix:
+    """Concatenate per-block (count, rows, vals) host pieces, in column order, into one CSC.
+
+    The result arrays grow block by block with ``ndarray.resize`` (glibc's realloc moves large
+    allocations by remapping their pages, not by copying) and each block is freed once copied, so
+    the peak is the result plus one block, not twice the result."""
+    counts = [np.asarray(c) for c, _, _ in pieces]
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    if counts:
+        np.cumsum(np.concatenate(counts), out=indptr[1:])
+    indices = np.empty(0, dtype=np.int32)
+    data = np.empty(0, dtype=np.float64)
+    pos = 0
+    for k in range(len(pieces)):
+        _, r, v = pieces[k]
+        pieces[k] = None
+        m = r.shape[0]
+        indices.resize(pos + m, refcheck=False)
+        data.resize(pos + m, refcheck=False)
+        indices[pos:pos + m] = r
+        data[pos:pos + m] = v
+        pos += m
+        del r, v
+    return sp.csc_matrix((data, indices, indptr), shape=(n, n))
