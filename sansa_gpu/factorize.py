@@ -321,13 +321,15 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
     """Left-looking incomplete Cholesky of the lower CSC triangle A (+ shift on the diagonal).
 
     Column j keeps its diagonal plus at most (budget - nnz - (n - j)) // (n - j) off-diagonal
-    entries of largest |value| (ties: lower row), so nnz(L) never exceeds ``budget``. Columns are
+    entries of largest |value| (ties: lower row), so nnz(L) never exceeds ``budget``; a budget of
+    the whole lower triangle keeps everything (the exact factor). Columns are
     linked by their next active row (head/link/pos) so each column k is visited exactly for the
     rows j where L[j, k] != 0. Returns nnz, or -(j + 1) if pivot j is not positive.
     """
     for i in range(n):
         head[i] = -1
         mark[i] = -1
+    full = n * (n + 1) // 2
     nnz = 0
     Lp[0] = 0
     for j in range(n):
@@ -360,7 +362,9 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
         if not diag > 0.0:
             return -(j + 1)
         ljj = np.sqrt(diag)
-        cap = (budget - nnz - (n - j)) // (n - j)
+        # the budget spread evenly over the columns left; a budget that holds the whole lower triangle
+        # (density 1) drops nothing, so the factor is the exact Cholesky factor
+        cap = (budget - nnz - (n - j)) // (n - j) if budget < full else n
         rows = np.sort(touched[:nt])
         m = 0
         for b in range(nt):

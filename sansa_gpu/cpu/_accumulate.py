@@ -1,9 +1,12 @@
-"""Two numba building blocks shared by every per-column / per-user loop on the CPU."""
+"""Numba building blocks shared by the per-column / per-user loops on the CPU."""
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+
+WARP = 32
+"""Lanes of a CUDA warp: the fixed summation order the CPU loops share with the GPU kernels."""
 
 
 @numba.njit(inline="always")
@@ -29,3 +32,36 @@ def magnitude_cut(mags, n_keep):
         if mags[b] > tau:
             n_above += 1
     return tau, n_keep - n_above
+
+
+
+@numba.njit(inline="always")
+def lane_tree_dot(a_vals, a_idx, b_vals, b_idx, n):
+    """sum(a_vals[a_idx[k]] * b_vals[b_idx[k]] for k < n) in the fixed order of a 32-lane warp: lane l
+    sums k = l, l + 32, ... in order, then the 32 partials combine as ``__shfl_down_sync`` with offsets
+    16, 8, 4, 2, 1 does (partial[l] += partial[l + off]). The GPU kernels sum exactly this way, so
+    both give the same bits. (Entries whose index is negative are skipped.)"""
+    part = np.zeros(WARP, dtype=np.float64)
+    for k in range(n):
+        ia = a_idx[k]
+        ib = b_idx[k]
+        if ia >= 0 and ib >= 0:
+            part[k % WARP] += a_vals[ia] * b_vals[ib]
+    return warp_tree_combine(part)
+
+
+@numba.njit(inline="always")
+def warp_tree_combine(part):
+    """part[0] after the shuffle-down tree of a warp (offsets 16, 8, 4, 2, 1) over 32 lane partials."""
+    off = WARP // 2
+    while off > 0:
+        for lane in range(off):
+            part[lane] += part[lane + off]
+        off //= 2
+    return part[0]
+
+
+@numba.njit(inline="always")
+def lane_tree_sum(vals, idx, n):
+    """sum(vals[idx[k]] ** 2 for k < n) in a warp's fixed order (see :func:`lane_tree_dot`)."""
+    return lane_tree_dot(vals, idx, vals, idx, n)

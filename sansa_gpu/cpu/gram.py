@@ -25,28 +25,10 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from ._accumulate import magnitude_cut, touch
+from ._accumulate import lane_tree_sum, magnitude_cut, touch
 
 #: Slots (12 bytes each: int32 row + float64 value) of one block buffer: about 400 MB.
 BLOCK_SLOTS = 1 << 25
-WARP = 32
-
-
-@numba.njit(inline="always")
-def lane_tree_sum(vals, idx, n):
-    """sum(vals[idx[a]]**2 for a < n) in the order of a 32-lane warp: lane l sums a = l, l + 32, ...
-    in order, then the 32 partials combine as ``__shfl_down_sync`` offsets 16, 8, 4, 2, 1 do
-    (partial[l] += partial[l + off]). The GPU kernels sum the same way, so both give the same bits."""
-    part = np.zeros(WARP, dtype=np.float64)
-    for a in range(n):
-        v = vals[idx[a]]
-        part[a % WARP] += v * v
-    off = WARP // 2
-    while off > 0:
-        for lane in range(off):
-            part[lane] += part[lane + off]
-        off //= 2
-    return part[0]
 
 
 def column_bounds(X: sp.csr_matrix, perm: np.ndarray, max_per_column: int | None) -> np.ndarray:

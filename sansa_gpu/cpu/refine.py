@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..selection import array_module, largest_magnitude_mask
-from ._accumulate import magnitude_cut, touch
+from ._accumulate import WARP, lane_tree_sum, magnitude_cut, touch, warp_tree_combine
 
 #: Columns whose residual norm is at or below this are left unchanged (nothing left to fit).
 DEFAULT_TOL = 1e-7
@@ -77,14 +77,12 @@ def _refine_column(
             acc_r[row] -= np.float64(L_data[s]) * v
     nr = touch(mark_r, list_r, nr, j, stamp, acc_r)
     acc_r[j] += 1.0
-    rr = 0.0
-    for a in range(nr):
-        rr += acc_r[list_r[a]] * acc_r[list_r[a]]
+    rr = lane_tree_sum(acc_r, list_r, nr)  # the GPU kernel's summation order (bit-identical twins)
     if not update:
         return 0, rr
 
     alpha = 0.0
-    if rr > tol * tol:
+    if np.sqrt(rr) > tol:  # the norm itself (as column_residual_norms reports it), not rr > tol**2
         # q = L r
         nq = 0
         for a in range(nr):
@@ -96,14 +94,13 @@ def _refine_column(
                 row = L_indices[s]
                 nq = touch(mark_q, list_q, nq, row, stamp, acc_q)
                 acc_q[row] += np.float64(L_data[s]) * rv
-        qq = 0.0
-        for a in range(nq):
-            qq += acc_q[list_q[a]] * acc_q[list_q[a]]
-        rq = 0.0
+        qq = lane_tree_sum(acc_q, list_q, nq)
+        part = np.zeros(WARP, dtype=np.float64)
         for a in range(nr):
             t = list_r[a]
             if mark_q[t] == stamp:
-                rq += acc_r[t] * acc_q[t]
+                part[a % WARP] += acc_r[t] * acc_q[t]
+        rq = warp_tree_combine(part)
         if qq > 0.0:
             alpha = rq / qq
 

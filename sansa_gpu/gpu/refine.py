@@ -19,9 +19,13 @@ from ._arrays import DeviceCompressed
 
 logger = logging.getLogger(__name__)
 
-THREADS = 128
-SCRATCH_BYTES_PER_ROW = 2 * 8 + 4 * 4  # acc_r, acc_q (double); mark_r, mark_q, list_r, list_q (int)
-SCRATCH_FRACTION = 0.3  # at most this share of the free device memory goes to the per-block scratch
+THREADS = 128  # 4 warps per block (kernels/refine.cu: SANSA_REFINE_THREADS), one column per warp at a time
+WARPS_PER_BLOCK = THREADS // 32
+#: Per-warp scratch per table slot: the r and q hash tables (int key + double value each) and the
+#: lists of their used slots (half a table each).
+TABLE_BYTES_PER_SLOT = 2 * (4 + 8) + 4
+TABLE_MIN_LOG2 = 10
+SCRATCH_FRACTION = 0.3  # at most this share of the free device memory goes to the per-warp tables
 CHUNKS = 16  # column ranges of the retry after an out-of-memory
 CHUNK_MAX_GRID = 64
 
@@ -61,62 +65,70 @@ def to_host(M):
     return M.to_host() if isinstance(M, DeviceCompressed) else M
 
 
-class _Scratch:
-    """Per-block dense scratch slices, allocated once per (device, n, grid) and reused across the
-    sweeps of a fit; :func:`release_scratch` frees them when the fit is done."""
-
-    _key = None
-    _arrays: tuple = ()
-    _holder = None  # the device holding them
-
-    @classmethod
-    def get(cls, n: int, max_grid: int | None = None):
-        dev = _device.current()
-        grid = int(max(1, min(n, 4 * dev.multiprocessor_count(), max_grid or n)))
-        if cls._key != (id(dev), n, grid):
-            cls.release()
-            xp = dev.xp
-            fitting = int(SCRATCH_FRACTION * dev.free_bytes()) // (SCRATCH_BYTES_PER_ROW * n)
-            g = int(max(1, min(grid, fitting)))
-            cls._arrays = (
-                g,
-                xp.zeros(g * n, dtype=xp.float64), xp.zeros(g * n, dtype=xp.float64),
-                xp.zeros(g * n, dtype=xp.int32), xp.zeros(g * n, dtype=xp.int32),
-                xp.empty(g * n, dtype=xp.int32), xp.empty(g * n, dtype=xp.int32),
-            )
-            cls._key, cls._holder = (id(dev), n, grid), dev
-        return cls._arrays
-
-    @classmethod
-    def release(cls):
-        dev = cls._holder
-        cls._key, cls._arrays, cls._holder = None, (), None
-        if dev is not None:
-            dev.release_pool()
-
-
 def release_scratch() -> None:
-    """Free the refinement scratch held between sweeps (called at the end of a fit)."""
-    _Scratch.release()
+    """Return the device memory the refinement used to the driver (called at the end of a fit). The
+    per-warp tables live only as long as one launch: no scratch is held between calls, so two fits
+    (or two threads) never share any."""
+    _device.current().release_pool()
+
+
+def _table_log2(need: int, n: int) -> int:
+    """log2 of a hash table holding ``need`` keys at most half full: at least 2^TABLE_MIN_LOG2, and
+    never more than needed to hold every row (2n slots)."""
+    want = max(1 << TABLE_MIN_LOG2, 2 * int(need))
+    return int(min(int(np.ceil(np.log2(want))), max(1, int(np.ceil(np.log2(2 * max(1, n)))))))
+
+
+def _typical_need(L, K) -> int:
+    """Keys the q table of an average column needs: (rows of r) x (mean length of an L column)."""
+    n = L.shape[0]
+    l_len = float(int(L.indptr[-1])) / n
+    r_rows = 1.0 + float(int(K.indptr[-1])) / n * (1.0 + l_len)
+    return int(np.ceil(r_rows * l_len))
 
 
 def _launch(L, K, cap, offsets, tol, update, rows, vals, counts, rr, col_begin=0, col_end=None, max_grid=None):
+    """Run the kernel on columns col_begin .. col_end - 1: per-warp tables sized for a typical column,
+    then the columns that did not fit again with larger tables until none is left. ``counts`` (n,)
+    int64 must be zero on entry for the residual-only launch (``update`` False)."""
+    dev = _device.current()
+    xp = dev.xp
     n = L.shape[0]
     col_end = n if col_end is None else col_end
-    grid, acc_r, acc_q, mark_r, mark_q, list_r, list_q = _Scratch.get(n, max_grid)
-    # The kernel marks touched rows with the stamp j + 1, and a column is processed by the same block
-    # in every sweep: stale stamps from the previous launch would hide rows from the touched lists
-    # (found by the CPU executor: the second sweep's loss was 40x the CPU twin's). Clear them.
-    mark_r.fill(0)
-    mark_q.fill(0)
-    kernel = _device.current().get_kernel("refine.cu", "refine_columns<long long>")
+    kernel = dev.get_kernel("refine.cu", "refine_columns<long long>")
     offset_base = int(offsets[col_begin]) if update else 0
-    kernel(
-        (grid,), (THREADS,),
-        (np.int64(n), L.indptr, L.indices, L.data, K.indptr, K.indices, K.data, cap, offsets, np.int64(offset_base),
-         np.int64(col_begin), np.int64(col_end), np.float64(tol), np.int32(1 if update else 0),
-         acc_r, acc_q, mark_r, mark_q, list_r, list_q, rows, vals, counts, rr),
-    )
+    need = xp.zeros(n, dtype=xp.int64)
+    todo = xp.arange(col_begin, col_end, dtype=xp.int64)
+    log2 = _table_log2(_typical_need(L, K), n)
+    while todo.shape[0]:
+        per_warp = (1 << log2) * TABLE_BYTES_PER_SLOT
+        fitting_blocks = int(SCRATCH_FRACTION * dev.free_bytes()) // (per_warp * WARPS_PER_BLOCK)
+        if fitting_blocks < 1:
+            raise MemoryError(f"out of memory: refinement tables of {per_warp * WARPS_PER_BLOCK} bytes per block "
+                              "do not fit")
+        limit = fitting_blocks if max_grid is None else min(fitting_blocks, max_grid)
+        grid = _device.launch_grid(kernel, THREADS, -(-int(todo.shape[0]) // WARPS_PER_BLOCK), limit)
+        slots = grid * WARPS_PER_BLOCK << log2
+        keys_r = xp.full(slots, -1, dtype=xp.int32)
+        keys_q = xp.full(slots, -1, dtype=xp.int32)
+        vals_r = xp.empty(slots, dtype=xp.float64)
+        vals_q = xp.empty(slots, dtype=xp.float64)
+        list_r = xp.empty(slots // 2, dtype=xp.int32)
+        list_q = xp.empty(slots // 2, dtype=xp.int32)
+        kernel(
+            (grid,), (THREADS,),
+            (np.int64(n), L.indptr, L.indices, L.data, K.indptr, K.indices, K.data, todo, np.int64(todo.shape[0]),
+             cap, offsets, np.int64(offset_base), np.float64(tol), np.int32(1 if update else 0), np.int32(log2),
+             keys_r, vals_r, keys_q, vals_q, list_r, list_q, rows, vals, counts, rr, need),
+        )
+        del keys_r, keys_q, vals_r, vals_q, list_r, list_q
+        over = todo[counts[todo] < 0]
+        if over.shape[0] == 0:
+            break
+        counts[over] = 0
+        log2 = max(log2 + 1, _table_log2(int(need[over].max()), n))
+        logger.debug("refine: %d column(s) need larger tables (2^%d slots)", int(over.shape[0]), log2)
+        todo = over
 
 
 def _sweep_full(L, K, budget, tol):
