@@ -445,3 +445,26 @@ def test_gpu_full_density_equals_dense_ease(small_X, gpu_device):
     exact = dense_ease_minus_identity(small_X, 10.0)
     rel = np.linalg.norm((Wt @ Z).toarray() - exact) / np.linalg.norm(exact)
     assert rel < 1e-4, rel
+
+
+def test_grids_follow_the_kernels_real_occupancy(medium_X, cpu_model):
+    """Persistent grids are one wave of what the SMs hold by the occupancy calculator (not a fixed
+    warps-per-SM constant), capped by memory and by the work."""
+    from sansa_gpu.gpu import _device
+    from sansa_gpu.gpu.inference import WARPS_PER_BLOCK, launch_shape, scratch_bytes_per_warp
+    from sansa_gpu.testing.cuda_executor import ExecutorDevice
+
+    Wt, Z = cpu_model.weights_
+    asked = []
+    with ExecutorDevice(multiprocessor_count=5) as dev:
+        dev.resident_blocks_per_sm = lambda kernel, threads: asked.append(threads) or 3
+        assert launch_shape(Wt.shape[1], Z.shape[1]) == (15, 15 * WARPS_PER_BLOCK)
+        kernel = dev.get_kernel("refine.cu", "refine_columns<long long>")
+        assert _device.launch_grid(kernel, 128, work_items=1000) == 15
+        assert _device.launch_grid(kernel, 128, work_items=4) == 4  # no more blocks than work
+        assert _device.launch_grid(kernel, 128, work_items=1000, max_blocks=2) == 2  # memory
+    assert asked == [256, 128, 128, 128]
+    per_block = WARPS_PER_BLOCK * scratch_bytes_per_warp(Wt.shape[1], Z.shape[1])
+    with ExecutorDevice(multiprocessor_count=5, free_bytes=int(2.5 * per_block / 0.25)) as dev:
+        dev.resident_blocks_per_sm = lambda kernel, threads: 3
+        assert launch_shape(Wt.shape[1], Z.shape[1])[0] == 2

@@ -22,7 +22,6 @@ logger = logging.getLogger(__name__)
 
 THREADS = 256
 WARPS_PER_BLOCK = THREADS // 32
-WARPS_PER_SM = 64  # resident warps per SM on sm_80 / sm_90 (2048 threads)
 SCRATCH_FRACTION = 0.25  # share of free device memory the per-warp scratch may take
 USERS_FRACTION = 0.25  # share of free device memory one upload of users and results may take
 
@@ -53,12 +52,16 @@ def scratch_bytes_per_warp(n_latent: int, n_items: int) -> int:
 
 
 def launch_shape(n_latent: int, n_items: int, fraction: float = SCRATCH_FRACTION) -> tuple[int, int]:
-    """(blocks, warps) of the largest persistent grid: every SM full, unless the scratch would take
-    more than ``fraction`` of free memory."""
+    """(blocks, warps) of the largest persistent grid: the blocks the SMs hold at once by the kernel's
+    real occupancy (registers and shared memory, from the CUDA occupancy calculator: 56 registers
+    on sm_90 allow 4 blocks of 256 threads per SM, not the 8 a 2048-thread SM could take), one wave,
+    unless the scratch would take more than ``fraction`` of free memory (then fewer blocks, never
+    scratch that no resident warp uses)."""
     dev = _device.current()
     per_block = WARPS_PER_BLOCK * scratch_bytes_per_warp(n_latent, n_items)
-    full = dev.multiprocessor_count() * WARPS_PER_SM // WARPS_PER_BLOCK
-    blocks = int(max(1, min(full, (fraction * dev.free_bytes()) // per_block)))
+    kernel = dev.get_kernel("score_topk.cu", "score_topk_warp<long long>")
+    fitting = int(max(1, (fraction * dev.free_bytes()) // per_block))
+    blocks = _device.launch_grid(kernel, THREADS, fitting, fitting)
     return blocks, blocks * WARPS_PER_BLOCK
 
 
