@@ -4,6 +4,16 @@
 #define SANSA_NEG_INF __int_as_float(0xff800000)
 #define SANSA_NO_ITEM 0x7fffffff
 
+// SANSA_PHASE("name"): the calling thread's work from here on belongs to phase `name` in the CPU
+// executor's counts (sansa_gpu/testing, docs/executor_counts.md: busy lanes, memory sectors and
+// atomics per phase). Every thread that enters a phase should say so. On the device (nvcc /
+// NVRTC) it is nothing; `"" id` only accepts a string literal.
+#if defined(CUDA_EMU_EXECUTOR)
+#define SANSA_PHASE(id) ::cuda_emu::phase("" id)
+#else
+#define SANSA_PHASE(id) do {} while (0)
+#endif
+
 // (score desc, index asc): true when (s1, i1) ranks before (s2, i2).
 __device__ __forceinline__ bool sansa_ranks_before(float s1, int i1, float s2, int i2) {
     return s1 > s2 || (s1 == s2 && i1 < i2);

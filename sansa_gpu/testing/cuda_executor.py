@@ -27,6 +27,14 @@ header force-included (``cuda_emu/cuda_emu.h``) and the template instantiations 
   not both atomic, with no ``__syncthreads()`` (or, within a warp, ``__syncwarp()``) between them.
   Blocks never synchronise with each other. Warp shuffles and ballots do not order memory (CUDA's
   memory model), only ``__syncwarp``/``__syncthreads`` do.
+* counting (``ExecutorDevice(count=True)``, or ``kernel(..., count=True)`` on a kernel of the
+  instrumented build; opt-in, off by default) records per launch what a device would pay: the
+  accesses of a warp's lanes grouped into warp-level instructions (same instruction, same k-th
+  execution since the warp last reconverged), the global-memory 32-byte sectors each touches, bytes
+  requested, atomics, and per phase (``SANSA_PHASE`` in ``kernels/sansa_common.cuh``; 'all'
+  without) the busy lanes and threads. The counts feed *predictions* of device time
+  (``benchmarks/predict_device.py``), never measurements; see ``docs/executor_counts.md`` and
+  :mod:`sansa_gpu.testing.counts`.
 
 Floating point: the kernels' explicitly rounded intrinsics (``__fadd_rn`` ...) are single IEEE
 operations and the build uses ``-ffp-contract=off``; plain ``a * b + c`` is not contracted to an
@@ -42,6 +50,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import json
 import mmap
 import os
 import re
@@ -54,6 +63,7 @@ from pathlib import Path
 import numpy as np
 
 from ..gpu._kernels import KERNELS, kernel_dir
+from .counts import derive_counts
 
 EMU_DIR = Path(__file__).resolve().parent / "cuda_emu"
 CXX_FLAGS = ("-std=c++17", "-fPIC", "-fvisibility=hidden", "-ffp-contract=off", "-fno-fast-math", "-g")
@@ -284,7 +294,13 @@ class ExecutorKernel:
         self._launch.restype = ctypes.c_int
         self._launch.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_uint),
                                  ctypes.POINTER(ctypes.c_uint), ctypes.c_int, ctypes.POINTER(_RangeDesc), ctypes.c_int,
-                                 ctypes.c_int, ctypes.c_ulonglong, ctypes.c_char_p, ctypes.c_ulong]
+                                 ctypes.c_int, ctypes.c_ulonglong, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_int,
+                                 ctypes.POINTER(ctypes.c_void_p)]
+        self._free_counts = lib.cuda_emu_free_counts
+        self._free_counts.argtypes = [ctypes.c_void_p]
+        self._free_counts.restype = None
+        #: counts of the last launch made with counting on (see :mod:`sansa_gpu.testing.counts`)
+        self.last_counts: dict | None = None
 
     def __repr__(self) -> str:
         return f"<ExecutorKernel {self.expression} ({'checked' if self.module.checked else 'plain'})>"
@@ -300,7 +316,16 @@ class ExecutorKernel:
             raise ValueError(f"invalid {what} {d!r} (each dimension must be in 1..{limits}): a GPU refuses this launch")
         return dims
 
-    def __call__(self, grid, block, args, *, shared_mem: int = 0, stream=None, device=None):
+    def __call__(self, grid, block, args, *, shared_mem: int = 0, stream=None, device=None, count: bool | None = None):
+        """Launch. ``count`` (default: the device's ``count``, else False) records the launch's
+        counts in ``last_counts`` (and in ``device.launch_counts``); it needs the instrumented
+        (checked) build. Race checks run whenever the module is checked, except for a counting device
+        without ``checked`` (counting only)."""
+        count = bool(device is not None and getattr(device, "count", False)) if count is None else bool(count)
+        if count and not self.module.checked:
+            raise ValueError(f"{self.expression}: counting needs the instrumented build (ExecutorModule(..., checked=True))")
+        check = self.module.checked and not (device is not None and getattr(device, "count", False)
+                                             and not getattr(device, "checked", True))
         grid3 = self._dims(grid, "grid", (2**31 - 1, 65535, 65535))
         block3 = self._dims(block, "block", (1024, 1024, 64))
         if block3[0] * block3[1] * block3[2] > 1024:
@@ -362,14 +387,24 @@ class ExecutorKernel:
         err = ctypes.create_string_buffer(4096)
         sched = device.schedule if device is not None else "forward"
         seed = device.seed if device is not None else 0
+        counts_out = ctypes.c_void_p()
         rc = self._launch(self._body, ctypes.cast(slots, ctypes.c_void_p), self.expression.encode(),
-                          (ctypes.c_uint * 3)(*grid3), (ctypes.c_uint * 3)(*block3), int(self.module.checked),
+                          (ctypes.c_uint * 3)(*grid3), (ctypes.c_uint * 3)(*block3), int(check),
                           (_RangeDesc * max(1, len(ranges)))(*ranges), len(ranges), SCHEDULES[sched], seed,
-                          err, len(err))
+                          err, len(err), int(count), ctypes.byref(counts_out))
+        raw = None
+        if counts_out.value:
+            raw = json.loads(ctypes.string_at(counts_out.value).decode())
+            self._free_counts(counts_out)
         for dst, src in copies:
             dst.reshape(-1)[...] = src
         if rc != 0:
             raise KernelFault(_symbolize(err.value.decode(errors="replace")))
+        if count:
+            self.last_counts = {"kernel": self.expression, "file": self.module.file, "grid": list(grid3),
+                                "block": list(block3), "counts": derive_counts(raw)}
+            if device is not None and hasattr(device, "launch_counts"):
+                device.launch_counts.append(self.last_counts)
 
 
 class ExecutorModule:
@@ -518,18 +553,24 @@ class ExecutorDevice:
     few blocks and warps). ``checked`` runs every kernel in the bounds- and race-checked build.
     ``schedule``: order in which the threads of a block run between barriers ('forward',
     'reverse', 'random'); a correct kernel gives the same result under each.
+    ``count``: record the counts of every launch in ``launch_counts`` (one dict per launch:
+    kernel, file, grid, block, counts; see :mod:`sansa_gpu.testing.counts`). It runs the
+    instrumented build; without ``checked`` it keeps the bounds checks but skips the race shadow
+    (faster, less memory), and the counts are the same either way.
     """
 
     name = "executor"
 
     def __init__(self, free_bytes: int = 2 << 30, multiprocessor_count: int = 2, checked: bool = False,
-                 schedule: str = "forward", seed: int = 0):
+                 schedule: str = "forward", seed: int = 0, count: bool = False):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {tuple(SCHEDULES)}")
         self.xp = xp
         self._free_bytes = int(free_bytes)
         self._sms = int(multiprocessor_count)
         self.checked, self.schedule, self.seed = checked, schedule, seed
+        self.count = bool(count)
+        self.launch_counts: list[dict] = []
         self.allocations = 0
         self.launches: list[str] = []
         self.pool_releases = 0
@@ -545,7 +586,7 @@ class ExecutorDevice:
         return self._sms
 
     def get_kernel(self, file: str, expression: str) -> ExecutorKernel:
-        return _DeviceKernel(get_module(file, self.checked).get_function(expression), self)
+        return _DeviceKernel(get_module(file, self.checked or self.count).get_function(expression), self)
 
     def release_pool(self) -> None:
         self.pool_releases += 1

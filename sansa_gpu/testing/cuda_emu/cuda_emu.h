@@ -18,10 +18,16 @@
 #include <cstdint>
 #include <cstring>
 
+// Defined in every executor build (kernels test it to compile executor-only hooks such as
+// SANSA_PHASE in kernels/sansa_common.cuh; nvcc / NVRTC never see it).
+#define CUDA_EMU_EXECUTOR 1
+
 #define __global__
 #define __device__
 #define __host__
-#define __forceinline__ inline
+// CUDA's __forceinline__: always inlined here too, so each call site of a helper is its own code
+// (the counting build groups accesses by instruction address, as a GPU's static instructions).
+#define __forceinline__ inline __attribute__((always_inline))
 #define __restrict__ __restrict
 // Blocks run one after another, so a function-local static is per-block shared memory. (The
 // executor finds these statics in the built library's symbol table: in kernel code every
@@ -40,6 +46,9 @@ dim3 block_idx();
 dim3 block_dim();
 dim3 grid_dim();
 void syncthreads(const char* file, int line);
+// SANSA_PHASE(name): the calling thread's accesses count under phase `name` from here on
+// (counting build; a no-op otherwise).
+void phase(const char* name);
 enum Collective : int { SYNCWARP = 0, SHFL_IDX = 1, SHFL_DOWN = 2, SHFL_UP = 3, SHFL_XOR = 4, BALLOT = 5, ANY = 6, ALL = 7 };
 // Every lane of the warp deposits `value`; returns what CUDA's collective `kind` gives this lane.
 uint64_t warp_collective(int kind, unsigned int mask, uint64_t value, int arg, int width, const char* file, int line);
@@ -104,10 +113,11 @@ inline int shfl_width() { return 32; }
 inline int shfl_width(int w) { return w; }
 }  // namespace cuda_emu
 
-// Atomics (CUDA's overload set).
+// Atomics (CUDA's overload set). Always inlined, so the runtime function is called from the
+// kernel's own call site (its return address identifies the instruction in the counting build).
 #define CUDA_EMU_ATOMIC(cuda_name, emu_name)                                              \
     template <typename T, typename... A>                                                  \
-    inline auto cuda_name(T* p, A... a) -> decltype(::cuda_emu::emu_name(p, a...)) {       \
+    __attribute__((always_inline)) inline auto cuda_name(T* p, A... a) -> decltype(::cuda_emu::emu_name(p, a...)) {       \
         return ::cuda_emu::emu_name(p, a...);                                              \
     }
 CUDA_EMU_ATOMIC(atomicAdd, atomic_add)

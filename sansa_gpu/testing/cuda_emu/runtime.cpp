@@ -1,7 +1,9 @@
 // Runtime of the CUDA executor: fibers (one per CUDA thread), block barriers, warp collectives,
 // atomics, and -- in the checked build -- a bounds and race checker fed by the compiler's
 // ThreadSanitizer instrumentation of the kernel (we provide the __tsan_* hooks ourselves, no TSan
-// runtime is linked). Never instrumented itself. See sansa_gpu/testing/cuda_executor.py.
+// runtime is linked), and on request the counts a device would pay (warp-level memory
+// instructions, 32-byte sectors, atomics, busy lanes per phase; see "counting" below). Never
+// instrumented itself. See sansa_gpu/testing/cuda_executor.py.
 #include "cuda_emu.h"
 
 #include <dlfcn.h>
@@ -11,6 +13,7 @@
 #endif
 
 #include <algorithm>
+#include <cinttypes>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -86,6 +89,7 @@ struct Fiber {
     int arg = 0, width = 32;
     const char* file = "";
     int line = 0;
+    int phase = 0;  // counting: index into Launch::phase_names (0 = "all")
 };
 
 struct Access {
@@ -116,6 +120,34 @@ struct RangeDesc {  // mirrored by ctypes in cuda_executor.py
     const char* name;
 };
 
+// ------------------------------------------------------------------------------- counting
+// One access of one lane, kept until its warp reconverges (a warp collective, a block barrier,
+// the end of the block): then the accesses of the warp's lanes are grouped into warp-level
+// instructions -- same static instruction (pc) and same dynamic occurrence (the k-th execution of
+// that pc by the lane since the last reconvergence) -- as a GPU issues them.
+enum Space : uint8_t { GLOBAL = 0, SHARED = 1, CONSTANT = 2 };
+enum Kind : uint8_t { LOAD = 0, STORE = 1, ATOMIC = 2 };
+struct Rec {
+    const void* pc;
+    uintptr_t addr;
+    uint32_t size;
+    uint32_t occ;
+    uint16_t lane;
+    uint16_t phase;
+    uint8_t space, kind;
+};
+struct Tally {
+    uint64_t warp_instructions = 0, lane_ops = 0, bytes = 0, sectors = 0;
+};
+struct PhaseCounts {
+    Tally t[3][3];  // [space][kind]
+    uint64_t warp_instructions = 0, lane_instructions = 0;  // memory instructions of every space
+    uint64_t thread_slots = 0, threads_active = 0, intervals = 0, collectives = 0;
+};
+// Records a warp may hold before it is grouped anyway (a lane looping alone for very long
+// without reconverging); grouping is then approximate for that warp, and the launch says so.
+const size_t PENDING_CAP = size_t(1) << 22;
+
 struct Launch {
     void (*body)(void**) = nullptr;
     void** args = nullptr;
@@ -131,6 +163,13 @@ struct Launch {
     std::vector<Range> ranges;
     uint32_t bar = 0;
     std::vector<uint32_t> wsync;
+    // counting
+    bool counting = false;
+    std::vector<std::vector<Rec>> pending;  // per warp, since its last reconvergence
+    std::vector<const char*> phase_names;   // [0] = "all"
+    std::vector<PhaseCounts> phases;
+    std::vector<std::vector<uint8_t>> touched;  // [phase][thread]: accessed memory in this barrier interval
+    uint64_t blocks_run = 0, barriers = 0, early_groupings = 0;
 };
 
 Launch* g = nullptr;
@@ -207,6 +246,7 @@ void free_stack(char* stack) {
 void start_fiber(Fiber& f) {
     if (!f.stack) f.stack = new_stack();
     f.state = RUNNABLE;
+    f.phase = 0;
 #if defined(__x86_64__)
     uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + STACK_BYTES) & ~uintptr_t(15);
     void** sp = reinterpret_cast<void**>(top);
@@ -267,6 +307,8 @@ void fail_sched(const std::string& msg) {
     }
 }
 
+void flush_warp(int w);
+
 // All lanes of warp w wait at the same collective: compute every lane's result and release them.
 bool release_warp(int w) {
     const int lo = 32 * w, hi = std::min(g->nthreads, lo + 32);
@@ -318,8 +360,14 @@ bool release_warp(int w) {
         f.state = RUNNABLE;
     }
     if (f0.kind == SYNCWARP) ++g->wsync[w];  // __syncwarp orders memory among the warp's lanes
+    if (g->counting) {  // the warp reconverged: group what its lanes did since the last time
+        flush_warp(w);
+        ++g->phases[f0.phase].collectives;
+    }
     return true;
 }
+
+void end_interval();
 
 // Nothing is runnable: release a warp collective or the block barrier, or report the deadlock.
 bool resolve() {
@@ -350,6 +398,10 @@ bool resolve() {
                 fail_sched("threads wait at different __syncthreads() calls: " + describe(0, g->nthreads));
                 return false;
             }
+        }
+        if (g->counting) {
+            end_interval();
+            ++g->barriers;
         }
         for (int t = 0; t < g->nthreads; ++t) g->fibers[t].state = RUNNABLE;
         ++g->bar;
@@ -450,8 +502,10 @@ void check_cell(Range& r, uint64_t idx, const Access& cur) {
     }
 }
 
+void record(const Range& r, uintptr_t a, uint64_t size, bool write, bool atomic, const void* pc);
+
 void check_access(const void* p, uint64_t size, bool write, bool atomic, const void* pc) {
-    if (!g || !g->checked || g->current < 0 || g->failed) return;
+    if (!g || !(g->checked || g->counting) || g->current < 0 || g->failed) return;
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
     const Fiber& self = g->fibers[g->current];
     const uintptr_t s0 = reinterpret_cast<uintptr_t>(self.stack);
@@ -490,6 +544,8 @@ void check_access(const void* p, uint64_t size, bool write, bool atomic, const v
                           (unsigned long long)size, where().c_str(), range_str(*hit).c_str(), pc_str(pc).c_str()));
     if (write && !hit->writable)
         fail_in_fiber(fmt("%s: write to read-only %s (%s)", where().c_str(), range_str(*hit).c_str(), pc_str(pc).c_str()));
+    if (g->counting) record(*hit, a, size, write, atomic, pc);
+    if (!g->checked) return;  // counting only: no race shadow
     Access cur;
     cur.block = g->block_linear;
     cur.tid = g->current;
@@ -500,6 +556,124 @@ void check_access(const void* p, uint64_t size, bool write, bool atomic, const v
     cur.pc = pc;
     const uint64_t first = (a - hit->lo) / hit->elem, last = (a + size - 1 - hit->lo) / hit->elem;
     for (uint64_t i = first; i <= last; ++i) check_cell(*hit, i, cur);
+}
+
+// -------------------------------------------------------------------------------- counting
+void record(const Range& r, uintptr_t a, uint64_t size, bool write, bool atomic, const void* pc) {
+    const int t = g->current;
+    const Fiber& f = g->fibers[t];
+    Rec rec;
+    rec.pc = pc;
+    rec.addr = a;
+    rec.size = uint32_t(size);
+    rec.occ = 0;
+    rec.lane = uint16_t(t & 31);
+    rec.phase = uint16_t(f.phase);
+    rec.space = r.shared ? SHARED : r.arg < 0 ? CONSTANT : GLOBAL;
+    rec.kind = atomic ? ATOMIC : write ? STORE : LOAD;
+    std::vector<Rec>& v = g->pending[t >> 5];
+    v.push_back(rec);
+    g->touched[f.phase][t] = 1;
+    if (v.size() >= PENDING_CAP) {
+        ++g->early_groupings;
+        flush_warp(t >> 5);
+    }
+}
+
+// Group warp w's pending accesses into warp-level instructions and add them to their phases.
+void flush_warp(int w) {
+    std::vector<Rec>& v = g->pending[w];
+    if (v.empty()) return;
+    // occurrence: the record's rank among its lane's records of the same pc (program order is
+    // the order of appending, kept by the stable sort)
+    std::stable_sort(v.begin(), v.end(), [](const Rec& a, const Rec& b) {
+        return a.pc != b.pc ? a.pc < b.pc : a.lane < b.lane;
+    });
+    for (size_t i = 0; i < v.size(); ++i)
+        v[i].occ = i > 0 && v[i].pc == v[i - 1].pc && v[i].lane == v[i - 1].lane ? v[i - 1].occ + 1 : 0;
+    std::sort(v.begin(), v.end(), [](const Rec& a, const Rec& b) {
+        if (a.pc != b.pc) return a.pc < b.pc;
+        if (a.occ != b.occ) return a.occ < b.occ;
+        if (a.space != b.space) return a.space < b.space;
+        return a.lane < b.lane;
+    });
+    std::vector<uintptr_t> sectors;
+    for (size_t i = 0; i < v.size();) {
+        size_t j = i + 1;
+        while (j < v.size() && v[j].pc == v[i].pc && v[j].occ == v[i].occ && v[j].space == v[i].space) ++j;
+        PhaseCounts& ph = g->phases[v[i].phase];
+        Tally& t = ph.t[v[i].space][v[i].kind];
+        t.warp_instructions += 1;
+        t.lane_ops += j - i;
+        ph.warp_instructions += 1;
+        ph.lane_instructions += j - i;
+        sectors.clear();
+        for (size_t k = i; k < j; ++k) {
+            t.bytes += v[k].size;
+            if (v[i].space == GLOBAL && v[k].size)
+                for (uintptr_t s = v[k].addr >> 5; s <= (v[k].addr + v[k].size - 1) >> 5; ++s) sectors.push_back(s);
+        }
+        std::sort(sectors.begin(), sectors.end());
+        t.sectors += uint64_t(std::unique(sectors.begin(), sectors.end()) - sectors.begin());
+        i = j;
+    }
+    v.clear();
+}
+
+// A block barrier or the end of a block: every warp reconverges; close the barrier interval of
+// each phase that was active in it.
+void end_interval() {
+    for (int w = 0; w < int(g->pending.size()); ++w) flush_warp(w);
+    for (size_t p = 0; p < g->phases.size(); ++p) {
+        uint64_t n = 0;
+        for (uint8_t x : g->touched[p]) n += x;
+        if (!n) continue;
+        g->phases[p].thread_slots += uint64_t(g->nthreads);
+        g->phases[p].threads_active += n;
+        g->phases[p].intervals += 1;
+        std::fill(g->touched[p].begin(), g->touched[p].end(), uint8_t(0));
+    }
+}
+
+std::string json_string(const char* s) {
+    std::string out = "\"";
+    for (; *s; ++s) {
+        if (*s == '"' || *s == '\\') out += '\\';
+        if (uint8_t(*s) >= 0x20) out += *s;
+    }
+    return out + "\"";
+}
+
+std::string counts_json() {
+    static const char* spaces[] = {"global", "shared", "constant"};
+    static const char* kinds[] = {"load", "store", "atomic"};
+    std::string out = fmt("{\"blocks\": %" PRIu64 ", \"threads_per_block\": %d, \"barriers\": %" PRIu64
+                          ", \"early_groupings\": %" PRIu64 ", \"phases\": [",
+                          g->blocks_run, g->nthreads, g->barriers, g->early_groupings);
+    bool first = true;
+    for (size_t p = 0; p < g->phases.size(); ++p) {
+        const PhaseCounts& ph = g->phases[p];
+        if (!ph.warp_instructions && !ph.intervals && !ph.collectives) continue;
+        out += first ? "" : ", ";
+        first = false;
+        out += "{\"name\": " + json_string(g->phase_names[p]);
+        out += fmt(", \"warp_instructions\": %" PRIu64 ", \"lane_instructions\": %" PRIu64 ", \"thread_slots\": %" PRIu64
+                   ", \"threads_active\": %" PRIu64 ", \"intervals\": %" PRIu64 ", \"collectives\": %" PRIu64,
+                   ph.warp_instructions, ph.lane_instructions, ph.thread_slots, ph.threads_active, ph.intervals,
+                   ph.collectives);
+        for (int sp = 0; sp < 3; ++sp) {
+            out += fmt(", \"%s\": {", spaces[sp]);
+            for (int k = 0; k < 3; ++k) {
+                const Tally& t = ph.t[sp][k];
+                out += fmt("%s\"%s\": {\"warp_instructions\": %" PRIu64 ", \"lane_ops\": %" PRIu64 ", \"bytes\": %" PRIu64
+                           ", \"sectors\": %" PRIu64 "}",
+                           k ? ", " : "", kinds[k], t.warp_instructions, t.lane_ops, t.bytes, t.sectors);
+            }
+            out += "}";
+        }
+        out += "}";
+    }
+    return out + "]}";
 }
 
 Fiber& self() { return g->fibers[g->current]; }
@@ -518,6 +692,22 @@ dim3 thread_idx() { require_kernel("threadIdx"); return self().tidx; }
 dim3 block_idx() { require_kernel("blockIdx"); return g->bidx; }
 dim3 block_dim() { require_kernel("blockDim"); return g->block; }
 dim3 grid_dim() { require_kernel("gridDim"); return g->grid; }
+
+void phase(const char* name) {
+    require_kernel("SANSA_PHASE");
+    if (!g->counting) return;
+    int id = -1;
+    for (size_t i = 0; i < g->phase_names.size() && id < 0; ++i)
+        if (g->phase_names[i] == name || std::strcmp(g->phase_names[i], name) == 0) id = int(i);
+    if (id < 0) {
+        if (g->phase_names.size() >= 65535) fail_in_fiber(fmt("%s: too many SANSA_PHASE names", where().c_str()));
+        id = int(g->phase_names.size());
+        g->phase_names.push_back(name);
+        g->phases.emplace_back();
+        g->touched.emplace_back(size_t(g->nthreads), uint8_t(0));
+    }
+    self().phase = id;
+}
 
 void syncthreads(const char* file, int line) {
     require_kernel("__syncthreads");
@@ -611,7 +801,8 @@ extern "C" void __tsan_vptr_read(void**) {}
 // ------------------------------------------------------------------------------- launching
 EMU_EXPORT int cuda_emu_launch(void (*body)(void**), void** args, const char* kernel, const unsigned* grid,
                                const unsigned* block, int checked, const cuda_emu::RangeDesc* ranges, int n_ranges,
-                               int schedule, unsigned long long seed, char* err, unsigned long errlen) {
+                               int schedule, unsigned long long seed, char* err, unsigned long errlen, int counting,
+                               char** counts_out) {
     using namespace cuda_emu;
     std::lock_guard<std::mutex> lock(g_mutex);
     Launch L;
@@ -624,6 +815,14 @@ EMU_EXPORT int cuda_emu_launch(void (*body)(void**), void** args, const char* ke
     L.fibers.resize(L.nthreads);
     L.wsync.assign((L.nthreads + 31) / 32, 0u);
     L.checked = checked != 0;
+    L.counting = counting != 0;
+    if (L.counting) {
+        L.pending.resize(L.wsync.size());
+        L.phase_names.push_back("all");
+        L.phases.emplace_back();
+        L.touched.emplace_back(size_t(L.nthreads), uint8_t(0));
+    }
+    if (counts_out) *counts_out = nullptr;
     for (unsigned z = 0, t = 0; z < block[2]; ++z)
         for (unsigned y = 0; y < block[1]; ++y)
             for (unsigned x = 0; x < block[0]; ++x, ++t) L.fibers[t].tidx = dim3{x, y, z};
@@ -654,11 +853,22 @@ EMU_EXPORT int cuda_emu_launch(void (*body)(void**), void** args, const char* ke
                 L.bidx = dim3{x, y, z};
                 L.block_linear = int(x + grid[0] * (y + grid[1] * z));
                 run_block(rng, schedule);
+                if (L.counting && !L.failed) {
+                    end_interval();
+                    ++L.blocks_run;
+                }
             }
     g = nullptr;
 #if defined(__x86_64__)
     _mm_setcsr(mxcsr);
 #endif
+    if (L.counting && !L.failed && counts_out) {
+        g = &L;  // counts_json reads the launch through g
+        const std::string json = counts_json();
+        g = nullptr;
+        *counts_out = static_cast<char*>(std::malloc(json.size() + 1));
+        if (*counts_out) std::memcpy(*counts_out, json.c_str(), json.size() + 1);
+    }
     for (auto& f : L.fibers) free_stack(f.stack);
     if (L.failed) {
         std::snprintf(err, errlen, "%s", L.error.c_str());
@@ -666,3 +876,5 @@ EMU_EXPORT int cuda_emu_launch(void (*body)(void**), void** args, const char* ke
     }
     return 0;
 }
+
+EMU_EXPORT void cuda_emu_free_counts(char* p) { std::free(p); }
