@@ -147,6 +147,7 @@ __global__ void score_topk_warp(
     const unsigned long long item_mask = (1ull << ibits) - 1ull;
 
     for (long long u = warp; u < n_users; u += n_warps) {
+        SANSA_PHASE("gather");
         const Offset x_begin = x_indptr[u], x_end = x_indptr[u + 1];
         // 1. own items
         for (Offset p = x_begin + lane; p < x_end; p += 32) flag[x_indices[p]] = 2;
@@ -176,6 +177,7 @@ __global__ void score_topk_warp(
         // of a byte load and a ballot) or bitonic-sort it (log2(P) (log2(P) + 1) / 2 steps of
         // P / 64 rounds of two loads and stores, P = nt rounded up to a power of two), whichever
         // is cheaper; both give the same list.
+        SANSA_PHASE("sort_latents");
         {
             int log_p = 0;
             while ((1LL << log_p) < nt) ++log_p;
@@ -192,6 +194,7 @@ __global__ void score_topk_warp(
             }
         }
         // 4. scatter Z's rows in ascending t into s; first-reached items -> list
+        SANSA_PHASE("scatter");
         int nr = 0;
         for (int a = 0; a < nt; ++a) {
             const int t = tlist[a];
@@ -222,6 +225,7 @@ __global__ void score_topk_warp(
             hmark[t] = 0;
         }
         // 5. item -> key, in place; reset s, flag
+        SANSA_PHASE("keys");
         unsigned long long key_and = ~0ull, key_or = 0ull;
         for (int a = lane; a < nr; a += 32) {
             const int c = (int)list[a];
@@ -236,6 +240,7 @@ __global__ void score_topk_warp(
         __syncwarp();
         for (Offset p = x_begin + lane; p < x_end; p += 32) flag[x_indices[p]] = 0;
         // 6. keep the k largest keys in list[0, n)
+        SANSA_PHASE("select");
         int n = k > 0 ? nr : 0;
         if (0 < k && k < nr) {
             for (int off = 16; off > 0; off >>= 1) {
@@ -296,8 +301,32 @@ __global__ void score_topk_warp(
             }
         }
         // 7. sort the n <= k winners (key descending = score desc, item asc) and write them
-        warp_bitonic_sort<true>(list, n, lane);
+        SANSA_PHASE("sort_write");
         const long long o = u * (long long)k;
+        if (k <= 32) {
+            // one key per lane, bitonic sort across the warp in registers: every lane works in every
+            // step (the in-memory sort below keeps at most k / 2 lanes busy); 0 pads (below any key)
+            unsigned long long v = lane < n ? list[lane] : 0ull;
+            for (int size = 2; size <= 32; size <<= 1) {
+                for (int stride = size >> 1; stride > 0; stride >>= 1) {
+                    const unsigned long long other = __shfl_xor_sync(SANSA_FULL_MASK, v, stride);
+                    const bool take_max = ((lane & stride) == 0) == ((lane & size) == 0);
+                    v = take_max ? (other > v ? other : v) : (other < v ? other : v);
+                }
+            }
+            if (lane < k) {
+                if (lane < n) {
+                    out_ids[o + lane] = (long long)(n_items - 1 - (int)(v & item_mask));
+                    out_scores[o + lane] = float_from_order_key((unsigned)(v >> ibits));
+                } else {
+                    out_ids[o + lane] = -1;
+                    out_scores[o + lane] = SANSA_NEG_INF;
+                }
+            }
+            __syncwarp();  // the reads of list above before the next user's writes
+            continue;
+        }
+        warp_bitonic_sort<true>(list, n, lane);
         for (int r = lane; r < k; r += 32) {
             if (r < n) {
                 const unsigned long long key = list[r];
