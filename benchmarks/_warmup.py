@@ -9,12 +9,23 @@ that the tests and benchmarks after it neither pay nor time the compilation:
     python benchmarks/_warmup.py fit         # numba: popularity ordering, Gram, ICF, weights (tiny ICF fit)
     python benchmarks/_warmup.py recommend   # numba: CPU fused scoring + top-k
     python benchmarks/_warmup.py kernels     # GPU: every GPU stage once on tiny inputs (no numba)
+    python benchmarks/_warmup.py canary      # only under compute-sanitizer memcheck (see below)
 
 The ``kernels`` part is also the kernel smoke test that gpu_check.sh runs under compute-sanitizer
-memcheck: it drives kernels/refine.cu (sweep and residual pass), the CuPy weight assembly and
+memcheck after the benchmarks: it drives kernels/refine.cu (sweep and residual pass), the CuPy weight assembly and
 kernels/score_topk.cu (k below and above the catalogue size, users without items) on tiny
 inputs, independently of the test suite. With SANSA_GPU_NO_POOL=1 it disables CuPy's memory
-pools first, so that pooled blocks cannot hide an overrun. Each part prints one JSON line.
+pools first, so that pooled blocks cannot hide an overrun. With SANSA_GPU_EXECUTOR=1 it runs on the
+CPU executor of the kernels instead (gpu_check.sh --dry-run).
+
+The ``canary`` part proves that compute-sanitizer's kernel-name filter reaches kernels compiled by
+NVRTC at run time (the sanitizer passes check only our kernels): a kernel named
+``_device_info.CANARY_KERNEL`` writes one float just past the end of a 1 MiB allocation. Run under
+``compute-sanitizer --tool memcheck`` with the passes' filter, the sanitizer must report an invalid
+global write in it; if it does not, the filter matched nothing and gpu_check.sh drops it. Never run
+it without the sanitizer (the write lands in the allocation's padding, but it is still out of bounds).
+
+Each part prints one JSON line.
 """
 
 from __future__ import annotations
@@ -65,9 +76,11 @@ def part_recommend() -> dict:
 
 
 def part_kernels() -> dict:
-    import cupy
+    from _device_info import device_name, use_executor_from_env
 
-    if os.environ.get("SANSA_GPU_NO_POOL") == "1":
+    if use_executor_from_env() is None and os.environ.get("SANSA_GPU_NO_POOL") == "1":
+        import cupy
+
         cupy.cuda.set_allocator(None)
         cupy.cuda.set_pinned_memory_allocator(None)
     from _gpu_timing import synchronize
@@ -90,7 +103,7 @@ def part_kernels() -> dict:
     Wt, Z = gpu.assemble_weights(K2, d, p)
     X = synthetic_interactions(n_users=300, n_items=n, mean_items_per_user=6, n_communities=4, seed=1)
     X = sp.vstack([X, sp.csr_matrix((2, n), dtype=np.float32)]).tocsr()  # two users without items
-    out = {"nnz_K": int(K2.nnz), "loss": [float(r @ r / n) for r in (res0, res1, res2)]}
+    out = {"device": device_name(), "nnz_K": int(K2.nnz), "loss": [float(r @ r / n) for r in (res0, res1, res2)]}
     for k in (1, 20, n + 7):  # k beyond the catalogue pads with -1 / -inf
         ids, scores = gpu.recommend_sparse(X, Wt, Z, k)
         assert ids.shape == (X.shape[0], k) and scores.shape == (X.shape[0], k)
@@ -100,7 +113,25 @@ def part_kernels() -> dict:
     return out
 
 
-PARTS = {"refine": part_refine, "fit": part_fit, "recommend": part_recommend, "kernels": part_kernels}
+def part_canary() -> dict:
+    import cupy
+    from _device_info import CANARY_KERNEL
+
+    from sansa_gpu.gpu._kernels import NVRTC_OPTIONS
+
+    cupy.cuda.set_allocator(None)  # an exact cudaMalloc, so the sanitizer knows where it ends
+    n = 1 << 18  # 1 MiB of float32
+    a = cupy.zeros(n, dtype=cupy.float32)
+    kernel = cupy.RawKernel(f'''extern "C" __global__ void {CANARY_KERNEL}(float* a, long long n) {{
+        if (threadIdx.x == 0) a[n] = 1.0f;  // one past the end: memcheck must report it
+    }}''', CANARY_KERNEL, options=NVRTC_OPTIONS)
+    kernel((1,), (32,), (a, cupy.int64(n)))
+    cupy.cuda.Device().synchronize()
+    return {"note": "the out-of-bounds write was not stopped (expected only under compute-sanitizer memcheck)"}
+
+
+PARTS = {"refine": part_refine, "fit": part_fit, "recommend": part_recommend, "kernels": part_kernels,
+         "canary": part_canary}
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,10 @@ the loss after each sweep, peak RSS so far and, on the GPU, the time in raw kern
 identical, largest weight difference, and the top-k of ``--check-users`` users from each model.
 A tiny fit on each device first loads numba's and CuPy's compiled code outside the timing.
 
+``backend`` says where a fit ran ("gpu" / "cpu"); ``device`` names the GPU of the run on every line
+(the CPU fit's and the comparison's too; "cpu" when only ``--devices cpu`` runs). With
+``SANSA_GPU_EXECUTOR=1`` the CPU executor of the kernels stands in for the GPU (gpu_check.sh --dry-run).
+
     python benchmarks/e2e_fit.py --items 200000 --devices gpu cpu --out $OUT/e2e_fit.jsonl
     python benchmarks/e2e_fit.py --items 5000 --devices cpu          # CPU only (no GPU here)
 """
@@ -30,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _device_info import record_device, use_executor_from_env  # noqa: E402
 from _isolated import emit, peak_rss_gb  # noqa: E402
 
 
@@ -64,7 +69,7 @@ def fit_one(X, device: str, args):
         t0 = time.perf_counter()
         model = make().fit(X, check_memory=False)
         wall = time.perf_counter() - t0
-    rec.update(device=model.device_, wall_seconds=round(wall, 3), stats=_stats(model),
+    rec.update(backend=model.device_, wall_seconds=round(wall, 3), stats=_stats(model),
                loss_history=[h["loss"] for h in model.history_], peak_rss_gb=round(peak_rss_gb(), 3))
     return model, rec
 
@@ -105,19 +110,22 @@ def main(argv=None) -> int:
     from sansa_gpu.backend import gpu_status
     from sansa_gpu.synthetic import synthetic_interactions
 
+    if "gpu" in args.devices:
+        use_executor_from_env()
     t0 = time.perf_counter()
     n_users = int(args.users_per_item * args.items)
     X = synthetic_interactions(n_users=n_users, n_items=args.items, mean_items_per_user=args.per_user,
                                n_communities=max(50, args.items // 2000), seed=0)
-    base = {"what": "e2e_fit", "data": f"synthetic_{args.items}", "n_users": n_users, "n_items": args.items,
-            "nnz_X": int(X.nnz), "data_seconds": round(time.perf_counter() - t0, 2), "density": args.density,
-            "l2": args.l2, "refine_sweeps": args.sweeps, "refine_tol": args.refine_tol, "factorizer": "icf",
+    base = {"what": "e2e_fit", "device": record_device("gpu" in args.devices), "data": f"synthetic_{args.items}",
+            "n_users": n_users, "n_items": args.items, "nnz_X": int(X.nnz),
+            "data_seconds": round(time.perf_counter() - t0, 2), "density": args.density, "l2": args.l2,
+            "refine_sweeps": args.sweeps, "refine_tol": args.refine_tol, "factorizer": "icf",
             "ordering": "popularity", "machine": platform.node(), "cpus": os.cpu_count()}
     ok_gpu, gpu_name = gpu_status()
     models, failed = {}, False
     for device in args.devices:
         if device == "gpu" and not ok_gpu:
-            emit({**base, "device": "gpu", "error": gpu_name}, args.out)
+            emit({**base, "backend": "gpu", "error": gpu_name}, args.out)
             failed = True
             continue
         try:
@@ -126,7 +134,7 @@ def main(argv=None) -> int:
                 rec["gpu"] = gpu_name
             emit({**base, **rec}, args.out)
         except Exception as exc:
-            emit({**base, "device": device, "error": f"{type(exc).__name__}: {exc}"}, args.out)
+            emit({**base, "backend": device, "error": f"{type(exc).__name__}: {exc}"}, args.out)
             failed = True
     if "gpu" in models and "cpu" in models:
         try:

@@ -16,6 +16,10 @@ Measures, per input factor L, one JSON line per backend:
   residual norms of K0 (``max_rel_residual_diff``).
   Above ``--cpu-max-n`` items the CPU twin is skipped and its line says so.
 
+``backend`` says which of the two a line measures; ``device`` names the GPU of the run on every line
+(the CPU twin's line with ``gpu_speedup`` too; "cpu" in a CPU-only run). With ``SANSA_GPU_EXECUTOR=1``
+the CPU executor of the kernels stands in for the GPU (gpu_check.sh --dry-run; no speed meaning).
+
 The GPU line is written first, so a run killed during a slow CPU twin keeps the GPU numbers.
 
 Inputs: saved factors (``benchmarks/save_factors.py``, e.g. carried to the GPU machine in devdata/;
@@ -41,6 +45,7 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _device_info import record_device, use_executor_from_env  # noqa: E402
 from _isolated import emit  # noqa: E402
 
 
@@ -180,22 +185,25 @@ def main(argv=None) -> int:
 
     if args.tol is None:
         args.tol = DEFAULT_TOL
+    if args.device != "cpu":
+        use_executor_from_env()
     has_gpu, gpu_name = gpu_status()
     use_gpu = args.device == "gpu" or (args.device == "auto" and has_gpu)
+    device = record_device(use_gpu)  # the GPU's name on every line of a GPU run
     failed = False
     if use_gpu and not has_gpu:
-        emit({"what": "refine_sweep", "device": "gpu", "error": gpu_name}, args.out)
+        emit({"what": "refine_sweep", "backend": "gpu", "device": device, "error": gpu_name}, args.out)
         use_gpu, failed = False, True
     cpu_warm = False
     for name, L, budget in load_inputs(args):
         if L is None:
-            emit({"what": "refine_sweep", "data": name, "error": budget}, args.out)
+            emit({"what": "refine_sweep", "data": name, "device": device, "error": budget}, args.out)
             failed = True
             continue
         n = int(L.shape[0])
         K0 = initial_inverse(L)
-        base = {"what": "refine_sweep", "data": name, "n": n, "nnz_L": int(L.nnz), "budget": budget, "tol": args.tol,
-                "machine": platform.node(), "cpus": os.cpu_count()}
+        base = {"what": "refine_sweep", "device": device, "data": name, "n": n, "nnz_L": int(L.nnz), "budget": budget,
+                "tol": args.tol, "machine": platform.node(), "cpus": os.cpu_count()}
         Kg = rg = t_gpu = None
         if use_gpu:
             try:
@@ -205,12 +213,12 @@ def main(argv=None) -> int:
                 fields.update(repeat_same_indices=again["same_indices"],
                               repeat_max_rel_value_diff=again["max_rel_value_diff"],
                               repeat_max_rel_residual_diff=again["max_rel_residual_diff"])
-                emit({**base, "device": "gpu", "gpu": gpu_name, **fields, "nnz_K1": int(Kg.nnz)}, args.out)
+                emit({**base, "backend": "gpu", "gpu": gpu_name, **fields, "nnz_K1": int(Kg.nnz)}, args.out)
             except Exception as exc:
                 failed = True
-                emit({**base, "device": "gpu", "gpu": gpu_name, "error": f"{type(exc).__name__}: {exc}"}, args.out)
+                emit({**base, "backend": "gpu", "gpu": gpu_name, "error": f"{type(exc).__name__}: {exc}"}, args.out)
         if args.cpu_max_n is not None and n > args.cpu_max_n:
-            emit({**base, "device": "cpu", "skipped": True, "reason": f"n = {n} > --cpu-max-n {args.cpu_max_n}",
+            emit({**base, "backend": "cpu", "skipped": True, "reason": f"n = {n} > --cpu-max-n {args.cpu_max_n}",
                    "equality_checked": False}, args.out)
             continue
         if not cpu_warm:  # compile (or load from numba's cache) on a tiny factor, not inside the timing
@@ -218,7 +226,7 @@ def main(argv=None) -> int:
             cpu.refine_sweep(Lw, initial_inverse(Lw), int(Lw.nnz))
             cpu_warm = True
         t_cpu, times, (Kc, rc) = _median_time(lambda: cpu.refine_sweep(L, K0, budget, args.tol), args.cpu_repeats)
-        rec = {**base, "device": "cpu", "cpu_threads": numba.get_num_threads(), "seconds": t_cpu,
+        rec = {**base, "backend": "cpu", "cpu_threads": numba.get_num_threads(), "seconds": t_cpu,
                "seconds_all": [round(t, 4) for t in times], "repeats": len(times), "nnz_K1": int(Kc.nnz),
                "loss_before": float(rc @ rc / rc.size)}
         if Kg is not None:

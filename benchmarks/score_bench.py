@@ -26,6 +26,10 @@ Each case reports, per configuration:
   must be identical: ``topk_identical``), the CPU path's users/s on them, and the real peak
   device memory of the warm-up and the passes (``benchmarks/_gpu_memory.track_peak``).
 
+Synthetic lines carry ``backend`` ("gpu" / "cpu": where the scoring ran) and ``device``: the GPU's
+name on a GPU run ("cpu" on a CPU run). With ``SANSA_GPU_EXECUTOR=1`` the CPU executor of the kernels
+stands in for the GPU (gpu_check.sh --dry-run; no speed meaning).
+
 ``--time-cap`` bounds each measurement: a pass stops after the batch that crosses it and the
 line reports ``users_scored`` < ``n_users`` and ``capped``: true (users/s stay exact).
 
@@ -53,6 +57,7 @@ from types import SimpleNamespace
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _device_info import record_device, use_executor_from_env  # noqa: E402
 from _isolated import emit, git_commit, peak_rss_gb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -361,10 +366,13 @@ def synthetic(args) -> bool:
 
     gpu_name = None
     if args.device == "gpu":
+        use_executor_from_env()  # the CPU executor when SANSA_GPU_EXECUTOR asks for it (dry run)
         ok, gpu_name = gpu_status()
         if not ok:
-            emit({"what": "score_synthetic", "device": "gpu", "error": gpu_name}, args.out)
+            emit({"what": "score_synthetic", "backend": "gpu", "device": record_device(True), "error": gpu_name},
+                 args.out)
             return False
+    device = record_device(args.device == "gpu")  # the GPU's name on every line of a GPU run
     train = None
     if args.model == "fit":
         t0 = time.perf_counter()
@@ -376,8 +384,9 @@ def synthetic(args) -> bool:
     users: dict = {}
     ok = True
     for density in args.densities:
-        base = {"what": "score_synthetic", "device": args.device, "model": args.model, "density": density,
-                "k": args.k, "n_items": args.items, "per_user": args.per_user, "user_seed": args.user_seed}
+        base = {"what": "score_synthetic", "backend": args.device, "device": device, "model": args.model,
+                "density": density, "k": args.k, "n_items": args.items, "per_user": args.per_user,
+                "user_seed": args.user_seed}
         try:
             if args.model == "fit":
                 model, build_s = _fit(train, density, args.l2, args.ordering)
