@@ -237,6 +237,7 @@ __global__ void refine_columns(
                             __syncwarp();
                         }
                     }
+                    __syncwarp();  // every lane's reads of vals_r (skipped zero entries too) before the writes below
                     double part = 0.0;
                     for (int a = lane; a < nq; a += 32) {
                         const double x = vals_q[list_q[a]];

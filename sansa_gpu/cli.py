@@ -59,6 +59,19 @@ def _check_device(device: str | None) -> None:
         raise ValueError(f"--device gpu: {exc}") from exc
 
 
+def _gram_cap(text: str):
+    """--max-gram-per-item: 'auto', 'none' or a positive integer."""
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _check_output(path: str) -> None:
     """Fail before any work when ``path`` cannot be written: its folder must exist and take a new
     file (probed with a temporary file, as the atomic writer will make), and it must not be a folder."""
@@ -104,6 +117,7 @@ def _cmd_fit(args) -> int:
     logger.info("read %d interactions from %s (%.1fs)", table.num_rows, args.input, time.perf_counter() - t0)
     model = SANSA(l2=args.l2, density=args.density, factorizer=args.factorizer, refine_sweeps=args.refine_sweeps,
                   device=args.device, ordering=args.ordering, min_cooccurrence=args.min_cooccurrence,
+                  max_gram_per_item=args.max_gram_per_item,
                   **({"refine_tol": args.refine_tol} if args.refine_tol is not None else {}))
     model.fit(table, check_memory=not args.no_memory_check, user_col=args.user_col, item_col=args.item_col,
               value_col=args.value_col)
@@ -290,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--refine-sweeps", type=int, default=2)
     f.add_argument("--refine-tol", type=float, default=None)
     f.add_argument("--min-cooccurrence", type=float, default=0.0)
+    f.add_argument("--max-gram-per-item", type=_gram_cap, default="auto", metavar="auto|none|N",
+                   help="ICF: Gram entries kept per item column (default auto: 16 per factor nonzero; none: all)")
     f.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     f.add_argument("--no-memory-check", action="store_true", help="skip the peak-memory estimate before fitting")
     f.set_defaults(run=_cmd_fit)

@@ -574,7 +574,8 @@ def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float =
     if cache is None:
         p, A = build()
     else:
-        key = (ordering, float(min_cooccurrence), prune_scale is not None or bool(column_scaling), max_per_column)
+        scaling = "prescaled X" if prune_scale is not None else bool(column_scaling)
+        key = (ordering, float(min_cooccurrence), scaling, max_per_column)
         p, A = cache.gram(key, build)
     t1 = time.perf_counter()
     res = incomplete_cholesky(A, float(l2), budget)

@@ -76,17 +76,31 @@ def cholesky_fill(A_lower: sp.csc_matrix) -> int:
     return int(_cholesky_fill(U.shape[0], U.indptr.astype(np.int64), U.indices))
 
 
-def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill: int | None, factorizer: str) -> dict:
+def gram_block_slots(X: sp.csr_matrix, max_per_column: int | None) -> int:
+    """Slots of the largest block buffer of the one-pass Gram (:mod:`sansa_gpu.cpu.gram`): the
+    per-column bounds (pair visits, at most n and max_per_column + 1) summed, at most one block."""
+    n = X.shape[1]
+    lens = np.diff(X.indptr).astype(np.float64)
+    visits = np.bincount(X.indices, weights=np.repeat(lens, np.diff(X.indptr)), minlength=n)
+    bound = np.minimum(visits, float(n) if max_per_column is None else min(float(n), max_per_column + 1.0))
+    return int(min(BLOCK_SLOTS, bound.sum()))
+
+
+def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill: int | None, factorizer: str,
+                 block_slots: int | None = None) -> dict:
     """Bytes alive in each stage, given the structural counts (see estimate_memory)."""
     x_bytes = nnz_x * 8 + (n_users + 1) * 8
     threads = numba.get_num_threads()
-    scratch = 8 * threads * n * 32  # per-chunk O(n) scratch of the numba loops (4 arrays of 8 B)
+    # per-chunk O(n) scratch of the numba loops (8 chunks per thread): the Gram's acc (8 B) and three
+    # int32 arrays; the refinement's two float64 accumulators and four int64 arrays
+    scratch = 8 * threads * n * 20
+    refine_scratch = 8 * threads * n * 48
     out = {"budget": budget, "nnz_gram": nnz_g}
     out["input"] = 2 * x_bytes  # a second X (ICF column scaling, or the validated copy of a non-canonical input) + CSC copy
     gram_bytes = nnz_g * 12 + (n + 1) * 8
-    # the one-pass build (sansa_gpu.cpu.gram): the entries kept so far plus one block buffer (bounded
-    # by BLOCK_SLOTS; on small inputs about the size of the Gram itself)
-    block = min(BLOCK_SLOTS, nnz_g) * 12
+    # the one-pass build (sansa_gpu.cpu.gram): the entries kept so far plus one block buffer (its
+    # slots are the columns' bounds, at most BLOCK_SLOTS) and that block compacted
+    block = (min(BLOCK_SLOTS, nnz_g) if block_slots is None else block_slots) * 12 + min(BLOCK_SLOTS, nnz_g) * 12
     out["gram"] = out["input"] + scratch + gram_bytes + block
     if factorizer == "icf":
         # Gram alive + L slots (int32 + float64) + cut: float32 magnitudes x2, two masks, kept copy
@@ -98,7 +112,7 @@ def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill
     # refine: L and K (8 B/entry each), candidate buffer (sum of caps <= 4 * budget, 8 B/slot),
     # compacted candidates (9 B) and the selection's two float32 copies + mask (9 B) over the
     # candidates actually produced (measured 2-3x the budget)
-    out["refine"] = budget * 16 + 4 * budget * 8 + int(2.5 * budget * 18) + scratch
+    out["refine"] = budget * 16 + 4 * budget * 8 + int(2.5 * budget * 18) + refine_scratch
     # weights: K, W^T (8 B), float64 temporaries (3 x 8 B), Z in CSC and CSR (16 B)
     out["weights"] = budget * (8 + 8 + 24 + 16)
     out["peak"] = max(out[k] for k in ("input", "gram", "factorize", "refine", "weights"))
@@ -116,7 +130,8 @@ def memory_upper_bound(X: sp.csr_matrix, density: float, factorizer: str = "chol
     nnz_g = int(min(full, (per_user * (per_user + 1) / 2).sum() + n))
     if max_per_column is not None:
         nnz_g = min(nnz_g, n * (int(max_per_column) + 1))
-    return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, full, factorizer)
+    return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, full, factorizer,
+                        gram_block_slots(X, max_per_column) if factorizer == "icf" else None)
 
 
 def structural_counts(X: sp.csr_matrix, factorizer: str = "cholmod", min_cooccurrence: float = 0.0,
@@ -125,10 +140,12 @@ def structural_counts(X: sp.csr_matrix, factorizer: str = "cholmod", min_cooccur
     of :func:`estimate_memory` that does not depend on the density. 'icf': the Gram's count pass
     alone (:func:`~sansa_gpu.gram.gram_lower_nnz`: its work, none of its memory; the count does not
     depend on the ordering); 'cholmod': the ordering, a Gram build and an O(nnz(L)) symbolic count."""
-    if factorizer == "icf" and max_per_column is not None:  # the cap bounds it: no count pass
-        return int(memory_upper_bound(X, 1.0, "icf", max_per_column)["nnz_gram"]), None
-    if factorizer == "icf":  # the count pass alone, no entry stored (l2 > 0, as in the fit)
-        return gram_lower_nnz(X, 1.0, min_cooccurrence), None
+    if factorizer == "icf":  # the count pass alone, no entry stored (l2 > 0, as in the fit); a per-item
+        # cap keeps at most max_per_column + 1 entries of a column (an upper bound of the capped count)
+        nnz = gram_lower_nnz(X, 1.0, min_cooccurrence)
+        if max_per_column is not None:
+            nnz = min(nnz, X.shape[1] * (int(max_per_column) + 1))
+        return nnz, None
     A = gram_lower(X, 1.0, item_ordering(X, ordering))
     return int(A.nnz), cholesky_fill(A)
 
@@ -146,4 +163,5 @@ def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod
     n_users, n = X.shape
     nnz_g, fill = (counts if counts is not None
                    else structural_counts(X, factorizer, min_cooccurrence, ordering, max_per_column))
-    return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, fill, factorizer)
+    return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, fill, factorizer,
+                        gram_block_slots(X, max_per_column) if factorizer == "icf" else None)

@@ -503,8 +503,9 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
             say(f"#{rec['trial']} {factorizer} mc={mc:g} density={density:.3g} l2={l2:g}: {rec['status']}")
             trials.append(rec)
             return None
+        # the exact Gram (max_gram_per_item=None): one Gram serves every density of the search
         model = SANSA(l2=l2, density=density, factorizer=factorizer, min_cooccurrence=mc if factorizer == "icf" else 0.0,
-                      refine_sweeps=sweeps, device=device)
+                      refine_sweeps=sweeps, device=device, max_gram_per_item=None)
         reused_before = cache.hits["exact_factor"]
         try:
             t0 = time.perf_counter()
@@ -632,7 +633,7 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
     if refit:
         model = SANSA(l2=best["l2"], density=best["density"], factorizer=best["factorizer"],
                       min_cooccurrence=best["min_cooccurrence"] if best["factorizer"] == "icf" else 0.0,
-                      refine_sweeps=best["refine_sweeps"], device=device)
+                      refine_sweeps=best["refine_sweeps"], device=device, max_gram_per_item=None)
         if table is not None:
             model.fit(table, user_col=user_col, item_col=item_col, value_col=value_col)
         else:

@@ -468,3 +468,24 @@ def test_grids_follow_the_kernels_real_occupancy(medium_X, cpu_model):
     with ExecutorDevice(multiprocessor_count=5, free_bytes=int(2.5 * per_block / 0.25)) as dev:
         dev.resident_blocks_per_sm = lambda kernel, threads: 3
         assert launch_shape(Wt.shape[1], Z.shape[1])[0] == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n, fill, budget", [(60, 0.3, 150), (64, 0.9, 64)])
+def test_gpu_refinement_with_ties_and_exact_zeros_is_bit_identical(gpu_device, n, fill, budget):
+    """L with values in {-0.5, 0.5, 0.25}: magnitudes tie at the per-column cut and residual entries
+    cancel to exactly 0 (skipped by the q product). Found by review: a missing __syncwarp after the q
+    loop let a lane's read of a skipped zero entry race with another lane's write in the next phase."""
+    rng = np.random.default_rng(n)
+    M = sp.tril(sp.random(n, n, density=fill, random_state=n, dtype=np.float32).tocsc(), -1).tocsc()
+    M.data = rng.choice(np.array([-0.5, 0.5, 0.25], np.float32), M.nnz)
+    L = (M + sp.eye(n, dtype=np.float32, format="csc")).tocsc()
+    L.sort_indices()
+    Kc, Kg = initial_inverse(L), initial_inverse(L)
+    for _ in range(2):
+        Kc, rc = cpu.refine_sweep(L, Kc, budget, 1e-7)
+        Kg, rg = gpu.refine_sweep(L, Kg, budget, 1e-7)
+        Kh = gpu.to_host(Kg)
+        np.testing.assert_array_equal(Kh.indices, Kc.indices)
+        np.testing.assert_array_equal(Kh.data, Kc.data)
+        np.testing.assert_array_equal(rg, rc)

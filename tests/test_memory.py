@@ -75,7 +75,7 @@ def test_fit_memory_check_counts_exactly_only_when_the_bound_does_not_fit(medium
     import sansa_gpu.memory as memory
 
     model = SANSA(l2=20.0, density=0.02, factorizer=factorizer, refine_sweeps=1, device="cpu")
-    bound = memory.memory_upper_bound(medium_X, 0.02, factorizer)["peak"]
+    bound = memory.memory_upper_bound(medium_X, 0.02, factorizer, model.gram_cap_for(medium_X.shape[1], factorizer))["peak"]
     exact_stages = model.estimate_memory(medium_X)
     exact = exact_stages["peak"]
     assert bound > exact

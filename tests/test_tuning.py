@@ -138,9 +138,11 @@ def test_factor_cache_reuse_gives_identical_models(X, factorizer):
         require("sksparse")
     cache = FactorCache()
     for l2, density in [(10.0, 0.02), (10.0, 0.08), (100.0, 0.02)]:
-        with_cache = SANSA(l2=l2, density=density, factorizer=factorizer, refine_sweeps=1,
-                           device="cpu").fit(X, factor_cache=cache)
-        plain = SANSA(l2=l2, density=density, factorizer=factorizer, refine_sweeps=1, device="cpu").fit(X)
+        # the exact Gram, as tune fits (max_gram_per_item='auto' would cap it by the density)
+        with_cache = SANSA(l2=l2, density=density, factorizer=factorizer, refine_sweeps=1, device="cpu",
+                           max_gram_per_item=None).fit(X, factor_cache=cache)
+        plain = SANSA(l2=l2, density=density, factorizer=factorizer, refine_sweeps=1, device="cpu",
+                      max_gram_per_item=None).fit(X)
         for M, R in zip(with_cache.weights_, plain.weights_):
             assert (M != R).nnz == 0
     # ICF: the Gram (column scaling included: its norms come from the Gram's pass) does not depend on

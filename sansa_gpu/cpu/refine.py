@@ -131,7 +131,10 @@ def _refine_column(
             if t != j and v32 != 0:
                 mags[b] = abs(v32)
                 b += 1
-        tau, n_ties = magnitude_cut(mags, n_free)
+        if n_free > 0:
+            tau, n_ties = magnitude_cut(mags, n_free)
+        else:  # nothing but the diagonal (the kernel's tau = 0xffffffff)
+            tau = np.float32(np.inf)
     count = 0
     for a in range(nr):
         t = rows[a]

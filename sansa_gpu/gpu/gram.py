@@ -15,8 +15,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from ..cpu._accumulate import magnitude_cut
-from ..cpu.gram import BLOCK_SLOTS, assemble_columns, column_bounds, gram_inputs, plan_blocks, prune_threshold
+from ..cpu.gram import BLOCK_SLOTS, assemble_columns, cap_rows, column_bounds, gram_inputs, plan_blocks, prune_threshold
 from . import _device
 
 logger = logging.getLogger(__name__)
@@ -27,48 +26,27 @@ SCRATCH_FRACTION = 0.3  # at most this share of the free device memory goes to t
 
 
 @numba.njit(cache=True, nogil=True)
-def _sort_and_cap(b0, count, rows, vals, max_keep, out_count, out_rows, out_vals):
-    """Per column (in block order): entries sorted by row, then at most ``max_keep`` off-diagonal
-    ones kept by the CPU kernel's rule (largest values, ties to the lower row; max_keep < 0: all)."""
+def _sort_and_cap(b0, count, rows, vals, max_keep, val_of_row, out_count, out_rows, out_vals):
+    """Per column (in block order): at most ``max_keep`` off-diagonal entries kept by the CPU kernel's
+    rule (:func:`~sansa_gpu.cpu.gram.cap_rows`; max_keep < 0: all), then sorted by row.
+    ``val_of_row``: (n,) float64 scratch."""
     pos_in = 0
     pos_out = 0
     for c in range(count.shape[0]):
         j = b0 + c
         m = count[c]
-        order = np.argsort(rows[pos_in:pos_in + m], kind="mergesort")
-        n_off = 0
+        seg = rows[pos_in:pos_in + m].copy()
         for a in range(m):
-            if rows[pos_in + order[a]] != j:
-                n_off += 1
-        cut = max_keep >= 0 and n_off > max_keep
-        tau = 0.0
-        n_ties = 0
-        if cut and max_keep > 0:
-            mags = np.empty(n_off, dtype=np.float64)
-            b = 0
-            for a in range(m):
-                if rows[pos_in + order[a]] != j:
-                    mags[b] = abs(vals[pos_in + order[a]])
-                    b += 1
-            tau, n_ties = magnitude_cut(mags, max_keep)
-        kept = 0
+            val_of_row[seg[a]] = vals[pos_in + a]
+        if max_keep >= 0:
+            m = cap_rows(seg, m, j, val_of_row, max_keep)
+        kept = np.sort(seg[:m])
         for a in range(m):
-            i = rows[pos_in + order[a]]
-            v = vals[pos_in + order[a]]
-            keep = i == j or not cut
-            if not keep and max_keep > 0:
-                if abs(v) > tau:
-                    keep = True
-                elif abs(v) == tau and n_ties > 0:
-                    keep = True
-                    n_ties -= 1
-            if keep:
-                out_rows[pos_out] = i
-                out_vals[pos_out] = v
-                pos_out += 1
-                kept += 1
-        out_count[c] = kept
-        pos_in += m
+            out_rows[pos_out + a] = kept[a]
+            out_vals[pos_out + a] = val_of_row[kept[a]]
+        out_count[c] = m
+        pos_out += m
+        pos_in += count[c]
     return pos_out
 
 
@@ -92,9 +70,10 @@ def _gram(X, perm, min_cooccurrence, prune_scale, max_per_column, block_slots):
     kernel = dev.get_kernel("gram.cu", "gram_columns<long long>")
     warps_per_block = THREADS // 32
     fitting_warps = int(SCRATCH_FRACTION * dev.free_bytes()) // (SCRATCH_BYTES_PER_ROW * max(1, n))
-    if fitting_warps < 1:
-        raise MemoryError(f"out of memory: one warp's Gram scratch ({SCRATCH_BYTES_PER_ROW * n} bytes) does not fit")
-    grid = _device.launch_grid(kernel, THREADS, -(-n // warps_per_block), max(1, fitting_warps // warps_per_block))
+    if fitting_warps < warps_per_block:
+        raise MemoryError(f"out of memory: one block's Gram scratch ({warps_per_block * SCRATCH_BYTES_PER_ROW * n} "
+                          f"bytes) does not fit")
+    grid = _device.launch_grid(kernel, THREADS, -(-n // warps_per_block), fitting_warps // warps_per_block)
     n_warps = grid * warps_per_block
     d = dict(
         Xc_indptr=xp.asarray(Xc.indptr.astype(np.int64)), Xc_indices=xp.asarray(Xc.indices.astype(np.int32)),
@@ -108,6 +87,7 @@ def _gram(X, perm, min_cooccurrence, prune_scale, max_per_column, block_slots):
     threshold = np.float64(prune_threshold(min_cooccurrence, prune_scale))
     max_keep = -1 if max_per_column is None else int(max_per_column)
     pieces = []
+    val_of_row = np.zeros(n, dtype=np.float64)
     for b0, b1 in plan_blocks(bounds, block_slots):
         slot_start = np.zeros(b1 - b0 + 1, dtype=np.int64)
         np.cumsum(bounds[b0:b1], out=slot_start[1:])
@@ -130,8 +110,10 @@ def _gram(X, perm, min_cooccurrence, prune_scale, max_per_column, block_slots):
         out_count = np.empty(b1 - b0, dtype=np.int64)
         out_rows = np.empty(h_rows.shape[0], dtype=np.int32)
         out_vals = np.empty(h_rows.shape[0], dtype=np.float64)
-        kept = _sort_and_cap(b0, h_count, h_rows, h_vals, max_keep, out_count, out_rows, out_vals)
-        pieces.append((out_count, out_rows[:kept], out_vals[:kept]))
+        kept = _sort_and_cap(b0, h_count, h_rows, h_vals, max_keep, val_of_row, out_count, out_rows, out_vals)
+        # copies: views would keep the uncapped arrays alive until the end
+        pieces.append((out_count, out_rows[:kept].copy(), out_vals[:kept].copy()))
+        del out_rows, out_vals
     norms = sq_norms.get()
     del acc, mark, lists, d
     dev.release_pool()
