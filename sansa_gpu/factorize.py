@@ -14,7 +14,8 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from .cpu._accumulate import magnitude_cut, touch
+from .cpu._accumulate import touch
+from .cpu.gram import cap_rows
 from .gram import gram_column_norms, gram_lower, scaled_gram
 from .selection import largest_magnitude_mask
 
@@ -365,45 +366,26 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
         # the budget spread evenly over the columns left; a budget that holds the whole lower triangle
         # (density 1) drops nothing, so the factor is the exact Cholesky factor
         cap = (budget - nnz - (n - j)) // (n - j) if budget < full else n
-        rows = np.sort(touched[:nt])
+        # the nonzero candidates, then the cap (the package's rule: largest |value|, ties to the lower
+        # row) before sorting, so that only what is kept gets sorted
         m = 0
         for b in range(nt):
-            if a[rows[b]] != 0.0:
+            if a[touched[b]] != 0.0:
+                touched[m] = touched[b]
                 m += 1
-        tau = 0.0
-        n_ties = 0
         if m > cap:
-            mags = np.empty(m, dtype=np.float64)
-            c = 0
-            for b in range(nt):
-                v = a[rows[b]]
-                if v != 0.0:
-                    mags[c] = abs(v)
-                    c += 1
-            if cap > 0:
-                tau, n_ties = magnitude_cut(mags, cap)
-            else:
-                tau = np.inf
+            m = cap_rows(touched, m, j, a, cap)
+        rows = touched[:m]
+        rows.sort()
         Li[nnz] = j
         Lx[nnz] = ljj
         nnz += 1
         first = nnz
-        for b in range(nt):
+        for b in range(m):
             i = rows[b]
-            v = a[i]
-            if v == 0.0:
-                continue
-            keep = m <= cap
-            if not keep:
-                if abs(v) > tau:
-                    keep = True
-                elif abs(v) == tau and n_ties > 0:
-                    keep = True
-                    n_ties -= 1
-            if keep:
-                Li[nnz] = i
-                Lx[nnz] = v / ljj
-                nnz += 1
+            Li[nnz] = i
+            Lx[nnz] = a[i] / ljj
+            nnz += 1
         Lp[j + 1] = nnz
         if nnz > first:
             pos[j] = first

@@ -76,18 +76,18 @@ def cholesky_fill(A_lower: sp.csc_matrix) -> int:
     return int(_cholesky_fill(U.shape[0], U.indptr.astype(np.int64), U.indices))
 
 
-def gram_block_slots(X: sp.csr_matrix, max_per_column: int | None) -> int:
-    """Slots of the largest block buffer of the one-pass Gram (:mod:`sansa_gpu.cpu.gram`): the
-    per-column bounds (pair visits, at most n and max_per_column + 1) summed, at most one block."""
+def gram_bound_slots(X: sp.csr_matrix, max_per_column: int | None) -> int:
+    """Sum over the columns of the one-pass Gram's per-column bounds (:mod:`sansa_gpu.cpu.gram`: pair
+    visits, at most n and max_per_column + 1): the slots its blocks hold in all."""
     n = X.shape[1]
     lens = np.diff(X.indptr).astype(np.float64)
     visits = np.bincount(X.indices, weights=np.repeat(lens, np.diff(X.indptr)), minlength=n)
     bound = np.minimum(visits, float(n) if max_per_column is None else min(float(n), max_per_column + 1.0))
-    return int(min(BLOCK_SLOTS, bound.sum()))
+    return int(bound.sum())
 
 
 def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill: int | None, factorizer: str,
-                 block_slots: int | None = None) -> dict:
+                 bound_slots: int | None = None) -> dict:
     """Bytes alive in each stage, given the structural counts (see estimate_memory)."""
     x_bytes = nnz_x * 8 + (n_users + 1) * 8
     threads = numba.get_num_threads()
@@ -98,9 +98,14 @@ def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill
     out = {"budget": budget, "nnz_gram": nnz_g}
     out["input"] = 2 * x_bytes  # a second X (ICF column scaling, or the validated copy of a non-canonical input) + CSC copy
     gram_bytes = nnz_g * 12 + (n + 1) * 8
-    # the one-pass build (sansa_gpu.cpu.gram): the entries kept so far plus one block buffer (its
-    # slots are the columns' bounds, at most BLOCK_SLOTS) and that block compacted
-    block = (min(BLOCK_SLOTS, nnz_g) if block_slots is None else block_slots) * 12 + min(BLOCK_SLOTS, nnz_g) * 12
+    # the one-pass build (sansa_gpu.cpu.gram): the entries kept so far, one block buffer and that block
+    # compacted. The buffer's slots are the columns' bounds (loose: pair visits counted with repetition),
+    # and only the pages a column writes become resident: about twice what the block keeps (measured
+    # 1.1-1.3x the peak RSS of whole fits, tests/test_memory.py)
+    total = max(1, nnz_g if bound_slots is None else bound_slots)
+    block_slots = min(BLOCK_SLOTS, total)
+    kept_per_block = nnz_g * block_slots / total
+    block = int(12 * (min(block_slots, 2 * kept_per_block) + kept_per_block))
     out["gram"] = out["input"] + scratch + gram_bytes + block
     if factorizer == "icf":
         # Gram alive + L slots (int32 + float64) + cut: float32 magnitudes x2, two masks, kept copy
@@ -131,7 +136,7 @@ def memory_upper_bound(X: sp.csr_matrix, density: float, factorizer: str = "chol
     if max_per_column is not None:
         nnz_g = min(nnz_g, n * (int(max_per_column) + 1))
     return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, full, factorizer,
-                        gram_block_slots(X, max_per_column) if factorizer == "icf" else None)
+                        gram_bound_slots(X, max_per_column) if factorizer == "icf" else None)
 
 
 def structural_counts(X: sp.csr_matrix, factorizer: str = "cholmod", min_cooccurrence: float = 0.0,
@@ -164,4 +169,4 @@ def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod
     nnz_g, fill = (counts if counts is not None
                    else structural_counts(X, factorizer, min_cooccurrence, ordering, max_per_column))
     return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, fill, factorizer,
-                        gram_block_slots(X, max_per_column) if factorizer == "icf" else None)
+                        gram_bound_slots(X, max_per_column) if factorizer == "icf" else None)
