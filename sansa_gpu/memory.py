@@ -99,13 +99,11 @@ def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill
     out["input"] = 2 * x_bytes  # a second X (ICF column scaling, or the validated copy of a non-canonical input) + CSC copy
     gram_bytes = nnz_g * 12 + (n + 1) * 8
     # the one-pass build (sansa_gpu.cpu.gram): the entries kept so far, one block buffer and that block
-    # compacted. The buffer's slots are the columns' bounds (loose: pair visits counted with repetition),
-    # and only the pages a column writes become resident: about twice what the block keeps (measured
-    # 1.1-1.3x the peak RSS of whole fits, tests/test_memory.py)
+    # compacted. The buffer's address space is the columns' bounds, but each thread appends what it
+    # keeps to its own region, so only those pages become resident: about what the block keeps
     total = max(1, nnz_g if bound_slots is None else bound_slots)
-    block_slots = min(BLOCK_SLOTS, total)
-    kept_per_block = nnz_g * block_slots / total
-    block = int(12 * (min(block_slots, 2 * kept_per_block) + kept_per_block))
+    kept_per_block = nnz_g * min(BLOCK_SLOTS, total) / total
+    block = int(12 * 2 * kept_per_block)
     out["gram"] = out["input"] + scratch + gram_bytes + block
     if factorizer == "icf":
         # Gram alive + L slots (int32 + float64) + cut: float32 magnitudes x2, two masks, kept copy
