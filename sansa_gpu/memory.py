@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .factorize import item_ordering, nnz_budget
-from .cpu.gram import BLOCK_SLOTS
+from .cpu.gram import BLOCK_SLOTS, pair_visits
 from .gram import gram_lower, gram_lower_nnz
 
 #: CHOLMOD supernodal factor + its simplicial CSC copy (factor.L()), bytes per nnz of the exact
@@ -80,8 +80,7 @@ def gram_bound_slots(X: sp.csr_matrix, max_per_column: int | None) -> int:
     """Sum over the columns of the one-pass Gram's per-column bounds (:mod:`sansa_gpu.cpu.gram`: pair
     visits, at most n and max_per_column + 1): the slots its blocks hold in all."""
     n = X.shape[1]
-    lens = np.diff(X.indptr).astype(np.float64)
-    visits = np.bincount(X.indices, weights=np.repeat(lens, np.diff(X.indptr)), minlength=n)
+    visits = pair_visits(X.indptr, X.indices, n).astype(np.float64)
     bound = np.minimum(visits, float(n) if max_per_column is None else min(float(n), max_per_column + 1.0))
     return int(bound.sum())
 

@@ -34,12 +34,27 @@ from ._accumulate import lane_tree_sum, magnitude_cut, touch
 BLOCK_SLOTS = 1 << 25
 
 
+@numba.njit(cache=True, nogil=True)
+def _pair_visits(indptr, indices, out):
+    for u in range(indptr.shape[0] - 1):
+        length = indptr[u + 1] - indptr[u]
+        for p in range(indptr[u], indptr[u + 1]):
+            out[indices[p]] += length
+
+
+def pair_visits(indptr, indices, n: int) -> np.ndarray:
+    """(n,) int64: for each item, the sum of |u| over its users (the pairs its Gram column visits),
+    without a temporary of nnz(X) entries."""
+    out = np.zeros(n, dtype=np.int64)
+    _pair_visits(np.asarray(indptr), np.asarray(indices), out)
+    return out
+
+
 def column_bounds(X: sp.csr_matrix, perm: np.ndarray, max_per_column: int | None) -> np.ndarray:
     """(n,) int64 upper bound of the entries column j (permuted order) of the kept lower Gram can
     hold: min(pair visits of item perm[j] = sum of |u| over its users, n - j, max_per_column + 1)."""
     n = X.shape[1]
-    lens = np.diff(X.indptr).astype(np.float64)
-    visits = np.bincount(X.indices, weights=np.repeat(lens, np.diff(X.indptr)), minlength=n)
+    visits = pair_visits(X.indptr, X.indices, n).astype(np.float64)
     bound = np.minimum(visits[perm], np.arange(n, 0, -1, dtype=np.float64))
     if max_per_column is not None:
         bound = np.minimum(bound, float(max_per_column) + 1.0)
