@@ -465,9 +465,11 @@ _SCALING_STAGES = [  # (column, seconds of a record): the end-to-end pipeline in
 ]
 
 
-def _scaling_runs(res: Records) -> list:
+def _scaling_runs(res: Records, one_pass: bool = False) -> list:
+    """The end-to-end synthetic runs, last per size: of the two-pass Gram (issue 14's runs, no
+    ``commit`` field) or, with ``one_pass``, of the one-pass Gram (runs that name their commit)."""
     recs = [r for r in _all(res["scale"], implementation="ours", data=lambda d: str(d).startswith("synthetic_"))
-            if "save_seconds" in r and r.get("density") is None and "error" not in r]
+            if "save_seconds" in r and r.get("density") is None and "error" not in r and ("commit" in r) == one_pass]
     last = {r["n_items"]: r for r in recs}
     return [last[n] for n in sorted(last)]
 
@@ -495,6 +497,35 @@ def scaling(res: Records) -> str:
                   + [f"{c} s" for c, _ in _SCALING_STAGES] + ["total s", "peak RSS GB", "estimate GB"], rows)
 
 
+_ON_DEVICE = [  # the fit's stages that a GPU fit runs on the device, and those that stay on the CPU
+    ("column scaling + Gram", lambda r: r["factorize_parts"]["column_scaling"] + r["factorize_parts"]["gram"]),
+    ("refine", lambda r: r["stage_seconds"]["refine_seconds"]),
+    ("weights", lambda r: r["stage_seconds"]["weights_seconds"]),
+]
+_ON_CPU = [("ordering", lambda r: r["factorize_parts"]["ordering"]),
+           ("ICF + cut", lambda r: r["factorize_parts"]["icf"] + r["factorize_parts"]["cut"])]
+
+
+def device_share(res: Records) -> str:
+    """CPU fits at 1M and 10M items, two-pass Gram (before) and one-pass (after): the seconds of the
+    stages a GPU fit runs on the device, of those that stay on the CPU, and the device's share (an
+    Amdahl ceiling of 1 / (1 - share) for a whole GPU fit)."""
+    rows = []
+    for label, one_pass in (("two-pass Gram (issue 14)", False), ("one-pass Gram", True)):
+        for r in _scaling_runs(res, one_pass):
+            if r["n_items"] < 1_000_000:
+                continue
+            dev = [get(r) for _, get in _ON_DEVICE]
+            cpu = [get(r) for _, get in _ON_CPU]
+            fit = r["stage_seconds"]["fit_seconds"]
+            share = sum(dev) / fit
+            rows.append([f"{_count(r['n_items'])}", label + (f" ({r['commit']})" if one_pass else ""), f"{fit:.1f}"]
+                        + [f"{v:.1f}" for v in dev] + [f"{v:.1f}" for v in cpu]
+                        + [f"{share:.1%}", f"{1 / (1 - share):.1f}×", f"{r['peak_rss_gb']:.2f}"])
+    return _table(["items", "code", "fit s"] + [f"{c} s (device)" for c, _ in _ON_DEVICE]
+                  + [f"{c} s (CPU)" for c, _ in _ON_CPU] + ["device share", "Amdahl ceiling", "peak RSS GB"], rows)
+
+
 def memory_estimate(res: Records) -> str:
     runs = ([_scale_ours(res, d, ordering="popularity") for d in ("gowalla", "epinions")] + _synthetic_runs(res)
             + _scaling_runs(res))
@@ -516,7 +547,7 @@ def pruning(res: Records) -> str:
 
 TABLES = {f.__name__: f for f in (compare_official, compare_official_targets, compare_official_stages, refine_tol,
                                   score, score_plans, score_synthetic, scale_icf, scale_icf_targets, synthetic, memory_estimate,
-                                  pruning, distributed, factorizers, tune, tune_factorizers, scaling)}
+                                  pruning, distributed, factorizers, tune, tune_factorizers, scaling, device_share)}
 
 
 # ------------------------------------------------------------------------------------ README markers
