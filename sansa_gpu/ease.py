@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from . import __version__
 from .cpu.inference import topk_dense
+from .errors import NotFittedError
 from .io import load_arrays, save_arrays
 from .memory import available_memory_bytes
 from .validation import check_interactions, check_positive_float, check_positive_int
@@ -95,11 +96,22 @@ class EASE:
     """
 
     def __init__(self, l2: float = 500.0):
-        self.l2 = l2
-        check_positive_float(l2, "l2")
+        self.l2 = l2  # scikit-learn's contract: stored as given, checked in fit
 
-    def get_params(self) -> dict:
-        return {"l2": float(self.l2)}
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's parameters as set (scikit-learn's ``clone`` contract)."""
+        return {"l2": self.l2}
+
+    def set_params(self, **params) -> "EASE":
+        """Set parameters by name (checked when ``fit`` runs); returns self."""
+        for name, value in params.items():
+            if name != "l2":
+                raise ValueError(f"invalid parameter {name!r} for estimator {self!r}; valid parameters are ['l2']")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        return f"EASE(l2={self.l2!r})"
 
     @staticmethod
     def estimate_fit_bytes(n_items: int) -> int:
@@ -121,7 +133,7 @@ class EASE:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "B_"):
-            raise RuntimeError("this EASE model is not fitted yet: call fit(X) or EASE.load(path)")
+            raise NotFittedError("this EASE model is not fitted yet: call fit(X) or EASE.load(path)")
 
     def score(self, X) -> np.ndarray:
         """Dense scores X @ B: (users, n_items_) float32, own items not masked."""

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from . import __version__, cpu
 from .backend import backend_device, get_backend, resolve_device
-from .errors import GPUOutOfMemory
+from .errors import GPUOutOfMemory, NotFittedError
 from .factorize import ORDERINGS, FactorCache, choose_factorizer, icf_column_scaling, ldlt_cholmod, ldlt_icf, nnz_budget
 from .ids import IdMap, encode_interactions, is_table
 from .io import csr_from_arrays, csr_to_arrays, load_arrays, save_arrays
@@ -141,8 +141,7 @@ class SANSA:
         self.column_scaling = column_scaling
         self.min_cooccurrence = min_cooccurrence
         self.refine_tol = refine_tol
-        self.max_gram_per_item = max_gram_per_item
-        self._check_params()
+        self.max_gram_per_item = max_gram_per_item  # scikit-learn's contract: stored as given, checked in fit
 
     def _check_params(self) -> None:
         check_positive_float(self.l2, "l2")
@@ -219,15 +218,34 @@ class SANSA:
         return choose_factorizer(X, self.density_for(X.shape[1]), ordering=self.ordering,
                                  min_cooccurrence=float(self.min_cooccurrence))
 
-    def get_params(self) -> dict:
+    _PARAM_NAMES = ("l2", "density", "factorizer", "refine_sweeps", "device", "ordering", "column_scaling",
+                    "min_cooccurrence", "refine_tol", "max_gram_per_item")
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's parameters as set (scikit-learn's contract: ``clone``, grid search and
+        pipelines rebuild the model from them). ``deep`` is accepted for scikit-learn; there are no
+        nested estimators."""
+        return {name: getattr(self, name) for name in self._PARAM_NAMES}
+
+    def set_params(self, **params) -> "SANSA":
+        """Set parameters by name (checked when ``fit`` runs, as scikit-learn does); returns self."""
+        for name, value in params.items():
+            if name not in self._PARAM_NAMES:
+                raise ValueError(f"invalid parameter {name!r} for estimator {self!r}; valid parameters are "
+                                 f"{list(self._PARAM_NAMES)}")
+            setattr(self, name, value)
+        return self
+
+    def _params_for_file(self) -> dict:
+        """The parameters as plain JSON values (NumPy scalars and ints made floats where a float is meant)."""
+        p = self.get_params()
+        cap = p["max_gram_per_item"]
         return {
-            "l2": float(self.l2), "density": None if self.density is None else float(self.density),
-            "factorizer": self.factorizer,
-            "refine_sweeps": int(self.refine_sweeps), "device": self.device, "ordering": self.ordering,
-            "column_scaling": self.column_scaling, "min_cooccurrence": float(self.min_cooccurrence),
-            "refine_tol": float(self.refine_tol),
-            "max_gram_per_item": (self.max_gram_per_item if self.max_gram_per_item in (None, "auto")
-                                  else int(self.max_gram_per_item)),
+            "l2": float(p["l2"]), "density": None if p["density"] is None else float(p["density"]),
+            "factorizer": p["factorizer"], "refine_sweeps": int(p["refine_sweeps"]), "device": p["device"],
+            "ordering": p["ordering"], "column_scaling": p["column_scaling"],
+            "min_cooccurrence": float(p["min_cooccurrence"]), "refine_tol": float(p["refine_tol"]),
+            "max_gram_per_item": cap if cap in (None, "auto") else int(cap),
         }
 
     # ------------------------------------------------------------------ fit
@@ -373,7 +391,7 @@ class SANSA:
     # ------------------------------------------------------------ inference
     def _check_fitted(self) -> None:
         if not hasattr(self, "weights_"):
-            raise RuntimeError("this SANSA model is not fitted yet: call fit(X) or SANSA.load(path)")
+            raise NotFittedError("this SANSA model is not fitted yet: call fit(X) or SANSA.load(path)")
 
     def _inference_backend(self):
         device = getattr(self, "device_", None) or resolve_device(self.device)
@@ -476,7 +494,7 @@ class SANSA:
         self._check_fitted()
         Wt, Z = self.weights_
         item_ids = getattr(self, "item_ids_", None)
-        meta = {"package_version": __version__, "params": self.get_params(), "n_items": int(self.n_items_),
+        meta = {"package_version": __version__, "params": self._params_for_file(), "n_items": int(self.n_items_),
                 "n_latent": int(Wt.shape[1]), "history": self.history_, "stats": self.stats_,
                 "item_ids": None if item_ids is None else item_ids.kind}
         arrays = {**csr_to_arrays("Wt", Wt), **csr_to_arrays("Z", Z)}

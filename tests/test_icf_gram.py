@@ -249,7 +249,7 @@ def test_max_gram_per_item_bounds_the_gram_and_is_named_when_memory_is_short(med
     est = memory.estimate_memory(medium_X, 0.02, "icf", max_per_column=8)
     assert est["nnz_gram"] <= medium_X.shape[1] * 9
     with pytest.raises(ValueError, match="max_gram_per_item applies to factorizer='icf' only"):
-        SANSA(factorizer="cholmod", max_gram_per_item=8)
+        SANSA(factorizer="cholmod", max_gram_per_item=8).fit(medium_X)
     # a Gram that does not fit: the refusal names the settings that bound it, not the factoriser in use
     monkeypatch.setattr(model_module, "available_memory_bytes", lambda: 10_000, raising=False)
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 10_000)

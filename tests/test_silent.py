@@ -22,7 +22,7 @@ def X():
 # ---------------------------------------------------------------- min_cooccurrence
 def test_min_cooccurrence_with_cholmod_is_refused(X):
     with pytest.raises(ValueError, match="min_cooccurrence applies to factorizer='icf' only"):
-        SANSA(min_cooccurrence=2, factorizer="cholmod")
+        SANSA(min_cooccurrence=2, factorizer="cholmod").fit(X)
     m = SANSA(min_cooccurrence=2, factorizer="icf")  # where it does apply
     m.factorizer = "cholmod"  # changed after construction: fit checks again instead of ignoring it
     with pytest.raises(ValueError, match="min_cooccurrence applies to factorizer='icf' only"):

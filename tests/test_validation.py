@@ -64,9 +64,15 @@ def test_empty_rejected():
     ({"min_cooccurrence": -1.0}, ValueError, "min_cooccurrence"),
     ({"column_scaling": "yes"}, TypeError, "column_scaling"),
 ])
-def test_bad_hyperparameters(kw, exc, msg):
+def test_bad_hyperparameters(kw, exc, msg, small_X):
+    """Checked when fit runs, not at construction (scikit-learn's contract: clone and set_params
+    must be able to build any estimator), with the same messages."""
+    model = SANSA(**kw)
     with pytest.raises(exc, match=msg):
-        SANSA(**kw)
+        model.fit(small_X)
+    with pytest.raises(exc, match=msg):
+        model.estimate_memory(small_X)
+    assert not hasattr(model, "weights_")
 
 
 @pytest.mark.parametrize("k", [0, -3])
@@ -89,8 +95,14 @@ def test_item_count_mismatch(fitted, small_X):
 
 
 def test_not_fitted():
-    with pytest.raises(RuntimeError, match="not fitted"):
-        SANSA(device="cpu").recommend(sp.csr_matrix((1, 3)), k=2)
+    """One error that is both ValueError and AttributeError, as scikit-learn's NotFittedError."""
+    from sansa_gpu import EASE
+    from sansa_gpu.errors import NotFittedError
+
+    for model in (SANSA(device="cpu"), EASE()):
+        with pytest.raises(NotFittedError, match="not fitted") as info:
+            model.recommend(sp.csr_matrix((1, 3)), k=2)
+        assert isinstance(info.value, ValueError) and isinstance(info.value, AttributeError)
 
 
 def test_duplicates_summed_and_explicit_zeros_ignored(small_X):
