@@ -1,9 +1,10 @@
-"""The Gram ``A = X^T X + l2 I`` as a sparse lower triangle, computed column-parallel.
+"""Stage 1: the Gram ``A = X^T X + l2 I`` as a sparse lower triangle, with its column norms.
 
-Never forms anything dense of size n x n: each column j is accumulated in an O(n) scratch
-vector from the users of item j, two passes (count, then fill) give exact int64 offsets, so
-Grams with more than 2^31 nonzeros are fine. Optional pruning drops weak co-occurrences while
-the Gram is built, for catalogues whose exact Gram does not fit.
+The build itself is the one-pass kernel of the backends (:mod:`sansa_gpu.cpu.gram`, its GPU twin
+:mod:`sansa_gpu.gpu.gram`): never anything dense of size n x n, int64 offsets, optional pruning while
+it is built. This module applies the ICF column scaling and l2, and keeps two passes that store no
+Gram: the count behind the memory estimate (:func:`gram_lower_nnz`) and the norms alone
+(:func:`gram_column_norms`, for CHOLMOD's column scaling).
 """
 
 from __future__ import annotations
@@ -15,86 +16,46 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from .cpu._accumulate import touch
+from .cpu._accumulate import accumulate_gram_column, lane_tree_sum
 
 logger = logging.getLogger(__name__)
 
 
-@numba.njit(inline="always")
-def _accumulate_column(item, stamp, lowest, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data, inv_perm,
-                       mark, touched, acc):
-    """Column ``item`` of X^T X into the sparse accumulator (acc, touched), rows renumbered by
-    ``inv_perm`` and rows below ``lowest`` skipped. Returns the number of touched rows."""
-    nt = 0
-    for p in range(Xc_indptr[item], Xc_indptr[item + 1]):
-        u = Xc_indices[p]
-        xv = np.float64(Xc_data[p])
-        for q in range(Xr_indptr[u], Xr_indptr[u + 1]):
-            i = inv_perm[Xr_indices[q]]
-            if i < lowest:
-                continue
-            nt = touch(mark, touched, nt, i, stamp, acc)
-            acc[i] += xv * np.float64(Xr_data[q])
-    return nt
-
-
 @numba.njit(parallel=True, cache=True)
-def _gram_lower(n, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data, perm, inv_perm,
-                min_value, prune_scale, count_only, out_indptr, out_indices, out_data, out_count, n_chunks):
-    """Column j (permuted order) of the lower triangle of P X^T X P^T: rows i >= j."""
+def _gram_lower_counts(n, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data, min_value, out_count,
+                       n_chunks):
+    """Entries of column j of the lower triangle of X^T X that a build keeps (the diagonal, and rows
+    i > j with a value >= min_value), none of them stored."""
+    identity = np.arange(n)
     for c in numba.prange(n_chunks):
         acc = np.zeros(n, dtype=np.float64)
         mark = np.full(n, -1, dtype=np.int64)
         touched = np.empty(n, dtype=np.int64)
         for j in range(c, n, n_chunks):
-            nt = _accumulate_column(perm[j], j, j, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data,
-                                    inv_perm, mark, touched, acc)
-            if count_only:
-                cnt = 0
-                for a in range(nt):
-                    i = touched[a]
-                    if i == j or acc[i] * prune_scale[i] * prune_scale[j] >= min_value:
-                        cnt += 1
-                out_count[j] = cnt
-            else:
-                rows = np.sort(touched[:nt])
-                pos = out_indptr[j]
-                for a in range(nt):
-                    i = rows[a]
-                    if i == j or acc[i] * prune_scale[i] * prune_scale[j] >= min_value:
-                        out_indices[pos] = i
-                        out_data[pos] = acc[i]
-                        pos += 1
+            nt = accumulate_gram_column(j, j, j, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data,
+                                        identity, mark, touched, acc)
+            cnt = 0
+            for a in range(nt):
+                i = touched[a]
+                if i == j or acc[i] >= min_value:
+                    cnt += 1
+            out_count[j] = cnt
 
 
 def _n_chunks(n: int) -> int:
     return int(max(1, min(n, 8 * numba.get_num_threads())))
 
 
-def _count_columns(X: sp.csr_matrix, perm, min_cooccurrence: float, prune_scale) -> tuple[tuple, np.ndarray]:
-    """The count pass of :func:`gram_lower`: (kernel arguments for the fill pass, (n,) int64 kept
-    entries per column of the lower triangle)."""
-    n = X.shape[1]
-    Xc = X.tocsc()
-    perm = np.arange(n, dtype=np.int64) if perm is None else np.asarray(perm, dtype=np.int64)
-    inv_perm = np.empty(n, dtype=np.int64)
-    inv_perm[perm] = np.arange(n, dtype=np.int64)
-    counts = np.zeros(n, dtype=np.int64)
-    scale = np.ones(n) if prune_scale is None else np.asarray(prune_scale, dtype=np.float64)[perm]
-    # rescaled values carry float32 rounding (a count of 2 comes back as 1.9999999): relative slack
-    threshold = float(min_cooccurrence) * (1.0 - 1e-5 if prune_scale is not None else 1.0)
-    args = (n, Xc.indptr.astype(np.int64), Xc.indices, Xc.data, X.indptr.astype(np.int64), X.indices, X.data, perm,
-            inv_perm, threshold, scale)
-    _gram_lower(*args, True, np.zeros(1, dtype=np.int64), np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float64),
-                counts, _n_chunks(n))
-    return args, counts
-
-
 def gram_lower_nnz(X: sp.csr_matrix, l2: float = 0.0, min_cooccurrence: float = 0.0) -> int:
     """nnz of ``gram_lower(X, l2, perm, min_cooccurrence)`` (any ``perm``: the count does not depend
     on it) from its count pass alone: no entry is stored. A column with an entry holds its diagonal;
     an item without interactions has none, and gets one when ``l2`` is positive."""
-    _, counts = _count_columns(sp.csr_matrix(X), None, min_cooccurrence, None)
+    X = sp.csr_matrix(X)
+    n = X.shape[1]
+    Xc = X.tocsc()
+    counts = np.zeros(n, dtype=np.int64)
+    _gram_lower_counts(n, Xc.indptr.astype(np.int64), Xc.indices, Xc.data, X.indptr.astype(np.int64), X.indices,
+                       X.data, float(min_cooccurrence), counts, _n_chunks(n))
     return int(counts.sum()) + (int(np.count_nonzero(counts == 0)) if l2 else 0)
 
 
@@ -192,12 +153,9 @@ def _gram_column_sq_norms(n, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indic
         mark = np.full(n, -1, dtype=np.int64)
         touched = np.empty(n, dtype=np.int64)
         for j in range(c, n, n_chunks):
-            nt = _accumulate_column(j, j, 0, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data,
-                                    identity, mark, touched, acc)
-            sq = 0.0
-            for a in range(nt):
-                sq += acc[touched[a]] * acc[touched[a]]
-            out[j] = sq
+            nt = accumulate_gram_column(j, j, 0, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data,
+                                        identity, mark, touched, acc)
+            out[j] = lane_tree_sum(acc, touched, nt)  # the one-pass Gram's order: the same bits
 
 
 def gram_column_norms(X: sp.csr_matrix) -> np.ndarray:

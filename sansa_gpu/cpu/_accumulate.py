@@ -65,3 +65,23 @@ def warp_tree_combine(part):
 def lane_tree_sum(vals, idx, n):
     """sum(vals[idx[k]] ** 2 for k < n) in a warp's fixed order (see :func:`lane_tree_dot`)."""
     return lane_tree_dot(vals, idx, vals, idx, n)
+
+
+@numba.njit(inline="always")
+def accumulate_gram_column(item, stamp, lowest, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data,
+                           inv_perm, mark, touched, acc):
+    """Column ``item`` of X^T X into the sparse accumulator (acc, touched) under ``stamp``: for each
+    user of the item (CSC order), each of the user's items (CSR order), in float64 (a product of two
+    float32 values is exact). Rows are renumbered by ``inv_perm``; rows below ``lowest`` are skipped
+    (0: the whole column). Returns the number of touched rows; the GPU Gram kernel sums in this order."""
+    nt = 0
+    for p in range(Xc_indptr[item], Xc_indptr[item + 1]):
+        u = Xc_indices[p]
+        xv = np.float64(Xc_data[p])
+        for q in range(Xr_indptr[u], Xr_indptr[u + 1]):
+            i = inv_perm[Xr_indices[q]]
+            if i < lowest:
+                continue
+            nt = touch(mark, touched, nt, i, stamp, acc)
+            acc[i] += xv * np.float64(Xr_data[q])
+    return nt

@@ -25,7 +25,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from ._accumulate import lane_tree_sum, magnitude_cut, touch
+from ._accumulate import accumulate_gram_column, lane_tree_sum, magnitude_cut
 
 #: Slots (12 bytes each: int32 row + float64 value) of one block buffer: 400 MB of address space, of
 #: which only the pages holding kept entries become resident on the CPU (each thread appends its
@@ -152,14 +152,8 @@ def _gram_block(b0, b1, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, X
         seg_all = kept_all[c]
         for j in range(b0 + c, b1, n_chunks):
             item = perm[j]
-            nt = 0
-            for p in range(Xc_indptr[item], Xc_indptr[item + 1]):
-                u = Xc_indices[p]
-                xv = np.float64(Xc_data[p])
-                for q in range(Xr_indptr[u], Xr_indptr[u + 1]):
-                    i = inv_perm[Xr_indices[q]]
-                    nt = touch(mark, touched, nt, i, j, acc)
-                    acc[i] += xv * np.float64(Xr_data[q])
+            nt = accumulate_gram_column(item, j, 0, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data,
+                                        inv_perm, mark, touched, acc)
             sq_norms[item] = lane_tree_sum(acc, touched, nt)
             m = 0
             n_off = 0
