@@ -1,4 +1,4 @@
-// The lower triangle of the Gram X^T X and its column norms in one pass (DESIGN: stage 1).
+// The lower triangle of the Gram X^T X and its column norms in one pass (docs/gpu_training.md).
 // GPU twin of sansa_gpu/cpu/gram.py::_gram_block, bit-identical to it:
 //  * one warp per column j (permuted order; item = perm[j]); the warp walks the users of the item
 //    in CSC order and, for each user, its lanes split the user's items (distinct rows, so no two
@@ -37,7 +37,6 @@ __global__ void gram_columns(
     double* acc = acc_all + warp * n;
     int* mark = mark_all + warp * n;
     int* list = list_all + warp * n;
-    const unsigned lower = (1u << lane) - 1u;
 
     for (long long jj = b0 + warp; jj < b1; jj += n_warps) {
         const int j = (int)jj;
@@ -60,17 +59,16 @@ __global__ void gram_columns(
                     fresh = mark[i] != stamp;
                     prod = __dmul_rn(xv, (double)Xr_data[q]);
                 }
-                const unsigned fresh_mask = __ballot_sync(full, fresh);
+                const int pos = sansa_warp_slot(fresh, nt);
                 if (active) {
                     if (fresh) {
                         mark[i] = stamp;
-                        list[nt + __popc(fresh_mask & lower)] = i;
+                        list[pos] = i;
                         acc[i] = prod;  // the CPU's 0.0 + prod
                     } else {
                         acc[i] = __dadd_rn(acc[i], prod);
                     }
                 }
-                nt += __popc(fresh_mask);
                 __syncwarp();
             }
         }
@@ -85,7 +83,7 @@ __global__ void gram_columns(
 
         const long long base = slot_start[jj - b0];
         const double s_j = scale[j];
-        int kept = 0;
+        long long kept = 0;
         for (int a0 = 0; a0 < nt; a0 += 32) {
             const int a = a0 + lane;
             int i = 0;
@@ -96,13 +94,11 @@ __global__ void gram_columns(
                 v = acc[i];
                 keep = i == j || (i > j && v * scale[i] * s_j >= min_value);
             }
-            const unsigned keep_mask = __ballot_sync(full, keep);
+            const long long pos = base + sansa_warp_slot(keep, kept);
             if (keep) {
-                const long long pos = base + kept + __popc(keep_mask & lower);
                 out_rows[pos] = i;
                 out_vals[pos] = v;
             }
-            kept += __popc(keep_mask);
         }
         if (lane == 0) out_count[jj - b0] = kept;
         __syncwarp();

@@ -1,4 +1,4 @@
-// Column-parallel minimal-residual refinement of K ~= L^{-1} (docs/design.md, "The refinement").
+// Column-parallel minimal-residual refinement of K ~= L^{-1} (docs/gpu_training.md, "The refinement kernel").
 // GPU twin of sansa_gpu/cpu/refine.py::_refine_column, bit-identical to it:
 //  * one warp per column j. Every sparse product walks its inputs in the CPU's order, one column of
 //    L at a time, the warp's lanes sharing the walk (the rows of one L column are distinct, so no two
@@ -54,6 +54,23 @@ __device__ __forceinline__ int sansa_find(const int* keys, unsigned int mask, in
         if (k == SANSA_EMPTY) return -1;
         h = (h + 1u) & mask;
     }
+}
+
+// One step of a sparse accumulation by a warp: each `active` lane adds `term` to its `row` of the table
+// (keys, vals), inserting the row (value 0.0 + term: the CPU's first touch) when absent; rows inserted
+// now are appended to `list` (their slots) in lane order, `n` counting them. The rows of one step must
+// be distinct; the closing __syncwarp lets the next step's lanes touch the same rows.
+__device__ __forceinline__ void sansa_warp_add(int* keys, double* vals, unsigned int mask, int* list, int& n,
+                                               bool active, int row, double term) {
+    bool fresh = false;
+    int slot = 0;
+    if (active) {
+        slot = sansa_find_or_insert(keys, mask, row, &fresh);
+        vals[slot] = __dadd_rn(fresh ? 0.0 : vals[slot], term);
+    }
+    const int pos = sansa_warp_slot(fresh, n);
+    if (fresh) list[pos] = slot;
+    __syncwarp();
 }
 
 __device__ __forceinline__ double sansa_warp_tree_sum(double part) {
@@ -128,7 +145,6 @@ __global__ void refine_columns(
     long long* __restrict__ out_count, double* __restrict__ out_rr, long long* __restrict__ out_need)
 {
     __shared__ unsigned int hist_all[SANSA_REFINE_THREADS / 32][256];
-    const unsigned full = 0xffffffffu;
     const int lane = threadIdx.x & 31;
     const long long warp_in_block = threadIdx.x >> 5;
     const long long warp = (long long)blockIdx.x * (SANSA_REFINE_THREADS / 32) + warp_in_block;
@@ -143,7 +159,6 @@ __global__ void refine_columns(
     int* list_r = list_r_all + warp * half;
     int* list_q = list_q_all + warp * half;
     unsigned int* hist = hist_all[warp_in_block];
-    const unsigned lower = (1u << lane) - 1u;
 
     for (long long c = warp; c < n_cols; c += n_warps) {
         const int j = (int)cols[c];
@@ -169,28 +184,13 @@ __global__ void refine_columns(
                 const Offset s_end = L_indptr[i + 1];
                 for (Offset s0 = L_indptr[i]; s0 < s_end; s0 += 32) {
                     const Offset s = s0 + lane;
-                    bool fresh = false;
-                    int slot = 0;
-                    if (s < s_end) {
-                        slot = sansa_find_or_insert(keys_r, mask, L_indices[s], &fresh);
-                        const double term = __dmul_rn((double)L_data[s], v);  // exact: float x float
-                        vals_r[slot] = __dsub_rn(fresh ? 0.0 : vals_r[slot], term);
-                    }
-                    const unsigned fresh_mask = __ballot_sync(full, fresh);
-                    if (fresh) list_r[nr + __popc(fresh_mask & lower)] = slot;
-                    nr += __popc(fresh_mask);
-                    __syncwarp();
+                    const bool active = s < s_end;
+                    // r -= L v, as r + (-(L v)): IEEE subtraction; the product of two floats is exact
+                    sansa_warp_add(keys_r, vals_r, mask, list_r, nr, active, active ? L_indices[s] : 0,
+                                   active ? -__dmul_rn((double)L_data[s], v) : 0.0);
                 }
             }
-            bool fresh = false;
-            int slot = 0;
-            if (lane == 0) {
-                slot = sansa_find_or_insert(keys_r, mask, j, &fresh);
-                vals_r[slot] = __dadd_rn(fresh ? 0.0 : vals_r[slot], 1.0);
-                if (fresh) list_r[nr] = slot;
-            }
-            nr += __shfl_sync(full, fresh ? 1 : 0, 0);
-            __syncwarp();
+            sansa_warp_add(keys_r, vals_r, mask, list_r, nr, lane == 0, j, 1.0);  // r = e_j - L k_j
             double part = 0.0;
             for (int a = lane; a < nr; a += 32) {
                 const double x = vals_r[list_r[a]];
@@ -224,17 +224,9 @@ __global__ void refine_columns(
                         const Offset s_end = L_indptr[t + 1];
                         for (Offset s0 = L_indptr[t]; s0 < s_end; s0 += 32) {
                             const Offset s = s0 + lane;
-                            bool fresh = false;
-                            int slot = 0;
-                            if (s < s_end) {
-                                slot = sansa_find_or_insert(keys_q, mask, L_indices[s], &fresh);
-                                const double term = __dmul_rn((double)L_data[s], rv);
-                                vals_q[slot] = __dadd_rn(fresh ? 0.0 : vals_q[slot], term);
-                            }
-                            const unsigned fresh_mask = __ballot_sync(full, fresh);
-                            if (fresh) list_q[nq + __popc(fresh_mask & lower)] = slot;
-                            nq += __popc(fresh_mask);
-                            __syncwarp();
+                            const bool active = s < s_end;
+                            sansa_warp_add(keys_q, vals_q, mask, list_q, nq, active, active ? L_indices[s] : 0,
+                                           active ? __dmul_rn((double)L_data[s], rv) : 0.0);
                         }
                     }
                     __syncwarp();  // every lane's reads of vals_r (skipped zero entries too) before the writes below
@@ -263,16 +255,9 @@ __global__ void refine_columns(
             __syncwarp();
             for (Offset p0 = kb; p0 < ke; p0 += 32) {  // k_j's rows are distinct: lanes never collide
                 const Offset p = p0 + lane;
-                bool fresh = false;
-                int slot = 0;
-                if (p < ke) {
-                    slot = sansa_find_or_insert(keys_r, mask, K_indices[p], &fresh);
-                    vals_r[slot] = __dadd_rn(fresh ? 0.0 : vals_r[slot], (double)K_data[p]);
-                }
-                const unsigned fresh_mask = __ballot_sync(full, fresh);
-                if (fresh) list_r[nr + __popc(fresh_mask & lower)] = slot;
-                nr += __popc(fresh_mask);
-                __syncwarp();
+                const bool active = p < ke;
+                sansa_warp_add(keys_r, vals_r, mask, list_r, nr, active, active ? K_indices[p] : 0,
+                               active ? (double)K_data[p] : 0.0);
             }
 
             // ---- select: the diagonal + the (cap - 1) largest |float32 value|, ties to the lower row
@@ -333,13 +318,11 @@ __global__ void refine_columns(
                         keep = !cut || key > tau_key || (key == tau_key && row <= row_bound);
                     }
                 }
-                const unsigned keep_mask = __ballot_sync(full, keep);
+                const long long pos = base + sansa_warp_slot(keep, count);
                 if (keep) {
-                    const long long pos = base + count + __popc(keep_mask & lower);
                     out_rows[pos] = row;
                     out_vals[pos] = v32;
                 }
-                count += __popc(keep_mask);
             }
         }
 

@@ -14,6 +14,17 @@
 #define SANSA_PHASE(id) do {} while (0)
 #endif
 
+// This lane's position among the lanes of the warp whose `take` is set, counted from `count` (the
+// same in every lane), which then advances by their number: the ballot-prefix compaction with which
+// the kernels append to lists and results in lane order. Every lane of the warp must call it.
+template <typename T>
+__device__ __forceinline__ T sansa_warp_slot(bool take, T& count) {
+    const unsigned mask = __ballot_sync(0xffffffffu, take);
+    const T pos = count + (T)__popc(mask & ((1u << (threadIdx.x & 31)) - 1u));
+    count += (T)__popc(mask);
+    return pos;
+}
+
 // (score desc, index asc): true when (s1, i1) ranks before (s2, i2).
 __device__ __forceinline__ bool sansa_ranks_before(float s1, int i1, float s2, int i2) {
     return s1 > s2 || (s1 == s2 && i1 < i2);

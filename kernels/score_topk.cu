@@ -303,33 +303,24 @@ __global__ void score_topk_warp(
         // 7. sort the n <= k winners (key descending = score desc, item asc) and write them
         SANSA_PHASE("sort_write");
         const long long o = u * (long long)k;
+        unsigned long long mine = 0ull;  // k <= 32: the key of rank `lane`
         if (k <= 32) {
             // one key per lane, bitonic sort across the warp in registers: every lane works in every
-            // step (the in-memory sort below keeps at most k / 2 lanes busy); 0 pads (below any key)
-            unsigned long long v = lane < n ? list[lane] : 0ull;
+            // step (the in-memory sort keeps at most k / 2 lanes busy); 0 pads (below any key)
+            mine = lane < n ? list[lane] : 0ull;
             for (int size = 2; size <= 32; size <<= 1) {
                 for (int stride = size >> 1; stride > 0; stride >>= 1) {
-                    const unsigned long long other = __shfl_xor_sync(SANSA_FULL_MASK, v, stride);
+                    const unsigned long long other = __shfl_xor_sync(SANSA_FULL_MASK, mine, stride);
                     const bool take_max = ((lane & stride) == 0) == ((lane & size) == 0);
-                    v = take_max ? (other > v ? other : v) : (other < v ? other : v);
+                    mine = take_max ? (other > mine ? other : mine) : (other < mine ? other : mine);
                 }
             }
-            if (lane < k) {
-                if (lane < n) {
-                    out_ids[o + lane] = (long long)(n_items - 1 - (int)(v & item_mask));
-                    out_scores[o + lane] = float_from_order_key((unsigned)(v >> ibits));
-                } else {
-                    out_ids[o + lane] = -1;
-                    out_scores[o + lane] = SANSA_NEG_INF;
-                }
-            }
-            __syncwarp();  // the reads of list above before the next user's writes
-            continue;
+        } else {
+            warp_bitonic_sort<true>(list, n, lane);
         }
-        warp_bitonic_sort<true>(list, n, lane);
-        for (int r = lane; r < k; r += 32) {
+        for (int r = lane; r < k; r += 32) {  // k <= 32: one pass, r == lane
             if (r < n) {
-                const unsigned long long key = list[r];
+                const unsigned long long key = k <= 32 ? mine : list[r];
                 out_ids[o + r] = (long long)(n_items - 1 - (int)(key & item_mask));
                 out_scores[o + r] = float_from_order_key((unsigned)(key >> ibits));
             } else {

@@ -144,10 +144,10 @@ def _sweep_with_source(source, small_factor, checked):
 
 def test_race_check_reports_a_removed_syncthreads(small_factor):
     src = kernel_source("refine.cu")
-    # the __syncwarp between two L columns of the r product: a row in both is then added to by two
-    # lanes with nothing ordering them (a ballot does not order memory)
-    marker = "nr += __popc(fresh_mask);\n                    __syncwarp();"
-    broken = src.replace(marker, "nr += __popc(fresh_mask);", 1)
+    # the __syncwarp closing each step of a sparse product: a row in two consecutive L columns is
+    # then added to by two lanes with nothing ordering them (a ballot does not order memory)
+    marker = "    if (fresh) list[pos] = slot;\n    __syncwarp();"
+    broken = src.replace(marker, "    if (fresh) list[pos] = slot;", 1)
     assert broken != src
     _sweep_with_source(src, small_factor, checked=True)  # the real kernel is clean
     with pytest.raises(KernelFault, match=r"data race .*vals_r_all.*refine\.cu:\d+"):
