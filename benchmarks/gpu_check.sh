@@ -357,19 +357,19 @@ canary_caught() {  # did memcheck, with the filter on, report the canary kernel'
 after_sanitizer_filter() {  # extra fields of the step's record (runs in a subshell: reports only)
   if canary_caught; then echo '"expected_rc": 9, "filter_verified": true'; else echo '"expected_rc": 9, "filter_verified": false'; fi
 }
+can_sanitize() {  # can_sanitize STEP: true when compute-sanitizer can run, else STEP is recorded as skipped
+  if [ "$DRY_RUN" = 1 ]; then skip "$1" "no compute-sanitizer in a dry run"; return 1; fi
+  if [ -z "$SANITIZER" ]; then skip "$1" "compute-sanitizer not found"; return 1; fi
+}
+
 sanitizer_pass() {  # sanitizer_pass TOOL TIMEOUT_S MIN_S: the GPU tests under compute-sanitizer TOOL
   local tool=$1
-  if [ "$DRY_RUN" = 1 ]; then skip "$tool" "no compute-sanitizer in a dry run"; return 0; fi
-  if [ -z "$SANITIZER" ]; then skip "$tool" "compute-sanitizer not found"; return 0; fi
+  can_sanitize "$tool" || return 0
   run_step "$tool" "$2" "$3" env SANSA_GPU_NO_POOL=1 SANSA_GPU_TEST_KINDS=cuda "$SANITIZER" --tool "$tool" \
     "${SAN_FILTER[@]}" --error-exitcode 9 --print-limit 100 "$PY" -m pytest -q -p no:cacheprovider \
     --junitxml="$LOGS/$tool.xml" "${TEST_ARGS[@]}"
 }
-if [ "$DRY_RUN" = 1 ]; then
-  skip sanitizer_filter "no compute-sanitizer in a dry run"
-elif [ -z "$SANITIZER" ]; then
-  skip sanitizer_filter "compute-sanitizer not found"
-else
+if can_sanitize sanitizer_filter; then
   run_step sanitizer_filter 45 10 env SANSA_GPU_NO_POOL=1 "$SANITIZER" --tool memcheck "${SAN_FILTER[@]}" \
     --error-exitcode 9 --print-limit 10 "$PY" benchmarks/_warmup.py canary
   if want sanitizer_filter && ! canary_caught; then  # the filter matched nothing: check every kernel instead
@@ -381,11 +381,7 @@ fi
 sanitizer_pass memcheck 120 30
 sanitizer_pass racecheck 120 30
 sanitizer_pass synccheck 90 30
-if [ "$DRY_RUN" = 1 ]; then
-  skip memcheck_smoke "no compute-sanitizer in a dry run"
-elif [ -z "$SANITIZER" ]; then
-  skip memcheck_smoke "compute-sanitizer not found"
-else
+if can_sanitize memcheck_smoke; then
   run_step memcheck_smoke 60 15 env SANSA_GPU_NO_POOL=1 "$SANITIZER" --tool memcheck "${SAN_FILTER[@]}" \
     --error-exitcode 9 --print-limit 100 "$PY" benchmarks/_warmup.py kernels
 fi

@@ -11,10 +11,12 @@ nDCG@20 on the dataset's split (``sansa_gpu.data.load_split``), every other sett
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _isolated import emit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,9 +49,7 @@ def main(argv=None) -> int:
                    "nnz_L": m.stats_["nnz_L"], "icf_shift": m.stats_.get("icf_shift"),
                    **{k: round(v, 5) for k, v in r.items()}, "device": "cpu (2-core VM)",
                    "date": time.strftime("%Y-%m-%d")}
-            print(json.dumps(rec), flush=True)
-            with open(args.out, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            emit(rec, args.out)
     return 0
 
 

@@ -27,6 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _isolated import emit  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -136,9 +139,7 @@ def main(argv=None) -> int:
                        "params": params, "repeat": rep, "device": "cpu (2-core VM)",
                        "date": time.strftime("%Y-%m-%d"), **rec}
                 runs[name].append(rec)
-                print(json.dumps(rec), flush=True)
-                with open(args.out, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
+                emit(rec, args.out)
         summary = {"what": "gram_pass_summary", "data": case, "repeats": args.repeats, "device": "cpu (2-core VM)",
                    "date": time.strftime("%Y-%m-%d")}
         for name, recs in runs.items():
@@ -148,9 +149,7 @@ def main(argv=None) -> int:
                 summary[f"{name}_peak_rss_gb_median"] = statistics.median(r["peak_rss_gb"] for r in ok)
         if "before_fit_seconds_median" in summary and "after_fit_seconds_median" in summary:
             summary["fit_speedup"] = round(summary["before_fit_seconds_median"] / summary["after_fit_seconds_median"], 3)
-        print(json.dumps(summary), flush=True)
-        with open(args.out, "a") as f:
-            f.write(json.dumps(summary) + "\n")
+        emit(summary, args.out)
     return 0
 
 

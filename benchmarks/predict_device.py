@@ -452,6 +452,16 @@ def _growth(history: list, target: int, factor_counts: dict, launches: int) -> d
                     "prediction assumes exponent 0"}
 
 
+def _extrapolation(measured_n: int, n: int, unit: str, times: str, grows_with: str) -> dict | None:
+    """What a record predicted at ``n`` items from counts measured at ``measured_n`` says of its
+    extrapolation (None when it was measured at that size)."""
+    if n == measured_n:
+        return None
+    return {"n_items": measured_n, "rule": f"counts per {unit} measured on the {measured_n}-item model (same "
+                                           f"{PER_ITEM} nonzeros per item column) x {times}; assumes the per-{unit} "
+                                           f"work does not grow with {grows_with}"}
+
+
 def records_for(stage: str, measured: dict, fac: dict, targets: list[int], args, base: dict,
                 history: list | None = None) -> list[dict]:
     from sansa_gpu.testing.counts import merge_counts
@@ -465,11 +475,7 @@ def records_for(stage: str, measured: dict, fac: dict, targets: list[int], args,
         if stage == "score":
             users = args.score_users
             factor = users / measured["units"]
-            extrapolated = None
-            if n != fac["n"]:
-                extrapolated = {"n_items": fac["n"], "rule": f"counts per user measured on the {fac['n']}-item model "
-                                                             f"(same {PER_ITEM} nonzeros per item column) x users; "
-                                                             "assumes the per-user work does not grow with n_items"}
+            extrapolated = _extrapolation(fac["n"], n, "user", "users", "n_items")
             sizes = {**measured["sizes"], "n_items": n, "users": users}
             if n != fac["n"]:
                 sizes = {"n_items": n, "users": users, "k": args.k, "nnz_Wt": f"~{PER_ITEM} x n_items (extrapolated)",
@@ -478,11 +484,7 @@ def records_for(stage: str, measured: dict, fac: dict, targets: list[int], args,
             launches = measured["glue_launches"]  # uploads of one users block: 1 per call at these sizes
         else:
             factor = n / measured["units"]
-            extrapolated = None
-            if n != fac["n"]:
-                extrapolated = {"n_items": fac["n"], "rule": f"counts per column measured on the {fac['n']}-item model "
-                                                             f"(same {PER_ITEM} nonzeros per item column) x n_items; "
-                                                             "assumes the per-column work does not grow with n"}
+            extrapolated = _extrapolation(fac["n"], n, "column", "n_items", "n")
             sizes = measured["sizes"] if n == fac["n"] else {"n_items": n, "nnz": f"~{PER_ITEM} x n_items (extrapolated)"}
             scale_note = ("sampled columns scaled to the launched columns" +
                           (f", then x {factor:g} (n_items / measured n_items)" if n != fac["n"] else ""))

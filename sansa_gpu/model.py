@@ -181,6 +181,11 @@ class SANSA:
             return None
         if self.max_gram_per_item != "auto":
             return int(self.max_gram_per_item)
+        return self._auto_gram_cap(n_items)
+
+    def _auto_gram_cap(self, n_items: int) -> int | None:
+        """``max_gram_per_item='auto'`` at this density: GRAM_PER_FACTOR_ENTRY per factor nonzero of an
+        item column; None when that keeps every entry anyway."""
         per_item = max(1, int(np.ceil(self.density_for(n_items) * n_items)))
         cap = GRAM_PER_FACTOR_ENTRY * per_item
         return None if cap >= n_items - 1 else int(cap)
@@ -379,7 +384,7 @@ class SANSA:
             # the measured default ('auto'), or less when the Gram would still take over a quarter of
             # what is available (12 bytes per entry)
             fits = max(1, int(have / 4 / 12 / max(1, n)) - 1)
-            auto = SANSA(density=self.density, max_gram_per_item="auto").gram_cap_for(n) or fits
+            auto = self._auto_gram_cap(n) or fits
             cap = min(fits, auto)
             hint = f"max_gram_per_item={cap} (at most {n * (cap + 1) * 12 / 1e9:.1f} GB of Gram)"
             if not self.min_cooccurrence:
