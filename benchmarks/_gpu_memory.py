@@ -85,15 +85,14 @@ def track_peak(pool=None):
 
 
 def release_gpu_caches() -> None:
-    """Free what sansa_gpu keeps on the device between calls (the scoring kernel's cached model
-    and scratch, the refinement's scratch) and the pool's cached blocks, so that the next
+    """Free what sansa_gpu keeps on the device between calls (every model's scoring cache entries
+    on the device, the refinement's scratch) and the pool's cached blocks, so that the next
     measurement starts from an empty pool. Tolerates those internals having moved."""
-    from sansa_gpu.gpu import inference, refine
+    from sansa_gpu.gpu import refine
 
-    if hasattr(inference, "release_scoring_cache"):
-        inference.release_scoring_cache()
-    elif hasattr(inference, "_device_cache"):
-        inference._device_cache.clear()
+    from sansa_gpu.scoring_cache import release_device_entries
+
+    release_device_entries()  # every model's device weights and scoring scratch
     if hasattr(refine, "release_scratch"):
         refine.release_scratch()
     elif hasattr(refine, "_Scratch"):

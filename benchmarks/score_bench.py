@@ -111,19 +111,20 @@ def real_data(args) -> None:
     for density in args.densities:
         model, fit_s = _fit(split.train, density, args.l2, args.ordering)
         Wt, Z = model.weights_
-        plan, plan_reason = cpu_inference.choose_plan(X, Wt, Z)
-        cpu_inference.release_scoring_cache()
+        cache = model._scoring_cache  # what model.recommend scores with
+        plan, plan_reason = cpu_inference.choose_plan(X, Wt, Z, cache=cache)
+        model.release_scoring_cache()
         build_s = None
         if plan in ("product", "sparse_product"):  # formed before timing, as a nightly job's first batch would
-            cpu_inference._product_state(Wt, Z, plan)  # compiles the kernels that form B
-            cpu_inference.release_scoring_cache()
+            cpu_inference._product_state(Wt, Z, plan, cache)  # compiles the kernels that form B
+            model.release_scoring_cache()
             t0 = time.perf_counter()
-            cpu_inference._product_state(Wt, Z, plan)
+            cpu_inference._product_state(Wt, Z, plan, cache)
             build_s = time.perf_counter() - t0
         # the structure count auto's choice needs (kept per model), outside the timing as B is
-        cpu_inference.choose_plan(X, Wt, Z, cached=None if plan == "factored" else plan)
+        cpu_inference.choose_plan(X, Wt, Z, cached=None if plan == "factored" else plan, cache=cache)
         model.recommend(X[:100], k=args.k)  # compile
-        cpu_inference.recommend_sparse(X[:100], Wt, Z, args.k, plan=plan)  # the plan auto takes for all of X
+        cpu_inference.recommend_sparse(X[:100], Wt, Z, args.k, plan=plan, cache=cache)  # the plan auto takes for all of X
         if args.skip_official:
             emit(compare_plans(args, X, Wt, Z, density), args.out)
             continue
@@ -164,7 +165,7 @@ def real_data(args) -> None:
             # the sparse product plan scatters the rows of B for the user's items: the factored
             # stream with Wt = I and Z = B (a user's items ascend, as its touched latents do)
             if plan == "sparse_product":  # B as the plan holds it (uint16 indices where they fit: the same bytes)
-                indptr, indices, data = cpu_inference._product_state(Wt, Z, plan)
+                indptr, indices, data = cpu_inference._product_state(Wt, Z, plan, cache)
                 Wt_s = sp.identity(X.shape[1], dtype=np.float32, format="csr")
                 Z_s = SimpleNamespace(indptr=indptr, indices=indices, data=data, shape=(X.shape[1], X.shape[1]))
             else:
@@ -187,26 +188,27 @@ def compare_plans(args, X, Wt, Z, density) -> dict:
     ``--repeats`` interleaved runs each (B formed before timing the product plan, its time reported
     apart), what ``plan="auto"`` chooses and the cost model's predictions, and the top-k agreement."""
     from sansa_gpu.cpu import inference as cpu_inference
+    from sansa_gpu.scoring_cache import ScoringCache
 
     for plan in args.plans:  # compile every kernel (forming B and scoring) before anything is timed
         cpu_inference.recommend_sparse(X[:50], Wt, Z, args.k, plan=plan)
-    cpu_inference.release_scoring_cache()
+    cache = ScoringCache()
     build = {}
-    for plan in ("product", "sparse_product"):  # each B formed once, timed apart (one is kept at a time)
+    for plan in ("product", "sparse_product"):  # each B formed once, timed apart
         if plan in args.plans:
             t0 = time.perf_counter()
-            cpu_inference._product_state(Wt, Z, plan)
+            cpu_inference._product_state(Wt, Z, plan, cache)
             build[plan] = round(time.perf_counter() - t0, 3)
     times = {plan: [] for plan in args.plans}
     results = {}
     for _ in range(args.repeats):
         for plan in args.plans:
             if plan in build:
-                cpu_inference._product_state(Wt, Z, plan)  # (re)formed outside the timing
+                cpu_inference._product_state(Wt, Z, plan, cache)  # (re)formed outside the timing if the budget dropped it
             t0 = time.perf_counter()
-            results[plan] = cpu_inference.recommend_sparse(X, Wt, Z, args.k, plan=plan)
+            results[plan] = cpu_inference.recommend_sparse(X, Wt, Z, args.k, plan=plan, cache=cache)
             times[plan].append(time.perf_counter() - t0)
-    cost = cpu_inference.plan_costs(X, Wt, Z, cpu_inference.product_row_nnz(Wt, Z))
+    cost = cpu_inference.plan_costs(X, Wt, Z, cpu_inference.product_row_nnz(Wt, Z, cache))
     rec = {"what": "score_plans", "data": args.data, "density": density, "k": args.k, "n_users": int(X.shape[0]),
            "n_items": int(X.shape[1]), "model_nnz": int(Wt.nnz + Z.nnz),
            **{f"{plan}_build_seconds": t for plan, t in build.items()},

@@ -1,8 +1,9 @@
-// Fused scoring and masked top-k: s = (x Wt) Z per user, own items excluded, k best sorted,
-// padded with -1 / -inf.
+// Fused scoring and masked top-k: s = (x Wt) Z per user, own items (with exclude_seen) and
+// blocked items excluded, k best sorted, padded with -1 / -inf.
 //
 // Contract (same as sansa_gpu/cpu/inference.py, bit for bit): candidates are the items reached
-// through Z from a latent row t with float32(h[t]) != 0 that the user does not have; order is
+// through Z from a latent row t with float32(h[t]) != 0 that the user does not have (when
+// exclude_seen) and that are not blocked (blocked[c] != 0, when has_blocked); order is
 // score descending, then lower item index. h = x Wt is accumulated in float64 in the order
 // (user's items ascending, then Wt row order); s[c] = sum over t ascending of
 // float32(h[t]) * Z[t, c] in float32. Every add and multiply is an explicitly rounded intrinsic
@@ -17,10 +18,10 @@
 //   h      n_latent doubles   hmark  n_latent bytes   tlist  n_latent ints  (touched latent rows)
 //   s      n_items floats     flag   n_items bytes    list   n_items uint64 (reached items, then
 //                                                                            their top-k keys)
-// flag: 0 untouched, 1 reached (a candidate), 2 the user's own item.
+// flag: 0 untouched, 1 reached (a candidate), 2 the user's own item (only with exclude_seen).
 //
 // Steps per user (the work is the CPU twin's: the touched entries of Wt and Z, once each):
-//   1. own items -> flag 2.
+//   1. own items -> flag 2 (with exclude_seen).
 //   2. h: items of x in order; lanes split the Wt row (its latent ids are distinct, so lanes
 //      never collide and each h[t] sees its terms in CPU order); first touches -> tlist.
 //   3. sort tlist ascending, in place (warp bitonic sort, or a scan of hmark when that is
@@ -30,12 +31,15 @@
 //      first touch of c (flag 0 -> 1) appends c to list. A row's column indices are distinct,
 //      so no two lanes update the same s[c], and a __syncwarp between rows orders a row's
 //      updates before the next row's. Each s[c] thus receives its terms one at a time in
-//      ascending t, starting from 0: exactly the CPU's sum. Own items are skipped (the CPU
-//      scores them too but never returns them). Then reset h, hmark (through tlist).
+//      ascending t, starting from 0: exactly the CPU's sum. Own items are skipped with
+//      exclude_seen (the CPU scores them too but never returns them); without it, each reached
+//      own item then gets s[i] + x_i (B = I + Wt Z, as the CPU). Then reset h, hmark (through tlist).
 //   5. keys: list[a] = c becomes the 64-bit key (order-preserving bits of s[c] << ibits) |
 //      (n_items - 1 - c): keys are distinct and a larger key ranks first (score desc, then item
 //      asc: the CPU's rule, equal scores sharing their high bits). The score's exact bits are
-//      decoded back from the key for the output. s[c], flag[c] and the own-item flags are reset.
+//      decoded back from the key for the output. Blocked items are dropped here (the list is
+//      compacted in order: one byte read per reached item, not per update). s[c], flag[c] and
+//      the own-item flags are reset.
 //   6. select: if there are more than k keys, a radix select on 5-bit digits (one histogram bin
 //      per lane, counted with ballots), from the digit holding the highest bit where the keys
 //      differ down, finds the digits of the k-th largest key; each pass keeps, compacted in
@@ -127,7 +131,7 @@ __global__ void score_topk_warp(
     const Offset* __restrict__ x_indptr, const int* __restrict__ x_indices, const float* __restrict__ x_data,
     const long long* __restrict__ wt_indptr, const int* __restrict__ wt_indices, const float* __restrict__ wt_data,
     const long long* __restrict__ z_indptr, const int* __restrict__ z_indices, const float* __restrict__ z_data,
-    const int n_latent, const int n_items, const int k, const int n_users,
+    const unsigned char* __restrict__ blocked, const int has_blocked, const int exclude_seen, const int n_latent, const int n_items, const int k, const int n_users,
     double* __restrict__ h_scratch, unsigned char* __restrict__ hmark_scratch, int* __restrict__ tlist_scratch,
     float* __restrict__ s_scratch, unsigned char* __restrict__ flag_scratch,
     unsigned long long* __restrict__ list_scratch,
@@ -150,7 +154,9 @@ __global__ void score_topk_warp(
         SANSA_PHASE("gather");
         const Offset x_begin = x_indptr[u], x_end = x_indptr[u + 1];
         // 1. own items
-        for (Offset p = x_begin + lane; p < x_end; p += 32) flag[x_indices[p]] = 2;
+        if (exclude_seen) {
+            for (Offset p = x_begin + lane; p < x_end; p += 32) flag[x_indices[p]] = 2;
+        }
         __syncwarp();
         // 2. h = x Wt, float64, CPU order
         int nt = 0;
@@ -219,6 +225,15 @@ __global__ void score_topk_warp(
             __syncwarp();  // this row's updates of s / flag before the next row's
         }
         __syncwarp();  // every lane's reads of tlist / h (rows skipped too) before the reset
+        if (!exclude_seen) {
+            // own items reached score with B = I + Wt Z (EASE's B, zero diagonal): s[i] + x_i, as the
+            // CPU twin (_add_own); the user's items are distinct, so lanes never share an s[i]
+            for (Offset p = x_begin + lane; p < x_end; p += 32) {
+                const int i = x_indices[p];
+                if (flag[i] == 1) s[i] = __fadd_rn(s[i], x_data[p]);
+            }
+            __syncwarp();
+        }
         for (int a = lane; a < nt; a += 32) {
             const int t = tlist[a];
             h[t] = 0.0;
@@ -227,18 +242,31 @@ __global__ void score_topk_warp(
         // 5. item -> key, in place; reset s, flag
         SANSA_PHASE("keys");
         unsigned long long key_and = ~0ull, key_or = 0ull;
-        for (int a = lane; a < nr; a += 32) {
-            const int c = (int)list[a];
-            const unsigned long long key =
-                ((unsigned long long)float_order_key(s[c]) << ibits) | (unsigned long long)(n_items - 1 - c);
-            s[c] = 0.0f;
-            flag[c] = 0;
-            list[a] = key;
-            key_and &= key;
-            key_or |= key;
+        int kept_keys = 0;
+        for (int a0 = 0; a0 < nr; a0 += 32) {  // nr is warp-uniform: every lane runs every round
+            const int a = a0 + lane;
+            bool keep = false;
+            unsigned long long key = 0ull;
+            if (a < nr) {
+                const int c = (int)list[a];
+                keep = !(has_blocked && blocked[c]);
+                key = ((unsigned long long)float_order_key(s[c]) << ibits) | (unsigned long long)(n_items - 1 - c);
+                s[c] = 0.0f;
+                flag[c] = 0;
+            }
+            __syncwarp();  // the round's reads of list before any lane overwrites them (to <= a)
+            const int to = sansa_warp_slot(keep, kept_keys);
+            if (keep) {
+                list[to] = key;
+                key_and &= key;
+                key_or |= key;
+            }
         }
         __syncwarp();
-        for (Offset p = x_begin + lane; p < x_end; p += 32) flag[x_indices[p]] = 0;
+        nr = kept_keys;
+        if (exclude_seen) {
+            for (Offset p = x_begin + lane; p < x_end; p += 32) flag[x_indices[p]] = 0;
+        }
         // 6. keep the k largest keys in list[0, n)
         SANSA_PHASE("select");
         int n = k > 0 ? nr : 0;

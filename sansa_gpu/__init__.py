@@ -8,7 +8,9 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 from .ease import EASE  # noqa: E402
 from .model import SANSA  # noqa: E402
+from .scoring_cache import scoring_cache_info, set_scoring_cache_budget  # noqa: E402
 from .serving import score_to_parquet  # noqa: E402
 from .tuning import TuneResult, tune  # noqa: E402
 
-__all__ = ["EASE", "SANSA", "TuneResult", "score_to_parquet", "tune", "__version__"]
+__all__ = ["EASE", "SANSA", "TuneResult", "score_to_parquet", "scoring_cache_info", "set_scoring_cache_budget", "tune",
+           "__version__"]

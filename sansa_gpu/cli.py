@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 from . import __version__
 
 logger = logging.getLogger("sansa_gpu.cli")
@@ -130,6 +132,34 @@ def _cmd_fit(args) -> int:
     return 0
 
 
+def read_item_list(path: str, kind: str) -> np.ndarray:
+    """Raw item IDs of ``--items`` / ``--exclude-items``: one per line of a text file (blank lines and
+    lines starting with '#' skipped), as int64 when the model's item IDs are ints ('int'), else str."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [(n, line.strip()) for n, line in enumerate(f, 1)]
+    except OSError as exc:
+        raise OSError(f"cannot read the item list {path!r}: {exc.strerror or exc}") from exc
+    values = [(n, v) for n, v in lines if v and not v.startswith("#")]
+    if kind != "int":
+        return np.array([v for _, v in values], dtype=str)
+    out = np.empty(len(values), dtype=np.int64)
+    for a, (n, v) in enumerate(values):
+        try:
+            out[a] = int(v)
+        except ValueError:
+            raise ValueError(f"{path}:{n}: {v!r} is not an integer item ID (the model's item IDs are integers)") from None
+    return out
+
+
+def _candidate_lists(args, kind: str) -> dict:
+    """The filter keywords of the scoring functions from ``--items`` / ``--exclude-items`` /
+    ``--include-seen``."""
+    return {"items": None if args.items is None else read_item_list(args.items, kind),
+            "filter_items": None if args.exclude_items is None else read_item_list(args.exclude_items, kind),
+            "filter_already_liked_items": not args.include_seen}
+
+
 def _cmd_recommend_distributed(args) -> int:
     """``recommend --scheduler ADDR`` / ``--workers N``: score on a Dask cluster into a Parquet folder."""
     if args.scheduler and args.workers is not None:
@@ -140,9 +170,10 @@ def _cmd_recommend_distributed(args) -> int:
         raise ValueError("--scheduler / --workers write a Parquet folder; --format csv is not supported there")
     if args.workers is not None:  # on --scheduler the workers' devices count, checked by the workers
         _check_device(args.device)
-    from .distributed import _dask, preflight, restored_environ, score_partitioned
+    from .distributed import _dask, _model_header, preflight, restored_environ, score_partitioned
 
     _, _, distributed = _dask()
+    lists = _candidate_lists(args, _model_header(args.model)["item_ids"])
     preflight(args.model, args.input, args.output, args.k, args.user_col, args.item_col, args.value_col,
               args.batch_size)  # bad input fails before a cluster is started
     logging.getLogger("distributed").setLevel(logging.WARNING)  # the cluster's own INFO chatter
@@ -161,7 +192,7 @@ def _cmd_recommend_distributed(args) -> int:
             out = score_partitioned(args.model, args.input, args.output, k=args.k, user_col=args.user_col,
                                     item_col=args.item_col, value_col=args.value_col, client=client,
                                     batch_size=args.batch_size, device=args.device or "auto",
-                                    progress=not args.quiet)
+                                    progress=not args.quiet, **lists)
         except RuntimeError as exc:  # a task failed with a non-standard error (e.g. KilledWorker)
             raise OSError(str(exc)) from exc
     print(json.dumps({**out, "seconds": round(out["seconds"], 3)}))
@@ -177,11 +208,12 @@ def _cmd_recommend(args) -> int:
     _check_output(args.output)
     _check_device(args.device)
     model = SANSA.load(args.model, device=args.device)
+    lists = _candidate_lists(args, model.item_ids_.kind if model.item_ids_ is not None else "int")
     table = _read(args.input, args)
     with _writing(args.output):
         out = score_to_parquet(model, table, args.output, k=args.k, batch_size=args.batch_size,
                                user_col=args.user_col, item_col=args.item_col, value_col=args.value_col,
-                               format=args.format, progress=not args.quiet)
+                               format=args.format, progress=not args.quiet, **lists)
     print(json.dumps({**out, "seconds": round(out["seconds"], 3)}))
     return 0
 
@@ -317,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--k", type=int, default=20)
     r.add_argument("--batch-size", type=int, default=None, help="users per block (bounds memory)")
     r.add_argument("--format", choices=("parquet", "csv"), default=None, help="default: from the output name")
+    r.add_argument("--items", default=None, metavar="FILE",
+                   help="recommend only these items: a text file with one raw item ID per line")
+    r.add_argument("--exclude-items", default=None, metavar="FILE",
+                   help="never recommend these items: a text file with one raw item ID per line")
+    r.add_argument("--include-seen", action="store_true",
+                   help="also recommend items the user already has (default: they are excluded)")
     r.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
     r.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="score on an existing Dask cluster (tcp://HOST:8786); INPUT is a Parquet folder or file, "

@@ -31,6 +31,8 @@ import time
 import uuid
 import warnings
 
+import numpy as np
+
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +143,11 @@ def _output_schema(user_kind: str, item_kind: str, k: int):
 
 def score_partition(df, index: int, directory: str, fingerprint, k: int, user_col: str, item_col: str,
                     value_col: str | None, user_kind: str, batch_size: int | None = None,
-                    device: str | None = "auto") -> dict:
+                    device: str | None = "auto", items=None, filter_items=None,
+                    filter_already_liked_items: bool = True) -> dict:
     """Score one partition (a pandas DataFrame holding ALL rows of its users) and write
-    ``directory/part.<index>.parquet`` atomically. Returns ``{'partition', 'users', 'rows',
+    ``directory/part.<index>.parquet`` atomically. ``items`` / ``filter_items``: allow / block lists
+    of raw item IDs (IDs unknown to the model ignored). Returns ``{'partition', 'users', 'rows',
     'unknown_rows', 'unknown_items'}`` (unknown items: up to 5 examples)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -152,8 +156,15 @@ def score_partition(df, index: int, directory: str, fingerprint, k: int, user_co
     from .io import atomic_file
     from .serving import long_format
 
+    from .candidates import blocked_items
+
     model = worker_model(fingerprint, device)
     item_ids = model.item_ids_
+    with warnings.catch_warnings():  # unknown IDs in the lists: ignored, as documented (not once per partition)
+        warnings.simplefilter("ignore", UserWarning)
+        blocked = blocked_items(model.n_items_, items, filter_items, item_ids=item_ids)
+    candidates = {"items": None if blocked is None else np.flatnonzero(blocked == 0),
+                  "filter_already_liked_items": filter_already_liked_items}
     schema = _output_schema(user_kind, item_ids.kind, k)
     path = os.path.join(directory, PART_NAME.format(index))
     n_users = n_rows = n_unknown = 0
@@ -171,7 +182,7 @@ def score_partition(df, index: int, directory: str, fingerprint, k: int, user_co
                     unknown = enc.unknown_items[:5].tolist()
                 users = enc.users.ids
                 n_users = int(users.shape[0])
-                for start, ids, scores in model.recommend_batches(enc.X, k, batch_size):
+                for start, ids, scores in model.recommend_batches(enc.X, k, batch_size, **candidates):
                     block = long_format(users[start:start + ids.shape[0]], ids, scores, item_ids)
                     writer.write_table(block.cast(schema))
                     n_rows += block.num_rows
@@ -287,7 +298,8 @@ def score_partitioned(model_path, input, output_dir, k: int = 20, user_col: str 
                       item_col: str = "item_id", value_col: str | None = None, client=None, *,
                       partitioned_by_user: bool = False, npartitions: int | None = None,
                       shuffle_method: str = "tasks", batch_size: int | None = None, device: str | None = "auto",
-                      progress: bool = False) -> dict:
+                      progress: bool = False, items=None, filter_items=None,
+                      filter_already_liked_items: bool = True) -> dict:
     """Write every user's top-k to the Parquet folder ``output_dir``, scoring on a Dask cluster.
 
     model_path : a model saved by :meth:`SANSA.save` from a table of raw IDs, at a path every worker
@@ -301,6 +313,8 @@ def score_partitioned(model_path, input, output_dir, k: int = 20, user_col: str 
     npartitions : output partitions (default: as many as the input's).
     client : a ``distributed.Client``; default: the current one, else a temporary LocalCluster.
     device : where workers score ('auto': each worker's GPU when one answers, else its CPU).
+    items, filter_items, filter_already_liked_items : as in :meth:`SANSA.recommend_table` (raw item
+        IDs; IDs the model does not know are ignored).
 
     Output: ``output_dir/part.NNNNN.parquet`` (``user_id, rank, item_id, score``; users sorted by raw
     ID within a file, a user in exactly one file), plus ``_sansa_gpu.json`` (summary), written to a
@@ -337,7 +351,10 @@ def score_partitioned(model_path, input, output_dir, k: int = 20, user_col: str 
         n = len(parts)
         job = uuid.uuid4().hex[:8]
         task = dask.delayed(score_partition)
-        tasks = [task(p, i, tmp, fingerprint, k, user_col, item_col, value_col, user_kind, batch_size, device,
+        lists = {"items": None if items is None else np.asarray(items),
+                 "filter_items": None if filter_items is None else np.asarray(filter_items),
+                 "filter_already_liked_items": bool(filter_already_liked_items)}
+        tasks = [task(p, i, tmp, fingerprint, k, user_col, item_col, value_col, user_kind, batch_size, device, **lists,
                       dask_key_name=f"sansa-score-{job}-{i}") for i, p in enumerate(parts)]
         futures = client.compute(tasks)
         if progress:

@@ -11,10 +11,12 @@ import scipy.linalg.lapack as lapack
 import scipy.sparse as sp
 
 from . import __version__
+from .candidates import blocked_items
 from .cpu.inference import topk_dense
 from .errors import NotFittedError
 from .io import load_arrays, save_arrays
 from .memory import available_memory_bytes
+from .serving import item_rows
 from .validation import check_interactions, check_positive_float, check_positive_int
 
 logger = logging.getLogger(__name__)
@@ -141,20 +143,34 @@ class EASE:
         X = check_interactions(X, n_items=self.n_items_)
         return np.asarray(X @ self.B_, dtype=np.float32)
 
-    def recommend(self, X, k: int = 20, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """Masked top-k, same contract as SANSA.recommend (every unseen item is a candidate)."""
+    def recommend(self, X, k: int = 20, batch_size: int = 4096, *, items=None, filter_items=None,
+                  filter_already_liked_items: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Masked top-k, same contract and filters as SANSA.recommend (every item a candidate:
+        B is dense)."""
         self._check_fitted()
         k = check_positive_int(k, "k")
         batch_size = check_positive_int(batch_size, "batch_size")
         X = check_interactions(X, n_items=self.n_items_)
+        blocked = blocked_items(self.n_items_, items, filter_items)
+        return self._topk(X, k, batch_size, blocked, bool(filter_already_liked_items))
+
+    def _topk(self, X: sp.csr_matrix, k: int, batch_size: int, blocked, exclude_seen: bool):
         n_users = X.shape[0]
         ids = np.empty((n_users, k), dtype=np.int64)
         scores = np.empty((n_users, k), dtype=np.float32)
         for s in range(0, n_users, batch_size):
             e = min(n_users, s + batch_size)
             S = np.asarray(X[s:e] @ self.B_, dtype=np.float32)
-            topk_dense(S, X, k, ids, scores, row_offset=s)
+            topk_dense(S, X, k, ids, scores, row_offset=s, blocked=blocked, exclude_seen=exclude_seen)
         return ids, scores
+
+    def similar_items(self, items, k: int = 20, *, filter_items=None, candidates=None) -> tuple[np.ndarray, np.ndarray]:
+        """The k items with the largest B[i, j] for each i in ``items`` (item indices), i itself
+        excluded; as :meth:`SANSA.similar_items`."""
+        self._check_fitted()
+        k = check_positive_int(k, "k")
+        rows = item_rows(items, self.n_items_)
+        return self._topk(rows, k, 4096, blocked_items(self.n_items_, candidates, filter_items), True)
 
     def save(self, path) -> None:
         """Write the fitted model (``B_``, ``n_items_``, ``stats_``, ``l2``) to ``path`` atomically (no pickle)."""

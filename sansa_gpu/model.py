@@ -12,11 +12,14 @@ import scipy.sparse as sp
 
 from . import __version__, cpu
 from .backend import backend_device, get_backend, resolve_device
+from .candidates import blocked_items
 from .errors import GPUOutOfMemory, NotFittedError
 from .factorize import ORDERINGS, FactorCache, choose_factorizer, icf_column_scaling, ldlt_cholmod, ldlt_icf, nnz_budget
 from .ids import IdMap, encode_interactions, is_table
 from .io import csr_from_arrays, csr_to_arrays, load_arrays, save_arrays
 from .refine import refine_inverse
+from .scoring_cache import ScoringCache
+from .serving import item_rows, similar_format
 from .validation import (
     check_density,
     check_interactions,
@@ -109,8 +112,8 @@ class SANSA:
 
     Fitted attributes: ``weights_`` (Wt, Z), ``n_items_``, ``history_`` (loss per sweep, with the
     device each sweep ran on), ``stats_`` (seconds and nnz per stage; ``stats_["stage_devices"]``:
-    where each stage actually ran -- after a GPU out-of-memory fallback too -- updated by
-    ``recommend``/``score``; for 'icf' also ``icf_shift``, the diagonal shift the incomplete
+    where each fitting stage actually ran -- after a GPU out-of-memory fallback too; scoring never
+    modifies the model, and logs where it ran at DEBUG level; for 'icf' also ``icf_shift``, the diagonal shift the incomplete
     Cholesky was computed with -- ``l2`` unless it restarted --, ``icf_restarts`` and
     ``icf_breakdowns``, one ``{"pivot", "shift"}`` per failed attempt: a non-positive pivot
     restarts it with a larger shift, i.e. more regularisation than asked, with a logged warning),
@@ -364,6 +367,7 @@ class SANSA:
         stats.update(weights_seconds=t3 - t2, nnz_Wt=int(Wt.nnz), nnz_Z=int(Z.nnz), fit_seconds=t3 - t0)
         logger.info("weights: nnz(Wt)=%d nnz(Z)=%d (%.2fs); fit total %.2fs", Wt.nnz, Z.nnz, t3 - t2, t3 - t0)
         self.weights_ = (Wt, Z)
+        self.__dict__.pop("_scoring_cache_obj", None)  # a refit: what was formed from the old weights goes
         self.n_items_ = n
         self.item_ids_ = item_ids
         self.history_ = history
@@ -402,37 +406,66 @@ class SANSA:
         device = getattr(self, "device_", None) or resolve_device(self.device)
         return get_backend(device)
 
-    def recommend(self, X, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k unseen items for each row (user) of X.
+    @property
+    def _scoring_cache(self) -> ScoringCache:
+        """This model's scoring state (formed B, device weights), created on first use. dict.setdefault
+        is atomic, so threads racing on the first call all get the same cache."""
+        cache = self.__dict__.get("_scoring_cache_obj")
+        return cache if cache is not None else self.__dict__.setdefault("_scoring_cache_obj", ScoringCache())
+
+    def release_scoring_cache(self) -> None:
+        """Free what this model keeps for scoring (the product plans' B, its counted structure, the GPU's
+        copies of the weights and scratch); the next call forms what it needs again. Call it after
+        modifying ``weights_`` in place. Other models' caches are untouched."""
+        cache = self.__dict__.get("_scoring_cache_obj")
+        if cache is None:
+            return
+        had_device = any(name.startswith("gpu_") for name in cache.names())
+        cache.clear()
+        if had_device:
+            from .gpu import _device
+
+            _device.current().release_pool()
+
+    def recommend(self, X, k: int = 20, *, items=None, filter_items=None, filter_already_liked_items: bool = True,
+                  plan: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items for each row (user) of X.
 
         X : (users, n_items_) scipy sparse. Returns ids (users, k) int64 and scores (users, k)
-        float32, sorted by score descending (ties: lower item id first). Items the user already
-        has are excluded; when fewer than k items have a nonzero-structure score the rows are
-        padded with id -1 and score -inf. (Tables of raw IDs: :meth:`recommend_table`.)
+        float32, sorted by score descending (ties: lower item id first). Candidates are the items
+        with a nonzero-structure score, restricted to ``items`` (an allow-list of item indices) when
+        given, never those in ``filter_items`` (a block-list), and not the user's own items unless
+        ``filter_already_liked_items=False``; rows with fewer than k candidates are padded with id -1
+        and score -inf. ``plan``: the CPU's scoring plan ('auto', 'factored', 'product',
+        'sparse_product'; :mod:`sansa_gpu.cpu.inference`). Safe to call from several threads; the
+        model is not modified. (Tables of raw IDs: :meth:`recommend_table`.)
         """
         self._check_fitted()
         k = check_positive_int(k, "k")
         X = check_interactions(X, n_items=self.n_items_)
+        blocked = blocked_items(self.n_items_, items, filter_items)
+        return self._recommend_rows(X, k, blocked, bool(filter_already_liked_items), plan)
+
+    def _recommend_rows(self, X: sp.csr_matrix, k: int, blocked, exclude_seen: bool, plan: str = "auto"):
+        """recommend() on checked input: the backend's kernels with this model's cache."""
         Wt, Z = self.weights_
         backend = self._inference_backend()
+        if backend_device(backend) != "cpu" and plan in ("product", "sparse_product"):
+            backend = cpu  # the product plans run on the CPU only
         try:
-            ids, scores = backend.recommend_sparse(X, Wt, Z, k)
-            where = backend_device(backend)
+            ids, scores = backend.recommend_sparse(X, Wt, Z, k, plan, cache=self._scoring_cache, blocked=blocked,
+                                                   exclude_seen=exclude_seen)
         except GPUOutOfMemory as exc:
             logger.warning("recommend: %s; scoring on the CPU", exc)
-            ids, scores = cpu.recommend_sparse(X, Wt, Z, k, plan="factored")  # the GPU's plan: the same result
-            where = "cpu (GPU out of memory)"
-        self._note_stage_device("recommend", where)
+            # the GPU's plan: the same result
+            ids, scores = cpu.recommend_sparse(X, Wt, Z, k, "factored", cache=self._scoring_cache, blocked=blocked,
+                                               exclude_seen=exclude_seen)
         return ids, scores
 
-    def _note_stage_device(self, stage: str, where: str) -> None:
-        stats = getattr(self, "stats_", None)
-        if isinstance(stats, dict):
-            stats.setdefault("stage_devices", {})[stage] = where
-
-    def recommend_batches(self, X, k: int = 20, batch_size: int | None = None):
+    def recommend_batches(self, X, k: int = 20, batch_size: int | None = None, *, items=None, filter_items=None,
+                          filter_already_liked_items: bool = True):
         """Yield ``(start, ids, scores)`` for consecutive blocks of rows of X (scipy sparse),
-        ``ids``/``scores`` as in :meth:`recommend` for rows ``start .. start + len(ids)``.
+        ``ids``/``scores`` as in :meth:`recommend` (same filters) for rows ``start .. start + len(ids)``.
 
         Memory beyond X is one block's results (and the backend's scratch), so any number of users
         can be scored; ``batch_size`` defaults to :data:`DEFAULT_BATCH_USERS`.
@@ -442,11 +475,45 @@ class SANSA:
         batch = DEFAULT_BATCH_USERS if batch_size is None else check_positive_int(batch_size, "batch_size")
         if not sp.issparse(X):
             raise TypeError(f"X must be a scipy.sparse matrix (users x items), got {type(X).__name__}")
+        blocked = blocked_items(self.n_items_, items, filter_items)
         X = sp.csr_matrix(X)
         for start in range(0, X.shape[0], batch):
-            block = X[start:start + batch]
-            ids, scores = self.recommend(block, k)
+            block = check_interactions(X[start:start + batch], n_items=self.n_items_)
+            ids, scores = self._recommend_rows(block, k, blocked, bool(filter_already_liked_items))
             yield start, ids, scores
+
+    def similar_items(self, items, k: int = 20, *, filter_items=None, candidates=None) -> tuple[np.ndarray, np.ndarray]:
+        """The k items most related to each of ``items`` (item indices): the top of row i of the
+        item-item matrix B = Wt Z (EASE's B, approximated), the item itself excluded.
+
+        Returns ids (len(items), k) int64 and scores float32, as :meth:`recommend` (ties to the
+        lower id, padding -1 / -inf). ``candidates``: an allow-list of item indices;
+        ``filter_items``: a block-list. (Raw IDs: :meth:`similar_items_table`.)
+        """
+        self._check_fitted()
+        k = check_positive_int(k, "k")
+        rows = item_rows(items, self.n_items_)
+        blocked = blocked_items(self.n_items_, candidates, filter_items)
+        return self._recommend_rows(rows, k, blocked, True)
+
+    def similar_items_table(self, items, k: int = 20, *, filter_items=None, candidates=None):
+        """:meth:`similar_items` in raw item IDs: a pyarrow Table ``item_id, rank, similar_item_id,
+        score`` (rank 1 = most similar; items with fewer than k candidates get fewer rows). Unknown
+        IDs in ``items`` are a ValueError; in the lists they are ignored with a warning."""
+        self._check_fitted()
+        item_ids = self._raw_ids("similar_items_table")
+        idx = item_ids.lookup(np.asarray(items), "items")
+        if (idx < 0).any():
+            raise ValueError(f"items: ID {np.asarray(items)[idx < 0][0]!r} is unknown to the model")
+        blocked = blocked_items(self.n_items_, candidates, filter_items, item_ids=item_ids)
+        ids, scores = self._recommend_rows(item_rows(idx, self.n_items_), check_positive_int(k, "k"), blocked, True)
+        return similar_format(item_ids.ids[idx], ids, scores, item_ids)
+
+    def _raw_ids(self, what: str) -> IdMap:
+        if getattr(self, "item_ids_", None) is None:
+            raise ValueError(f"{what}: this model was fitted on a matrix, not a table of raw IDs: use the matrix "
+                             f"methods with item indices")
+        return self.item_ids_
 
     def encode(self, table, user_col: str = "user_id", item_col: str = "item_id", value_col: str | None = None,
                users: IdMap | None = None):
@@ -454,9 +521,8 @@ class SANSA:
         returns :class:`~sansa_gpu.ids.Interactions`. Unknown items are dropped and reported with a
         warning; users need not have been seen in training (they are scored from their items)."""
         self._check_fitted()
-        if getattr(self, "item_ids_", None) is None:
-            raise ValueError("this model was fitted on a matrix, not a table of raw IDs: pass a sparse matrix")
-        enc = encode_interactions(table, user_col, item_col, value_col, items=self.item_ids_, users=users)
+        item_ids = self._raw_ids("encode")
+        enc = encode_interactions(table, user_col, item_col, value_col, items=item_ids, users=users)
         if enc.n_unknown_items:
             shown = ", ".join(map(str, enc.unknown_items[:5]))
             warnings.warn(f"{enc.n_unknown_items} interaction(s) with {enc.unknown_items.size} item ID(s) unknown to the "
@@ -464,14 +530,18 @@ class SANSA:
         return enc
 
     def recommend_table(self, table, k: int = 20, user_col: str = "user_id", item_col: str = "item_id",
-                        value_col: str | None = None):
+                        value_col: str | None = None, *, items=None, filter_items=None,
+                        filter_already_liked_items: bool = True):
         """Top-k for every user of an interaction table of raw IDs, as a pyarrow Table with
         columns ``user_id, rank, item_id, score`` (rank 1 = best; users with fewer than k
-        candidates get fewer rows). Use :func:`sansa_gpu.score_to_parquet` to stream to a file."""
+        candidates get fewer rows). ``items`` / ``filter_items``: allow / block lists of raw item
+        IDs (unknown ones ignored with a warning); the rest as :meth:`recommend`. Use
+        :func:`sansa_gpu.score_to_parquet` to stream to a file."""
         from .serving import long_format
 
         enc = self.encode(table, user_col, item_col, value_col)
-        ids, scores = self.recommend(enc.X, k)
+        blocked = blocked_items(self.n_items_, items, filter_items, item_ids=self.item_ids_)
+        ids, scores = self._recommend_rows(enc.X, check_positive_int(k, "k"), blocked, bool(filter_already_liked_items))
         return long_format(enc.users.ids, ids, scores, self.item_ids_)
 
     def score(self, X) -> sp.csr_matrix:
@@ -479,9 +549,7 @@ class SANSA:
         self._check_fitted()
         X = check_interactions(X, n_items=self.n_items_)
         Wt, Z = self.weights_
-        backend = self._inference_backend()
-        self._note_stage_device("score", backend.SCORE_SPARSE_DEVICE)
-        return backend.score_sparse(X, Wt, Z)
+        return self._inference_backend().score_sparse(X, Wt, Z)
 
     @property
     def model_nnz(self) -> int:

@@ -40,6 +40,23 @@ def long_format(user_ids: np.ndarray, ids: np.ndarray, scores: np.ndarray, item_
     return pa.table({"user_id": user_col, "rank": rank, "item_id": item_col, "score": scores[valid].astype(np.float32)})
 
 
+def similar_format(query_ids: np.ndarray, ids: np.ndarray, scores: np.ndarray, item_ids: IdMap | None = None):
+    """pyarrow Table ``item_id, rank, similar_item_id, score`` from :meth:`SANSA.similar_items`
+    results (``query_ids``: the raw IDs of the queried items, one per row)."""
+    table = long_format(query_ids, ids, scores, item_ids)
+    return table.rename_columns(["item_id", "rank", "similar_item_id", "score"])
+
+
+def item_rows(items, n_items: int) -> sp.csr_matrix:
+    """(len(items), n_items) CSR float32 with a single 1 per row, at column items[r]: scoring these
+    rows gives rows items[r] of B = Wt Z (``similar_items``)."""
+    from .candidates import _item_indices
+
+    idx = _item_indices(items, n_items, "items")
+    return sp.csr_matrix((np.ones(idx.size, dtype=np.float32), idx, np.arange(idx.size + 1, dtype=np.int64)),
+                         shape=(idx.size, n_items))
+
+
 def _format_of(path: str, fmt: str | None) -> str:
     if fmt is None:
         lower = path.lower()
@@ -82,12 +99,15 @@ class _Writer:
 
 def score_to_parquet(model, data, path: str | os.PathLike, k: int = 20, *, batch_size: int | None = None,
                      user_col: str = "user_id", item_col: str = "item_id", value_col: str | None = None,
-                     user_ids=None, format: str | None = None, progress: bool = True) -> dict:
+                     user_ids=None, format: str | None = None, progress: bool = True, items=None,
+                     filter_items=None, filter_already_liked_items: bool = True) -> dict:
     """Write every user's top-k to ``path`` (Parquet, or CSV when the name ends in .csv / .tsv).
 
     data : an interaction table of raw IDs (pandas / pyarrow; encoded with the model's item IDs,
     unknown items ignored with a warning) or a (users, n_items) scipy sparse matrix, whose rows are
-    written as user_id 0.. unless ``user_ids`` (one per row) is given. Returns a summary
+    written as user_id 0.. unless ``user_ids`` (one per row) is given. ``items`` / ``filter_items`` /
+    ``filter_already_liked_items``: as in :meth:`SANSA.recommend` (raw item IDs when the model has
+    them, else item indices). Returns a summary
     ``{'users', 'rows', 'path', 'seconds'}``. The file appears only when complete.
     """
     import time
@@ -107,6 +127,12 @@ def score_to_parquet(model, data, path: str | os.PathLike, k: int = 20, *, batch
         if users.shape != (X.shape[0],):
             raise ValueError(f"user_ids has shape {users.shape}, expected ({X.shape[0]},) (one per row of data)")
     item_ids = getattr(model, "item_ids_", None)
+    if items is not None or filter_items is not None:
+        from .candidates import blocked_items
+
+        blocked = blocked_items(model.n_items_, items, filter_items, item_ids=item_ids)  # raw IDs -> indices once
+        items = None if items is None else np.flatnonzero(blocked == 0)
+        filter_items = None if items is not None else np.flatnonzero(blocked)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"output folder {directory!r} does not exist")
@@ -116,7 +142,9 @@ def score_to_parquet(model, data, path: str | os.PathLike, k: int = 20, *, batch
         writer = _Writer(f, fmt, "\t" if path.lower().endswith(".tsv") else ",")
         try:
             with tqdm(total=X.shape[0], unit="user", disable=not progress, desc="recommend") as bar:
-                for start, ids, scores in model.recommend_batches(X, k, batch_size):
+                for start, ids, scores in model.recommend_batches(
+                        X, k, batch_size, items=items, filter_items=filter_items,
+                        filter_already_liked_items=filter_already_liked_items):
                     table = long_format(users[start:start + ids.shape[0]], ids, scores, item_ids)
                     writer.write(table)
                     n_rows += table.num_rows

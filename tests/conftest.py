@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from sansa_gpu.backend import _cuda_status
 from sansa_gpu.synthetic import synthetic_interactions
+from sansa_gpu.scoring_cache import release_device_entries
 
 SHARED_DATA = Path(os.environ.get("SANSA_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
 
@@ -47,10 +48,10 @@ def gpu_device(request):
         with ExecutorDevice(checked=True) as dev:
             yield dev
             gpu.release_scratch()
-            gpu.release_scoring_cache()
+            release_device_entries()
             return
     gpu.release_scratch()
-    gpu.release_scoring_cache()
+    release_device_entries()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -39,7 +39,6 @@ def test_scoring_is_bit_identical_with_one_and_two_threads(medium_X, plan):
     X.data = X.data * np.linspace(0.5, 2.0, X.nnz, dtype=np.float32)
     i1, s1 = _with_threads(1, lambda: cpu.recommend_sparse(X, *m.weights_, 20, plan=plan))
     for _ in range(3):  # races are timing-dependent: repeat the 2-thread run (B is formed again each time)
-        cpu.release_scoring_cache()
         i2, s2 = _with_threads(2, lambda: cpu.recommend_sparse(X, *m.weights_, 20, plan=plan))
         np.testing.assert_array_equal(i1, i2)
         np.testing.assert_array_equal(s1.view(np.uint32), s2.view(np.uint32))

@@ -186,7 +186,6 @@ def test_scoring_does_not_depend_on_the_thread_schedule(medium_X, schedule):
     ic, sc = cpu.recommend_sparse(medium_X[:60], *m.weights_, 15, plan="factored")
     with ExecutorDevice(checked=True, schedule=schedule, seed=7):
         ig, sg = gpu.recommend_sparse(medium_X[:60], *m.weights_, 15)
-        gpu.release_scoring_cache()
     np.testing.assert_array_equal(ig, ic)
     np.testing.assert_array_equal(sg, sc)
 

@@ -6,8 +6,10 @@ every CI run, and on the CUDA device as well when one answers. No test here need
 device has no scikit-sparse): factors come from the ICF.
 """
 
+import copy
 import gc
 import logging
+import weakref
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from sansa_gpu.cpu.refine import initial_inverse, sweep_candidates
 from sansa_gpu.factorize import ldlt_icf, nnz_budget
 from sansa_gpu.gpu.refine import cut_candidates
 from sansa_gpu.refine import refine_inverse
+from sansa_gpu.scoring_cache import ScoringCache
 from sansa_gpu.weights import weights_from_inverse
 
 PARAMS = dict(l2=20.0, density=0.02, refine_sweeps=2, factorizer="icf")
@@ -129,12 +132,13 @@ def test_gpu_fit_recommend_matches_cpu(medium_X, cpu_model, gpu_device):
     for a, b in zip(cpu_model.history_, mg.history_):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
     ic, sc = cpu_model.recommend(medium_X[:300], k=20)
+    stats = copy.deepcopy(mg.stats_)
     ig, sg = mg.recommend(medium_X[:300], k=20)
-    assert mg.stats_["stage_devices"]["recommend"] == "gpu"
+    assert {"gpu_weights", "gpu_scratch"} <= set(mg._scoring_cache.names())  # scored on the device
     np.testing.assert_allclose(sg, sc, rtol=1e-3, atol=1e-5)
     assert (ig == ic).mean() > 0.99
     mg.score(medium_X[:5])
-    assert mg.stats_["stage_devices"]["score"] == "cpu"  # the sparse score matrix is formed on the CPU
+    assert mg.stats_ == stats  # scoring does not modify the model
 
 
 @pytest.mark.gpu
@@ -163,7 +167,6 @@ def test_gpu_recommend_with_scratch_for_one_block_of_warps(medium_X, cpu_model):
     with ExecutorDevice(free_bytes=int(need / 0.25) + 1, checked=True):
         assert launch_shape(Wt.shape[1], Z.shape[1]) == (1, WARPS_PER_BLOCK)
         ig, sg = gpu.recommend_sparse(medium_X[:100], Wt, Z, 10)
-        gpu.release_scoring_cache()
     ic, sc = cpu.recommend_sparse(medium_X[:100], Wt, Z, 10, plan="factored")
     np.testing.assert_array_equal(ig, ic)
     np.testing.assert_array_equal(sg, sc)
@@ -199,11 +202,16 @@ def test_gpu_memory_is_released_after_fit_and_with_the_model(medium_X):
         m = SANSA(**PARAMS, device="gpu").fit(medium_X)
         assert dev.pool_releases >= 1  # the refinement holds no scratch between launches; its memory is freed
         m.recommend(medium_X[:10], k=5)
-        assert inference._cache  # the scoring cache holds the weights between calls
+        cache = m._scoring_cache
+        assert cache.names() == ["gpu_scratch", "gpu_weights"]  # the model keeps them between calls
         releases = dev.pool_releases
-        del m
+        m.release_scoring_cache()
+        assert not cache.names() and dev.pool_releases == releases + 1
+        m.recommend(medium_X[:10], k=5)
+        ref = weakref.ref(cache := m._scoring_cache)
+        del m, cache
         gc.collect()
-        assert not inference._cache and dev.pool_releases == releases + 1  # dropping the model frees it
+        assert ref() is None  # dropping the model frees its cache and the device arrays with it
 
 
 def test_out_of_memory_in_a_gpu_sweep_falls_back_to_cpu_with_warning(factor, caplog):
@@ -293,7 +301,7 @@ def test_recommend_out_of_memory_falls_back_to_cpu(small_X, caplog):
         dev.fail_allocation(-1)
         m.recommend(small_X, k=7)
         n_alloc = dev.allocations
-        gpu.release_scoring_cache()
+        m.release_scoring_cache()
         for at in range(n_alloc):
             for forever in (False, True):
                 caplog.clear()
@@ -303,8 +311,8 @@ def test_recommend_out_of_memory_falls_back_to_cpu(small_X, caplog):
                 np.testing.assert_array_equal(ig, ic)
                 np.testing.assert_array_equal(sg, sc)
                 assert "out of memory" in caplog.text.lower()
-                assert m.stats_["stage_devices"]["recommend"] == ("cpu (GPU out of memory)" if forever else "gpu")
-                gpu.release_scoring_cache()
+                assert ("scoring on the CPU" in caplog.text) == forever
+                m.release_scoring_cache()
         dev.fail_allocation(-1)
 
 
@@ -356,13 +364,17 @@ def test_gpu_recommend_bit_identical_on_random_signed_weights_with_ties(gpu_devi
     Wt, Z = _random_weights(rng, n_items, n_latent, float(rng.uniform(0.03, 0.3)), ties=seed % 2 == 0)
     X = sp.random(40, n_items, density=0.1, random_state=rng, format="csr", dtype=np.float32)
     X.data = rng.uniform(0.5, 2.0, X.nnz).astype(np.float32)
+    cache = ScoringCache()
+    blocked = (rng.random(n_items) < 0.3).astype(np.uint8)
     for k in (1, 3, n_items + 2):
-        ic, sc = cpu.recommend_sparse(X, Wt, Z, k, plan="factored")
-        ig, sg = gpu.recommend_sparse(X, Wt, Z, k)
-        np.testing.assert_array_equal(ig, ic)
-        np.testing.assert_array_equal(sg.view(np.uint32), sc.view(np.uint32))
-        h, hmark, _, s, flag, _ = (np.asarray(a.get()) for a in inference._cache["scratch"])
-        assert not h.any() and not hmark.any() and not s.any() and not flag.any()
+        for filters in ({}, {"blocked": blocked}, {"exclude_seen": False}, {"blocked": blocked, "exclude_seen": False}):
+            ic, sc = cpu.recommend_sparse(X, Wt, Z, k, plan="factored", **filters)
+            ig, sg = gpu.recommend_sparse(X, Wt, Z, k, cache=cache, **filters)
+            np.testing.assert_array_equal(ig, ic)
+            np.testing.assert_array_equal(sg.view(np.uint32), sc.view(np.uint32))
+            h, hmark, _, s, flag, _ = (np.asarray(a.get()) for a in cache.get("gpu_scratch")[2])
+            assert not h.any() and not hmark.any() and not s.any() and not flag.any()
+    assert cache.builds["gpu_weights"] == 1 == cache.builds["gpu_scratch"]  # uploaded once for all the calls
 
 
 def test_gpu_scoring_refuses_weights_with_repeated_indices(small_X):

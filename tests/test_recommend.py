@@ -5,7 +5,9 @@ import scipy.sparse as sp
 import pytest
 
 from sansa_gpu import EASE, SANSA
+from sansa_gpu import scoring_cache_info, set_scoring_cache_budget
 from sansa_gpu.cpu.inference import recommend_sparse
+from sansa_gpu.scoring_cache import ScoringCache
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,6 @@ def test_ties_at_the_k_boundary_keep_the_lowest_ids_whatever_the_feed_order(n_it
                 assert ids[u].tolist() == lowest[:k].tolist(), plan
                 assert np.all(scores[u] == np.float32(0.5))
                 compared += 1
-        cpu_inference.release_scoring_cache()
     assert compared == 63
 
 
@@ -163,7 +164,6 @@ def test_product_plan_matches_factored_plan(n_items):
     Xq.data = Xq.data * rng.uniform(0.5, 2.0, Xq.nnz).astype(np.float32)
     Xq = sp.vstack([Xq, sp.csr_matrix((1, n_items), dtype=np.float32)]).tocsr()  # a user with no items
     for k in (10, n_items + 3):
-        cpu_inference.release_scoring_cache()
         fa = recommend_sparse(Xq, *m.weights_, k, plan="factored")
         pr = recommend_sparse(Xq, *m.weights_, k, plan="product")
         _same_topk(*fa, *pr)
@@ -208,28 +208,33 @@ def test_auto_plan_follows_the_cost_model_and_the_memory_cap(medium_X, monkeypat
     assert plan == "product", why
     cost = cpu_inference.plan_costs(medium_X, *dense.weights_)
     assert cost["product"] < cost["factored"] and cost["build"] > 0
-    monkeypatch.setattr(cpu_inference, "PRODUCT_CACHE_MAX_BYTES", cpu_inference.product_bytes(medium_X.shape[1]) - 1)
-    plan, why = cpu_inference.choose_plan(medium_X, *dense.weights_)
+    set_scoring_cache_budget(cpu_inference.product_bytes(medium_X.shape[1]) - 1)
+    try:
+        plan, why = cpu_inference.choose_plan(medium_X, *dense.weights_)
+    finally:
+        set_scoring_cache_budget(None)
     assert plan == "factored" and "GB >" in why
     with pytest.raises(ValueError, match="plan must be one of"):
         recommend_sparse(medium_X[:2], *dense.weights_, 5, plan="dense")
 
 
-def test_product_cache_is_kept_per_model_and_freed_with_its_weights(medium_X):
+def test_product_cache_is_kept_per_model_and_dropped_on_refit(medium_X):
     m = SANSA(l2=20.0, density=0.2, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
-    cpu_inference.release_scoring_cache()
-    a = recommend_sparse(medium_X[:50], *m.weights_, 5, plan="product")
-    B = cpu_inference._cache["B"]
-    b = recommend_sparse(medium_X[50:100], *m.weights_, 5, plan="product")
-    assert cpu_inference._cache["B"] is B  # reused by the next call on the same weights
-    m.fit(medium_X[:, :])  # new weights: the old ones are dropped
-    import gc
-
-    gc.collect()
-    assert "B" not in cpu_inference._cache
-    c = recommend_sparse(medium_X[:50], *m.weights_, 5, plan="product")
+    a = m.recommend(medium_X[:50], 5, plan="product")
+    B = m._scoring_cache.get("product")
+    b = m.recommend(medium_X[50:100], 5, plan="product")
+    assert m._scoring_cache.get("product") is B and m._scoring_cache.builds["product"] == 1  # reused
+    old = m._scoring_cache
+    m.fit(medium_X[:, :])  # new weights: what was formed from the old ones is not used again
+    assert m._scoring_cache is not old and not m._scoring_cache.names()
+    c = m.recommend(medium_X[:50], 5, plan="product")
     np.testing.assert_array_equal(a[0], c[0])  # same data, same fit: same top-k
     assert b[0].shape == (50, 5)
+    m.release_scoring_cache()
+    assert not m._scoring_cache.names()
+    # a direct call without a cache forms B for the call only
+    recommend_sparse(medium_X[:5], *m.weights_, 5, plan="product")
+    assert not m._scoring_cache.names()
 
 
 def test_product_plan_ignores_explicit_zeros_and_refuses_what_does_not_fit(medium_X, monkeypatch):
@@ -241,7 +246,6 @@ def test_product_plan_ignores_explicit_zeros_and_refuses_what_does_not_fit(mediu
     _same_topk(*fa, *pr)
     from sansa_gpu import memory
 
-    cpu_inference.release_scoring_cache()
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1000)
     with pytest.raises(MemoryError, match="use plan='factored'"):
         recommend_sparse(X, *m.weights_, 10, plan="product")
@@ -258,9 +262,8 @@ def _structure_count(Wt, Z):
 def test_sparse_product_B_holds_the_structure_and_float64_sums_of_Wt_Z(medium_X):
     m = SANSA(l2=20.0, density=0.02, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
     Wt, Z = m.weights_
-    cpu_inference.release_scoring_cache()
     np.testing.assert_array_equal(cpu_inference.product_row_nnz(Wt, Z), _structure_count(Wt, Z))
-    indptr, indices, data = cpu_inference._product_state(Wt, Z, "sparse_product")
+    indptr, indices, data = cpu_inference._product_state(Wt, Z, "sparse_product", ScoringCache())
     assert indices.dtype == np.uint16 and data.dtype == np.float32  # 300 items fit 16 bits
     B = sp.csr_matrix((data, indices.astype(np.int64), indptr), shape=(Wt.shape[0], Z.shape[1]))
     exact = (Wt.astype(np.float64) @ Z.astype(np.float64)).toarray()
@@ -275,12 +278,11 @@ def test_sparse_product_plan_gives_the_same_bits_with_int32_indices(medium_X, mo
     m = SANSA(l2=20.0, density=0.02, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
     X = medium_X[:120].copy()
     X.data[::4] = 0.0  # explicit zeros reach nothing, in every plan
-    cpu_inference.release_scoring_cache()
     small = recommend_sparse(X, *m.weights_, 12, plan="sparse_product")
     monkeypatch.setattr(cpu_inference, "sparse_index_dtype", lambda n_items: np.dtype(np.int32))
-    cpu_inference.release_scoring_cache()
-    wide = recommend_sparse(X, *m.weights_, 12, plan="sparse_product")
-    assert cpu_inference._cache["B"][1].dtype == np.int32
+    cache = ScoringCache()
+    wide = recommend_sparse(X, *m.weights_, 12, plan="sparse_product", cache=cache)
+    assert cache.get("sparse_product")[1].dtype == np.int32
     np.testing.assert_array_equal(small[0], wide[0])
     np.testing.assert_array_equal(small[1], wide[1])
     dense = recommend_sparse(X, *m.weights_, 12, plan="product")
@@ -292,59 +294,56 @@ def test_auto_plan_takes_the_sparse_product_by_the_cost_model_and_counts_only_wh
         medium_X, monkeypatch):
     m = SANSA(l2=20.0, density=0.02, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
     Wt, Z = m.weights_
-    cpu_inference.release_scoring_cache()
+    cache = ScoringCache()
     # a small batch: forming a sparse B could not pay, so its structure is not even counted
     monkeypatch.setattr(cpu_inference, "NS_SPARSE_BUILD", 1e6)
-    plan, why = cpu_inference.choose_plan(medium_X[:3], Wt, Z)
+    plan, why = cpu_inference.choose_plan(medium_X[:3], Wt, Z, cache=cache)
     assert plan != "sparse_product" and "forming a sparse B would take at least" in why
-    assert not cpu_inference._counts
+    assert not cache.names()
     # cheap sparse scatter, dense B out of the cap: the sparse product plan is chosen
     monkeypatch.setattr(cpu_inference, "NS_SPARSE_BUILD", 0.0)
     monkeypatch.setattr(cpu_inference, "NS_SPARSE_WRITE", 0.0)
     monkeypatch.setattr(cpu_inference, "NS_SPARSE_SCATTER", 0.01)
-    monkeypatch.setattr(cpu_inference, "PRODUCT_CACHE_MAX_BYTES", cpu_inference.product_bytes(Z.shape[1]) - 1)
-    plan, why = cpu_inference.choose_plan(medium_X, Wt, Z)
+    monkeypatch.setattr(cpu_inference, "product_cache_bytes_cap", lambda: cpu_inference.product_bytes(Z.shape[1]) - 1)
+    plan, why = cpu_inference.choose_plan(medium_X, Wt, Z, cache=cache)
     assert plan == "sparse_product", why
-    cost = cpu_inference.plan_costs(medium_X, Wt, Z, cpu_inference.product_row_nnz(Wt, Z))
+    cost = cpu_inference.plan_costs(medium_X, Wt, Z, cpu_inference.product_row_nnz(Wt, Z, cache))
     assert cost["sparse_product"] < cpu_inference.SPARSE_PRODUCT_MARGIN * cost["factored"]
-    ids, _ = recommend_sparse(medium_X[:50], Wt, Z, 5)  # auto forms and keeps the sparse B
-    assert cpu_inference._cache["plan"] == "sparse_product"
+    ids, _ = recommend_sparse(medium_X[:50], Wt, Z, 5, cache=cache)  # auto forms and keeps the sparse B
+    assert cache.get("sparse_product") is not None and cache.get("product") is None
     np.testing.assert_array_equal(ids, recommend_sparse(medium_X[:50], Wt, Z, 5, plan="sparse_product")[0])
     # a sparse B over the cap is refused by auto; over the available memory by the plan itself
     nnz_B = int(cpu_inference.product_row_nnz(Wt, Z).sum())
-    monkeypatch.setattr(cpu_inference, "PRODUCT_CACHE_MAX_BYTES", cpu_inference.sparse_product_bytes(nnz_B, Z.shape[1]) - 1)
+    monkeypatch.setattr(cpu_inference, "product_cache_bytes_cap",
+                        lambda: cpu_inference.sparse_product_bytes(nnz_B, Z.shape[1]) - 1)
     plan, why = cpu_inference.choose_plan(medium_X, Wt, Z)
     assert plan == "factored" and "sparse B would take" in why
     from sansa_gpu import memory
 
-    cpu_inference.release_scoring_cache()
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1000)
     with pytest.raises(MemoryError, match="sparse_product plan needs .* use plan='factored'"):
         recommend_sparse(medium_X[:5], Wt, Z, 5, plan="sparse_product")
 
 
-def test_one_B_is_kept_at_a_time_and_the_counted_structure_with_it(medium_X):
+def test_each_model_keeps_its_own_B_and_the_counted_structure_once(medium_X):
     m = SANSA(l2=20.0, density=0.05, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
-    cpu_inference.release_scoring_cache()
-    a = recommend_sparse(medium_X[:40], *m.weights_, 6, plan="sparse_product")
-    row_nnz = cpu_inference._counts["row_nnz"]
-    b = recommend_sparse(medium_X[:40], *m.weights_, 6, plan="product")
-    assert cpu_inference._cache["plan"] == "product" and cpu_inference._cache["B"][0].ndim == 2
-    assert cpu_inference._counts["row_nnz"] is row_nnz  # same weights: the count is kept
+    a = m.recommend(medium_X[:40], 6, plan="sparse_product")
+    row_nnz = m._scoring_cache.get("B_row_nnz")
+    b = m.recommend(medium_X[:40], 6, plan="product")
+    assert m._scoring_cache.get("B_row_nnz") is row_nnz  # same weights: counted once
     np.testing.assert_array_equal(a[0], b[0])
-    # counting another model's structure (choose_plan does) leaves this model's formed B alone
+    # another model's B and count never touch this model's
     other = SANSA(l2=20.0, density=0.01, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
-    B = cpu_inference._cache["B"]
-    cpu_inference.product_row_nnz(*other.weights_)
-    assert cpu_inference._cache["B"] is B
-    m.fit(medium_X[:, :])
+    B = m._scoring_cache.get("product")
+    other.recommend(medium_X[:40], 6, plan="sparse_product")
+    assert m._scoring_cache.get("product") is B and other._scoring_cache.get("product") is None
+    assert dict(m._scoring_cache.builds) == {"B_row_nnz": 1, "sparse_product": 1, "product": 1}
+    held = scoring_cache_info()["held_bytes"]
+    del other
     import gc
 
-    gc.collect()
-    assert not cpu_inference._cache
-    del other
-    gc.collect()
-    assert not cpu_inference._counts
+    gc.collect()  # a dropped model's entries leave the process budget
+    assert scoring_cache_info()["held_bytes"] < held
 
 
 def test_weights_changed_in_place_without_release_raise_instead_of_corrupting_memory(medium_X):
@@ -352,9 +351,9 @@ def test_weights_changed_in_place_without_release_raise_instead_of_corrupting_me
     count and the fill (same nnz, so the cache key cannot tell) give an error, not out-of-bounds writes."""
     m = SANSA(l2=20.0, density=0.05, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
     Wt, Z = m.weights_
-    cpu_inference.release_scoring_cache()
-    cpu_inference.product_row_nnz(Wt, Z)
+    cache = ScoringCache()
+    cpu_inference.product_row_nnz(Wt, Z, cache)
     Wt.indices[:] = Wt.indices[0]  # every entry on one latent: rows reach other item counts
     with pytest.raises(RuntimeError, match="weights changed in place; call release_scoring_cache"):
-        cpu_inference._product_state(Wt, Z, "sparse_product")
-    assert not cpu_inference._counts  # the stale count is dropped
+        cpu_inference._product_state(Wt, Z, "sparse_product", cache)
+    assert cache.get("B_row_nnz") is None  # the stale count is dropped

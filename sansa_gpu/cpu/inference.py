@@ -40,13 +40,14 @@ in place: call :func:`release_scoring_cache` after doing so.
 from __future__ import annotations
 
 import logging
-import weakref
 
 import numba
 import numpy as np
 import scipy.sparse as sp
 
+from ..scoring_cache import CacheBudgetExceeded, ScoringCache, scoring_cache_info
 from ._accumulate import touch
+from ._threads import parallel_call
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +74,6 @@ NS_SPARSE_WRITE = 8.0
 #: from the scatter the cost model is calibrated on (wider margin), the sparse B's are the same kind.
 PRODUCT_MARGIN = 0.7
 SPARSE_PRODUCT_MARGIN = 0.9
-PRODUCT_CACHE_FRACTION = 0.25
-PRODUCT_CACHE_MAX_BYTES = 4 << 30
 PLAN_SAMPLE_USERS = 2048
 #: Bytes of B one column tile of the product plan spans: well inside the 32 MB shared L3 of the
 #: benchmark VM (2 x AMD EPYC, 1 MB L2 per core), so a tile is read from memory once for all users.
@@ -136,6 +135,16 @@ def _scatter_listed(s, reached, s_list, ns, indices, data, lo, hi, v):
 
 
 @numba.njit(inline="always")
+def _add_own(s, reached, X_indices, X_data, lo, hi):
+    """Scores of the user's own items reached (``exclude_seen`` off): s[i] += x_i, the identity of
+    B = I + Wt Z (EASE's B, whose diagonal is zero, approximated), so an own item ranks as EASE ranks it."""
+    for p in range(lo, hi):
+        i = X_indices[p]
+        if reached[i]:
+            s[i] += np.float32(X_data[p])
+
+
+@numba.njit(inline="always")
 def _take_flagged(s, reached, excluded, ids, scores, k):
     """Top-k of the flagged items not excluded, scanning the catalogue once and clearing s / flags;
     returns how many are held."""
@@ -165,9 +174,11 @@ def _take_listed(s, reached, excluded, s_list, ns, ids, scores, k):
 @numba.njit(parallel=True, cache=True)
 def _recommend_sparse(
     X_indptr, X_indices, X_data, Wt_indptr, Wt_indices, Wt_data, Z_indptr, Z_indices, Z_data,
-    n_latent, n_items, k, n_chunks, out_ids, out_scores,
+    blocked, exclude_seen, n_latent, k, n_chunks, out_ids, out_scores,
 ):
+    """Factored plan. ``blocked`` (items,) uint8: never returned; ``exclude_seen``: nor the user's own."""
     n_users = X_indptr.shape[0] - 1
+    n_items = blocked.shape[0]
     for c in numba.prange(n_chunks):
         h = np.zeros(n_latent, dtype=np.float64)
         h_mark = np.zeros(n_latent, dtype=np.int64)
@@ -175,7 +186,7 @@ def _recommend_sparse(
         # score row kept small (float32 + byte flags) so that it stays in L2 across the scatter
         s = np.zeros(n_items, dtype=np.float32)
         reached = np.zeros(n_items, dtype=np.uint8)
-        excluded = np.zeros(n_items, dtype=np.uint8)
+        excluded = blocked.copy()
         s_list = np.empty(n_items, dtype=np.int64)
         ids = np.empty(k, dtype=np.int64)
         scores = np.empty(k, dtype=np.float32)
@@ -185,7 +196,8 @@ def _recommend_sparse(
             for p in range(X_indptr[u], X_indptr[u + 1]):
                 i = X_indices[p]
                 x = np.float64(X_data[p])
-                excluded[i] = 1
+                if exclude_seen:
+                    excluded[i] = 1
                 for q in range(Wt_indptr[i], Wt_indptr[i + 1]):
                     t = Wt_indices[q]
                     nh = touch(h_mark, h_list, nh, t, stamp, h)
@@ -204,6 +216,8 @@ def _recommend_sparse(
                     hv = np.float32(h[t])
                     if hv != 0:
                         _scatter_flagged(s, reached, Z_indices, Z_data, Z_indptr[t], Z_indptr[t + 1], hv)
+                if not exclude_seen:
+                    _add_own(s, reached, X_indices, X_data, X_indptr[u], X_indptr[u + 1])
                 count = _take_flagged(s, reached, excluded, ids, scores, k)
             else:
                 ns = 0
@@ -213,23 +227,27 @@ def _recommend_sparse(
                     if hv != 0:
                         ns = _scatter_listed(s, reached, s_list, ns, Z_indices, Z_data, Z_indptr[t], Z_indptr[t + 1],
                                              hv)
+                if not exclude_seen:
+                    _add_own(s, reached, X_indices, X_data, X_indptr[u], X_indptr[u + 1])
                 count = _take_listed(s, reached, excluded, s_list, ns, ids, scores, k)
             for p in range(X_indptr[u], X_indptr[u + 1]):
-                excluded[X_indices[p]] = 0
+                excluded[X_indices[p]] = blocked[X_indices[p]]
             _write_padded(out_ids, out_scores, u, ids, scores, count, k)
 
 
 @numba.njit(parallel=True, cache=True)
-def _topk_dense_rows(S, X_indptr, X_indices, k, out_ids, out_scores, row_offset):
-    """Masked top-k of each row of a dense score block S (rows = users row_offset...)."""
+def _topk_dense_rows(S, X_indptr, X_indices, blocked, exclude_seen, k, out_ids, out_scores, row_offset):
+    """Masked top-k of each row of a dense score block S (rows = users row_offset...): not the
+    ``blocked`` items, nor (``exclude_seen``) the user's own."""
     n_rows, n_items = S.shape
     for r in numba.prange(n_rows):
         u = row_offset + r
         ids = np.empty(k, dtype=np.int64)
         scores = np.empty(k, dtype=np.float32)
-        excluded = np.zeros(n_items, dtype=np.bool_)
-        for p in range(X_indptr[u], X_indptr[u + 1]):
-            excluded[X_indices[p]] = True
+        excluded = blocked.copy()
+        if exclude_seen:
+            for p in range(X_indptr[u], X_indptr[u + 1]):
+                excluded[X_indices[p]] = 1
         count = 0
         for item in range(n_items):
             if not excluded[item]:
@@ -268,11 +286,13 @@ def _dense_product(Wt_indptr, Wt_indices, Wt_data, Z_indptr, Z_indices, Z_data, 
 
 
 @numba.njit(parallel=True, cache=True)
-def _recommend_product(X_indptr, X_indices, X_data, B, mask, k, tile, n_chunks, out_ids, out_scores, counts):
+def _recommend_product(X_indptr, X_indices, X_data, B, mask, allowed, exclude_seen, k, tile, n_chunks, out_ids,
+                       out_scores, counts):
     """Column tiles of B one after another (``tile`` items, a multiple of 64), every user per tile:
     a tile of B stays in the last-level cache while all users read their rows of it (the whole
     B is read from memory once, not once per user). Each user's top-k so far lives in its output
-    row (``counts[u]`` entries); rows are padded after the last tile."""
+    row (``counts[u]`` entries); rows are padded after the last tile. ``allowed``: one bit per
+    item (uint64 words, 1 = may be returned); ``exclude_seen``: the user's own items never are."""
     n_users = X_indptr.shape[0] - 1
     n_items = B.shape[1]
     one = np.uint64(1)
@@ -298,7 +318,13 @@ def _recommend_product(X_indptr, X_indices, X_data, B, mask, k, tile, n_chunks, 
                 for p in range(X_indptr[u], X_indptr[u + 1]):
                     i = X_indices[p]
                     if t0 <= i < t1:
-                        m[(i >> 6) - w0] &= ~(one << np.uint64(i & 63))
+                        bit = one << np.uint64(i & 63)
+                        if exclude_seen:
+                            m[(i >> 6) - w0] &= ~bit
+                        elif m[(i >> 6) - w0] & bit:  # a reached own item: B = I + Wt Z (see _add_own)
+                            s[i - t0] += np.float32(X_data[p])
+                for w in range(nw):
+                    m[w] &= allowed[w0 + w]
                 ids = out_ids[u]
                 scores = out_scores[u]
                 count = counts[u]
@@ -357,16 +383,18 @@ def _sparse_product(Wt_indptr, Wt_indices, Wt_data, Z_indptr, Z_indices, Z_data,
 
 
 @numba.njit(parallel=True, cache=True)
-def _recommend_sparse_product(X_indptr, X_indices, X_data, B_indptr, B_indices, B_data, n_items, k, n_chunks,
-                              out_ids, out_scores):
+def _recommend_sparse_product(X_indptr, X_indices, X_data, B_indptr, B_indices, B_data, blocked, exclude_seen, k,
+                              n_chunks, out_ids, out_scores):
     """Per user s = Σ x_i B_i over the CSR rows of B, then the masked top-k of the reached items
     (list mode; dense mode, flags without a branch and one scan of the catalogue, when more
-    updates are expected than items: as the factored plan)."""
+    updates are expected than items: as the factored plan). ``blocked`` / ``exclude_seen``: as
+    :func:`_recommend_sparse`."""
     n_users = X_indptr.shape[0] - 1
+    n_items = blocked.shape[0]
     for c in numba.prange(n_chunks):
         s = np.zeros(n_items, dtype=np.float32)
         reached = np.zeros(n_items, dtype=np.uint8)
-        excluded = np.zeros(n_items, dtype=np.uint8)
+        excluded = blocked.copy()
         s_list = np.empty(n_items, dtype=np.int32)
         ids = np.empty(k, dtype=np.int64)
         scores = np.empty(k, dtype=np.float32)
@@ -374,7 +402,8 @@ def _recommend_sparse_product(X_indptr, X_indices, X_data, B_indptr, B_indices, 
             work = 0
             for p in range(X_indptr[u], X_indptr[u + 1]):
                 i = X_indices[p]
-                excluded[i] = 1
+                if exclude_seen:
+                    excluded[i] = 1
                 work += B_indptr[i + 1] - B_indptr[i]
             # an explicit zero x reaches nothing (as in the other plans)
             if work > n_items:
@@ -383,6 +412,8 @@ def _recommend_sparse_product(X_indptr, X_indices, X_data, B_indptr, B_indices, 
                     x = np.float32(X_data[p])
                     if x != 0:
                         _scatter_flagged(s, reached, B_indices, B_data, B_indptr[i], B_indptr[i + 1], x)
+                if not exclude_seen:
+                    _add_own(s, reached, X_indices, X_data, X_indptr[u], X_indptr[u + 1])
                 count = _take_flagged(s, reached, excluded, ids, scores, k)
             else:
                 ns = 0
@@ -391,9 +422,11 @@ def _recommend_sparse_product(X_indptr, X_indices, X_data, B_indptr, B_indices, 
                     x = np.float32(X_data[p])
                     if x != 0:
                         ns = _scatter_listed(s, reached, s_list, ns, B_indices, B_data, B_indptr[i], B_indptr[i + 1], x)
+                if not exclude_seen:
+                    _add_own(s, reached, X_indices, X_data, X_indptr[u], X_indptr[u + 1])
                 count = _take_listed(s, reached, excluded, s_list, ns, ids, scores, k)
             for p in range(X_indptr[u], X_indptr[u + 1]):
-                excluded[X_indices[p]] = 0
+                excluded[X_indices[p]] = blocked[X_indices[p]]
             _write_padded(out_ids, out_scores, u, ids, scores, count, k)
 
 
@@ -444,11 +477,9 @@ def product_tile(n_rows: int, n_items: int) -> int:
 
 
 def product_cache_bytes_cap() -> int:
-    """Largest product-plan cache :func:`choose_plan` allows: PRODUCT_CACHE_FRACTION of the
-    available memory, at most PRODUCT_CACHE_MAX_BYTES."""
-    from ..memory import available_memory_bytes
-
-    return int(min(PRODUCT_CACHE_MAX_BYTES, PRODUCT_CACHE_FRACTION * available_memory_bytes()))
+    """Largest B :func:`choose_plan` allows: the scoring-cache budget of the process
+    (:func:`sansa_gpu.set_scoring_cache_budget`; by default 25% of the available memory, at most 4 GB)."""
+    return scoring_cache_info()["budget_bytes"]
 
 
 def _build_updates(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> float:
@@ -492,24 +523,8 @@ def _sparse_product_costs(X: sp.csr_matrix, B_row_nnz: np.ndarray, sparse_build_
             "sparse_build": sparse_build_min + NS_SPARSE_WRITE * float(np.sum(B_row_nnz)) * 1e-9}
 
 
-def product_row_nnz(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> np.ndarray:
-    """Entries per row of B = Wt Z (its structure counted, B not formed), int64 (items,); kept for the
-    last weights asked about (apart from the formed B, so counting for one model does not evict
-    another's B), so it is counted once per model."""
-    key = _weights_key(Wt, Z)
-    if _counts.get("key") != key:
-        _release_counts()
-        indptr = np.zeros(Wt.shape[0] + 1, dtype=np.int64)
-        chunks = _n_build_chunks(Wt.shape[0])
-        _sparse_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, Z.shape[1], chunks, True,
-                        indptr, np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float32),
-                        np.zeros(chunks, dtype=np.int64))
-        _counts.update(key=key, row_nnz=indptr[1:],
-                       finalizers=[weakref.finalize(M, _release_counts) for M in (Wt, Z)])
-    return _counts["row_nnz"]
-
-
-def choose_plan(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, cached: str | None = None) -> tuple[str, str]:
+def choose_plan(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, cached: str | None = None,
+                cache: ScoringCache | None = None) -> tuple[str, str]:
     """('factored' | 'product' | 'sparse_product', why) for scoring the rows of X.
 
     A product plan is taken when its B fits :func:`product_cache_bytes_cap` and its predicted
@@ -518,7 +533,7 @@ def choose_plan(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, cached: s
     plan's (:func:`plan_costs`); of two such, the faster. The sparse B's size needs its structure
     counted (:func:`product_row_nnz`, once per model): that is done only when forming it could
     pay, i.e. when even the lower bound 'sparse_build_min' is below that fraction of the factored
-    plan's time (so a small batch never pays for the count)."""
+    plan's time (so a small batch never pays for the count); ``cache`` keeps that count."""
     n_items = Z.shape[1]
     if X.shape[0] == 0:
         return "factored", "no users"
@@ -532,7 +547,7 @@ def choose_plan(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, cached: s
     else:
         options["product"] = cost["product"] + (0.0 if cached == "product" else cost["build"])
     if cached == "sparse_product" or cost["sparse_build_min"] < SPARSE_PRODUCT_MARGIN * cost["factored"]:
-        row_nnz = product_row_nnz(Wt, Z)
+        row_nnz = product_row_nnz(Wt, Z, cache)
         cost.update(_sparse_product_costs(X, row_nnz, cost["sparse_build_min"]))  # the sample's work is known
         need = sparse_product_bytes(row_nnz.sum(), n_items)
         if cached != "sparse_product" and need > cap:
@@ -547,127 +562,148 @@ def choose_plan(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, cached: s
     return min(wins, key=wins.get, default="factored"), why
 
 
-_cache: dict = {}  # the last model's formed B: key, finalizers, plan and its B
-_counts: dict = {}  # the last counted structure of B: key, finalizers, row_nnz
+def _cache_or_new(cache: ScoringCache | None) -> ScoringCache:
+    """The model's cache, or (no model: a direct call) one that lives for this call only."""
+    return ScoringCache() if cache is None else cache
 
 
-def _release_B() -> None:
-    for f in _cache.get("finalizers", ()):
-        f.detach()
-    _cache.clear()
+def product_row_nnz(Wt: sp.csr_matrix, Z: sp.csr_matrix, cache: ScoringCache | None = None) -> np.ndarray:
+    """Entries per row of B = Wt Z (its structure counted, B not formed), int64 (items,); kept in
+    ``cache`` (entry 'B_row_nnz', apart from the formed B), so it is counted once per model."""
+    def count():
+        indptr = np.zeros(Wt.shape[0] + 1, dtype=np.int64)
+        chunks = _n_build_chunks(Wt.shape[0])
+        with parallel_call():
+            _sparse_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, Z.shape[1], chunks, True,
+                            indptr, np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float32),
+                            np.zeros(chunks, dtype=np.int64))
+        return indptr[1:]
+
+    try:
+        return _cache_or_new(cache).get_or_build("B_row_nnz", 8 * Wt.shape[0], count)
+    except CacheBudgetExceeded:  # a budget smaller than the count itself: counted, not kept
+        return count()
 
 
-def _release_counts() -> None:
-    for f in _counts.get("finalizers", ()):
-        f.detach()
-    _counts.clear()
+def _form_dense_B(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> tuple:
+    n_items = Z.shape[1]
+    B = np.empty((Wt.shape[0], n_items), dtype=np.float32)
+    mask = np.zeros((Wt.shape[0], (n_items + 63) // 64), dtype=np.uint64)
+    with parallel_call():
+        _dense_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, _n_chunks(Wt.shape[0]), B, mask)
+    return B, mask
 
 
-def release_scoring_cache() -> None:
-    """Free the product plans' B and the counted structure of B (each also freed when the weights
-    it belongs to are dropped)."""
-    _release_B()
-    _release_counts()
+def _form_sparse_B(Wt: sp.csr_matrix, Z: sp.csr_matrix, row_nnz: np.ndarray, cache: ScoringCache) -> tuple:
+    n_items = Z.shape[1]
+    indptr = np.zeros(Wt.shape[0] + 1, dtype=np.int64)
+    np.cumsum(row_nnz, out=indptr[1:])
+    indices = np.empty(indptr[-1], dtype=sparse_index_dtype(n_items))
+    data = np.empty(indptr[-1], dtype=np.float32)
+    chunks = _n_build_chunks(Wt.shape[0])
+    mismatch = np.zeros(chunks, dtype=np.int64)
+    with parallel_call():
+        _sparse_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, n_items, chunks, False,
+                        indptr, indices, data, mismatch)
+    if mismatch.any():
+        cache.drop("B_row_nnz")
+        raise RuntimeError(f"row {int(mismatch.max()) - 1} of B = Wt Z reaches a different number of items than "
+                           f"counted: the weights changed in place; call release_scoring_cache() on the model after "
+                           f"modifying them")
+    return indptr, indices, data
 
 
-def _weights_key(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> tuple:
-    """What identifies the weights the product-plan cache was formed from (see the module docstring)."""
-    return id(Wt), id(Z), Wt.shape, Z.shape, Wt.nnz, Z.nnz
-
-
-def _reset_cache(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> None:
-    _release_B()
-    finalizers = [weakref.finalize(M, _release_B) for M in (Wt, Z)]
-    _cache.update(key=_weights_key(Wt, Z), finalizers=finalizers)
-
-
-def _product_state(Wt: sp.csr_matrix, Z: sp.csr_matrix, plan: str = "product") -> tuple:
-    """The formed B of ``plan`` for these weights, formed now unless cached: (B, mask) for
-    'product', (indptr, indices, data) for 'sparse_product'. One B is kept at a time."""
-    if _cache.get("key") != _weights_key(Wt, Z):
-        _reset_cache(Wt, Z)
-    if _cache.get("plan") == plan:
-        return _cache["B"]
+def _product_state(Wt: sp.csr_matrix, Z: sp.csr_matrix, plan: str, cache: ScoringCache) -> tuple:
+    """The formed B of ``plan`` for these weights, kept in ``cache`` (formed now, once, unless there):
+    (B, mask) for 'product', (indptr, indices, data) for 'sparse_product'. MemoryError when B
+    is larger than the scoring-cache budget or than the available memory."""
+    state = cache.get(plan)
+    if state is not None:
+        return state
     from ..memory import available_memory_bytes
 
     n_items = Z.shape[1]
     if plan == "product":
-        need = product_bytes(n_items)
+        need, build = product_bytes(n_items), lambda: _form_dense_B(Wt, Z)
     else:
-        row_nnz = product_row_nnz(Wt, Z)
-        need = sparse_product_bytes(row_nnz.sum(), n_items)
-    held = sum(a.nbytes for a in _cache.get("B", ()))  # the other plan's B, freed before this one is formed
-    have = available_memory_bytes() + held
+        row_nnz = product_row_nnz(Wt, Z, cache)
+        need, build = sparse_product_bytes(row_nnz.sum(), n_items), lambda: _form_sparse_B(Wt, Z, row_nnz, cache)
+    have = available_memory_bytes() + cache.nbytes  # what this model holds may be freed to make room
     if need > have:
         raise MemoryError(f"the {plan} plan needs B = Wt Z of {need / 1e9:.2f} GB, only {have / 1e9:.2f} GB are "
                           f"available: use plan='factored'")
-    _cache.pop("B", None)
-    _cache.pop("plan", None)
-    if plan == "product":
-        B = np.empty((Wt.shape[0], n_items), dtype=np.float32)
-        mask = np.zeros((Wt.shape[0], (n_items + 63) // 64), dtype=np.uint64)
-        _dense_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, _n_chunks(Wt.shape[0]), B, mask)
-        state = (B, mask)
-    else:
-        indptr = np.zeros(Wt.shape[0] + 1, dtype=np.int64)
-        np.cumsum(row_nnz, out=indptr[1:])
-        indices = np.empty(indptr[-1], dtype=sparse_index_dtype(n_items))
-        data = np.empty(indptr[-1], dtype=np.float32)
-        chunks = _n_build_chunks(Wt.shape[0])
-        mismatch = np.zeros(chunks, dtype=np.int64)
-        _sparse_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, n_items, chunks, False,
-                        indptr, indices, data, mismatch)
-        if mismatch.any():
-            _release_counts()
-            raise RuntimeError(f"row {int(mismatch.max()) - 1} of B = Wt Z reaches a different number of items than "
-                               f"counted: the weights changed in place; call release_scoring_cache() after "
-                               f"modifying them")
-        state = (indptr, indices, data)
-    _cache.update(plan=plan, B=state)
-    return state
+    try:
+        return cache.get_or_build(plan, need, build)
+    except CacheBudgetExceeded as exc:
+        raise MemoryError(f"the {plan} plan needs B = Wt Z of {need / 1e9:.2f} GB: {exc}; use plan='factored'") from None
 
 
-def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: int,
-                     plan: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of ``(X Wt) Z`` per row of X, own items excluded.
+def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: int, plan: str = "auto", *,
+                     cache: ScoringCache | None = None, blocked: np.ndarray | None = None,
+                     exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of ``(X Wt) Z`` per row of X.
 
     X : (users, items) CSR float32.  Wt : (items, n) CSR.  Z : (n, items) CSR.
     plan : 'auto' (:func:`choose_plan`), 'factored', 'product' or 'sparse_product' (module docstring).
-    Returns ids (users, k) int64 and scores (users, k) float32. Parallel over users.
+    cache : the model's :class:`~sansa_gpu.scoring_cache.ScoringCache`, where a formed B is kept
+    (None: formed for this call only). blocked : None or uint8 (items,), 1 = never returned (the
+    allow / block lists of :meth:`SANSA.recommend`). exclude_seen : the user's own items are never
+    returned (True) or are candidates like any other (False).
+    Returns ids (users, k) int64 and scores (users, k) float32. Parallel over users; safe to call
+    from several threads at once (the cache forms B once; see :mod:`sansa_gpu.cpu._threads`).
     """
     if plan not in PLANS:
         raise ValueError(f"plan must be one of {PLANS}, got {plan!r}")
-    n_users = X.shape[0]
+    n_users, n_items = X.shape[0], Z.shape[1]
     out_ids = np.empty((n_users, k), dtype=np.int64)
     out_scores = np.empty((n_users, k), dtype=np.float32)
     if not n_users:
         return out_ids, out_scores
+    blocked = no_blocked(n_items) if blocked is None else blocked
+    if blocked.shape != (n_items,) or blocked.dtype != np.uint8:
+        raise ValueError(f"blocked must be uint8 of shape ({n_items},), got {blocked.dtype} {blocked.shape}")
+    cache = _cache_or_new(cache)
     if plan == "auto":
-        cached = _cache.get("plan") if _cache.get("key") == _weights_key(Wt, Z) else None
-        plan, why = choose_plan(X, Wt, Z, cached=cached)
+        cached = next((p for p in ("sparse_product", "product") if cache.get(p) is not None), None)
+        plan, why = choose_plan(X, Wt, Z, cached=cached, cache=cache)
         logger.debug("recommend: %s plan (%s)", plan, why)
+    seen = np.uint8(bool(exclude_seen))
     if plan == "product":
-        B, mask = _product_state(Wt, Z, "product")
+        B, mask = _product_state(Wt, Z, "product", cache)
         counts = np.zeros(n_users, dtype=np.int64)
         tile = product_tile(*B.shape)
         if tile <= 0 or tile % 64:  # the kernel's mask words assume tiles aligned to 64 items
             raise AssertionError(f"product tile of {tile} items is not a positive multiple of 64")
-        _recommend_product(X.indptr, X.indices, X.data, B, mask, k, tile, _n_chunks(n_users), out_ids, out_scores, counts)
+        allowed = np.packbits(blocked == 0, bitorder="little")
+        allowed = np.concatenate([allowed, np.zeros((-allowed.size) % 8, np.uint8)]).view(np.uint64)
+        with parallel_call():
+            _recommend_product(X.indptr, X.indices, X.data, B, mask, allowed, seen, k, tile, _n_chunks(n_users),
+                               out_ids, out_scores, counts)
     elif plan == "sparse_product":
-        indptr, indices, data = _product_state(Wt, Z, "sparse_product")
-        _recommend_sparse_product(X.indptr, X.indices, X.data, indptr, indices, data, Z.shape[1], k,
-                                  _n_chunks(n_users), out_ids, out_scores)
+        indptr, indices, data = _product_state(Wt, Z, "sparse_product", cache)
+        with parallel_call():
+            _recommend_sparse_product(X.indptr, X.indices, X.data, indptr, indices, data, blocked, seen, k,
+                                      _n_chunks(n_users), out_ids, out_scores)
     else:
-        _recommend_sparse(
-            X.indptr, X.indices, X.data, Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data,
-            Wt.shape[1], Z.shape[1], k, _n_chunks(n_users), out_ids, out_scores,
-        )
+        with parallel_call():
+            _recommend_sparse(X.indptr, X.indices, X.data, Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices,
+                              Z.data, blocked, seen, Wt.shape[1], k, _n_chunks(n_users), out_ids, out_scores)
     return out_ids, out_scores
 
 
-def topk_dense(S: np.ndarray, X: sp.csr_matrix, k: int, out_ids: np.ndarray, out_scores: np.ndarray, row_offset: int = 0) -> None:
-    """Masked top-k of the dense score rows S (rows row_offset.. of X), every unseen item a candidate."""
-    _topk_dense_rows(np.ascontiguousarray(S, dtype=np.float32), X.indptr, X.indices, k, out_ids, out_scores, row_offset)
+def no_blocked(n_items: int) -> np.ndarray:
+    """The ``blocked`` array that blocks nothing: uint8 zeros (items,)."""
+    return np.zeros(int(n_items), dtype=np.uint8)
+
+
+def topk_dense(S: np.ndarray, X: sp.csr_matrix, k: int, out_ids: np.ndarray, out_scores: np.ndarray, row_offset: int = 0,
+               *, blocked: np.ndarray | None = None, exclude_seen: bool = True) -> None:
+    """Masked top-k of the dense score rows S (rows row_offset.. of X): every item a candidate but
+    the blocked ones (uint8 (items,), 1 = blocked) and, with ``exclude_seen``, the user's own."""
+    blocked = no_blocked(S.shape[1]) if blocked is None else blocked
+    with parallel_call():
+        _topk_dense_rows(np.ascontiguousarray(S, dtype=np.float32), X.indptr, X.indices, blocked,
+                         np.uint8(bool(exclude_seen)), k, out_ids, out_scores, row_offset)
 
 
 def score_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix) -> sp.csr_matrix:

@@ -3,19 +3,20 @@
 Same signatures and contract as ``sansa_gpu.cpu.inference``, and the same results bit for bit:
 the kernel sums in the CPU twin's order with explicitly rounded operations (see the kernel's
 header). Users are sent in blocks sized from free device memory. The weights and the kernel's
-per-warp scratch stay on the device between calls for the same model (the *scoring cache*):
-:func:`release_scoring_cache` frees them, and so does dropping the model's weights.
+per-warp scratch stay on the device between calls, in the model's scoring cache
+(:class:`~sansa_gpu.scoring_cache.ScoringCache`): ``SANSA.release_scoring_cache()`` frees them,
+and so does dropping the model.
 """
 
 from __future__ import annotations
 
 import logging
-import weakref
 
 import numpy as np
 import scipy.sparse as sp
 
 from . import _device
+from ..scoring_cache import ScoringCache, note_device_entries, release_device_entries
 from ..cpu.inference import PLANS  # the same plan names on both twins (the CPU-only ones refused below)
 
 logger = logging.getLogger(__name__)
@@ -30,19 +31,6 @@ def _to_device_csr(M: sp.csr_matrix):
     xp = _device.current().xp
     return (xp.asarray(M.indptr.astype(np.int64, copy=False)), xp.asarray(M.indices.astype(np.int32, copy=False)),
             xp.asarray(M.data.astype(np.float32, copy=False)))
-
-
-_cache: dict = {}  # the last model's device state: key, weights, max_blocks, scratch, finalizers
-
-
-def release_scoring_cache() -> None:
-    """Free the device copies of the last model's weights and the scoring scratch."""
-    dev = _cache.get("device")
-    for f in _cache.get("finalizers", ()):
-        f.detach()
-    _cache.clear()
-    if dev is not None:
-        dev.release_pool()
 
 
 def scratch_bytes_per_warp(n_latent: int, n_items: int) -> int:
@@ -65,26 +53,32 @@ def launch_shape(n_latent: int, n_items: int, fraction: float = SCRATCH_FRACTION
     return blocks, blocks * WARPS_PER_BLOCK
 
 
-def _device_state(Wt: sp.csr_matrix, Z: sp.csr_matrix, fraction: float):
-    """Device copies of Wt and Z plus the kernel's zeroed per-warp scratch, for the last model
-    used. Uploaded and allocated once per model: streaming blocks of users (recommend_batches)
-    re-sends and re-zeroes nothing, since the kernel leaves its scratch zero. Returns (weights, max_blocks, scratch)."""
+def _device_state(Wt: sp.csr_matrix, Z: sp.csr_matrix, fraction: float, cache: ScoringCache):
+    """Device copies of Wt and Z plus the kernel's zeroed per-warp scratch, kept in the model's
+    ``cache`` (entries 'gpu_weights', 'gpu_scratch', kind 'device'): uploaded and allocated once
+    per model and device, so streaming blocks of users (recommend_batches) re-sends and re-zeroes
+    nothing (the kernel leaves its scratch zero). Call with ``cache.lock`` held: the scratch is
+    written by every launch. Returns (weights, max_blocks, scratch)."""
     dev = _device.current()
-    key = (id(dev), id(Wt), id(Z), fraction)
-    if _cache.get("key") != key:
-        release_scoring_cache()  # free the previous model's buffers before allocating
+    weights = cache.get("gpu_weights")
+    if weights is None or weights[0] is not dev:
+        cache.clear("device")  # another device's buffers (or none)
         xp = dev.xp
-        weights = (_to_device_csr(Wt), _to_device_csr(Z))
+        weights = (dev, (_to_device_csr(Wt), _to_device_csr(Z)))
+        cache.put("gpu_weights", weights, sum(int(a.nbytes) for m in weights[1] for a in m), kind="device")
+        note_device_entries(cache)
+    scratch = cache.get("gpu_scratch")
+    if scratch is None or scratch[0] != fraction:
+        cache.drop("gpu_scratch")  # free the old scratch before allocating the new one
+        xp = dev.xp
         n_latent, n_items = Wt.shape[1], Z.shape[1]
         blocks, warps = launch_shape(n_latent, n_items, fraction)
-        scratch = (xp.zeros(warps * n_latent, dtype=xp.float64), xp.zeros(warps * n_latent, dtype=xp.uint8),
-                   xp.empty(warps * n_latent, dtype=xp.int32), xp.zeros(warps * n_items, dtype=xp.float32),
-                   xp.zeros(warps * n_items, dtype=xp.uint8), xp.empty(warps * n_items, dtype=xp.uint64))
-        # the model's weights going away (model dropped or refitted) frees the device copies
-        finalizers = [weakref.finalize(M, release_scoring_cache) for M in (Wt, Z)]
-        _cache.update(key=key, device=dev, fraction=fraction, weights=weights, max_blocks=blocks, scratch=scratch,
-                      finalizers=finalizers)
-    return _cache["weights"], _cache["max_blocks"], _cache["scratch"]
+        arrays = (xp.zeros(warps * n_latent, dtype=xp.float64), xp.zeros(warps * n_latent, dtype=xp.uint8),
+                  xp.empty(warps * n_latent, dtype=xp.int32), xp.zeros(warps * n_items, dtype=xp.float32),
+                  xp.zeros(warps * n_items, dtype=xp.uint8), xp.empty(warps * n_items, dtype=xp.uint64))
+        scratch = (fraction, blocks, arrays)
+        cache.put("gpu_scratch", scratch, sum(int(a.nbytes) for a in arrays), kind="device")
+    return weights[1], scratch[1], scratch[2]
 
 
 def users_per_block(X: sp.csr_matrix, k: int, fraction: float = USERS_FRACTION) -> int:
@@ -96,7 +90,7 @@ def users_per_block(X: sp.csr_matrix, k: int, fraction: float = USERS_FRACTION) 
     return int(max(1, min(n, (fraction * free) // per_user)))
 
 
-def _recommend(X, Wt, Z, k, fraction):
+def _recommend(X, Wt, Z, k, fraction, cache, blocked, exclude_seen):
     dev = _device.current()
     xp = dev.xp
     n_users, n_items = X.shape[0], Z.shape[1]
@@ -104,9 +98,11 @@ def _recommend(X, Wt, Z, k, fraction):
     ids = np.empty((n_users, k), dtype=np.int64)
     scores = np.empty((n_users, k), dtype=np.float32)
     kernel = dev.get_kernel("score_topk.cu", "score_topk_warp<long long>")
-    (wt, z), max_blocks, scratch = _device_state(Wt, Z, fraction)
+    (wt, z), max_blocks, scratch = _device_state(Wt, Z, fraction, cache)
     blocks = min(max_blocks, -(-n_users // WARPS_PER_BLOCK))  # no more warps than users
     step = users_per_block(X, k, fraction)
+    d_blocked = xp.asarray(blocked if blocked is not None and blocked.any() else np.zeros(1, np.uint8))
+    has_blocked = np.int32(d_blocked.shape[0] == n_items)
     d_ids = xp.empty((min(step, n_users), k), dtype=xp.int64)
     d_scores = xp.empty((min(step, n_users), k), dtype=xp.float32)
     for start in range(0, n_users, step):
@@ -115,24 +111,27 @@ def _recommend(X, Wt, Z, k, fraction):
         x = _to_device_csr(block)
         kernel(
             (blocks,), (THREADS,),
-            (*x, *wt, *z, np.int32(n_latent), np.int32(n_items), np.int32(k), np.int32(nb),
-             *scratch, d_ids, d_scores),
+            (*x, *wt, *z, d_blocked, has_blocked, np.int32(bool(exclude_seen)), np.int32(n_latent), np.int32(n_items),
+             np.int32(k), np.int32(nb), *scratch, d_ids, d_scores),
         )
         d_ids[:nb].get(out=ids[start:start + nb])
         d_scores[:nb].get(out=scores[start:start + nb])
     return ids, scores
 
 
-def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: int,
-                     plan: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of ``(X Wt) Z`` per row of X, own items excluded (see the CPU twin for the contract).
+def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: int, plan: str = "auto", *,
+                     cache: ScoringCache | None = None, blocked: np.ndarray | None = None,
+                     exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of ``(X Wt) Z`` per row of X (see the CPU twin for the contract and the arguments).
     X, Wt, Z: CSR in canonical format (distinct, sorted indices per row; ValueError otherwise).
     plan : 'auto' or 'factored' (the kernel's plan; the CPU twin's 'product' and 'sparse_product'
-    plans are not built here: NotImplementedError).
+    plans are not built here: NotImplementedError). cache : the model's scoring cache, which keeps
+    the device weights and scratch (None: uploaded for this call only). Calls on one model take
+    turns on its scratch (its cache's lock); calls on different models run side by side.
 
-    A device out-of-memory frees the scoring cache and retries with a quarter of the scratch and
-    upload sizes; if that fails too, :class:`GPUOutOfMemory` is raised (the model then scores on
-    the CPU with a warning).
+    A device out-of-memory frees the other models' device entries and this one's, and retries with
+    a quarter of the scratch and upload sizes; if that fails too, :class:`GPUOutOfMemory` is raised
+    (the model then scores on the CPU with a warning).
     """
     if plan not in PLANS:
         raise ValueError(f"plan must be one of {PLANS}, got {plan!r}")
@@ -142,18 +141,34 @@ def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: i
     for name, M in (("X", X), ("Wt", Wt), ("Z", Z)):
         if not M.has_canonical_format:  # lanes split a row assuming its column indices are distinct
             raise ValueError(f"{name} has repeated or unsorted column indices in a row; call sum_duplicates() first")
+    n_items = Z.shape[1]
+    if blocked is not None and (blocked.shape != (n_items,) or blocked.dtype != np.uint8):
+        raise ValueError(f"blocked must be uint8 of shape ({n_items},), got {blocked.dtype} {blocked.shape}")
     if X.shape[0] == 0:
         return np.empty((0, k), dtype=np.int64), np.empty((0, k), dtype=np.float32)
-    try:
-        # after an out-of-memory the cached model keeps the smaller sizes that worked
-        return _recommend(X, Wt, Z, k, _cache.get("fraction", SCRATCH_FRACTION))
-    except Exception as exc:
-        if not _device.is_out_of_memory(exc):
-            raise
-        logger.warning("recommend: GPU out of memory (%s); retrying with smaller scratch and uploads", exc)
-    release_scoring_cache()
-    with _device.out_of_memory_as("scoring does not fit in GPU memory even with smaller blocks", release_scoring_cache):
-        return _recommend(X, Wt, Z, k, SCRATCH_FRACTION / 4)
+    cache = ScoringCache() if cache is None else cache
+    with cache.lock:
+        scratch = cache.get("gpu_scratch")
+        fraction = SCRATCH_FRACTION if scratch is None else scratch[0]  # after an out-of-memory: the sizes that worked
+        try:
+            return _recommend(X, Wt, Z, k, fraction, cache, blocked, exclude_seen)
+        except Exception as exc:
+            if not _device.is_out_of_memory(exc):
+                raise
+            logger.warning("recommend: GPU out of memory (%s); retrying with smaller scratch and uploads", exc)
+        _release_device(cache, others=True)
+        with _device.out_of_memory_as("scoring does not fit in GPU memory even with smaller blocks",
+                                      lambda: _release_device(cache)):
+            return _recommend(X, Wt, Z, k, SCRATCH_FRACTION / 4, cache, blocked, exclude_seen)
+
+
+def _release_device(cache: ScoringCache, others: bool = False) -> None:
+    """Free this cache's device entries (and, with ``others``, every other model's) and return the
+    freed blocks to the driver."""
+    cache.clear("device")
+    if others:
+        release_device_entries(keep=cache)
+    _device.current().release_pool()
 
 
 def score_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix) -> sp.csr_matrix:
@@ -161,7 +176,7 @@ def score_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix) -> sp.cs
 
     A sparse score matrix is an inspection tool, not the serving path (that is the fused top-k
     above), and cuSPARSE SpGEMM through cupyx has open reports of silently wrong results and
-    32-bit nnz overflow (DESIGN.md pitfalls): the product is formed by the CPU twin, and the
+    32-bit nnz overflow: the product is formed by the CPU twin, and the
     model records this stage as CPU work (``SCORE_SPARSE_DEVICE``).
     """
     from ..cpu.inference import score_sparse as cpu_score_sparse
