@@ -26,7 +26,7 @@ def _item_indices(values, n_items: int, name: str) -> np.ndarray:
                         f"go to the table methods (recommend_table, similar_items_table)")
     bad = (arr < 0) | (arr >= n_items)
     if bad.any():
-        raise ValueError(f"{name} holds item index {arr[bad][0]!r}, outside the model's 0..{n_items - 1}")
+        raise ValueError(f"{name} holds item index {arr[bad][0].item()!r}, outside the model's 0..{n_items - 1}")
     return arr.astype(np.int64, copy=False)
 
 

@@ -504,7 +504,7 @@ class SANSA:
         item_ids = self._raw_ids("similar_items_table")
         idx = item_ids.lookup(np.asarray(items), "items")
         if (idx < 0).any():
-            raise ValueError(f"items: ID {np.asarray(items)[idx < 0][0]!r} is unknown to the model")
+            raise ValueError(f"items: ID {np.asarray(items)[idx < 0][0].item()!r} is unknown to the model")
         blocked = blocked_items(self.n_items_, candidates, filter_items, item_ids=item_ids)
         ids, scores = self._recommend_rows(item_rows(idx, self.n_items_), check_positive_int(k, "k"), blocked, True)
         return similar_format(item_ids.ids[idx], ids, scores, item_ids)

@@ -167,15 +167,15 @@ def test_score_to_parquet_failure_after_two_blocks_keeps_previous_file(medium_X,
     score_to_parquet(m, medium_X[:50], path, k=3, progress=False)  # a previous, complete output
     previous = path.read_bytes()
     calls = []
-    recommend = m.recommend
+    recommend = m._recommend_rows  # what recommend_batches scores each block with
 
-    def failing_recommend(X, k=20):
+    def failing_recommend(X, *args, **kwargs):
         calls.append(X.shape[0])
         if len(calls) == 3:
             raise RuntimeError("scoring failed on block 3")
-        return recommend(X, k)
+        return recommend(X, *args, **kwargs)
 
-    m.recommend = failing_recommend
+    m._recommend_rows = failing_recommend
     unraisable = []  # "Exception ignored in ...__del__" (stderr noise, e.g. under the CLI's one-line errors)
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
     with pytest.raises(RuntimeError, match="block 3"):
