@@ -61,6 +61,10 @@ def main() -> None:
     print("\nSANSA top-10 for three users (item id:score):")
     for u, (row_ids, row_scores) in zip(users[:3], zip(ids, scores)):
         print(f"  user {u}: " + " ".join(f"{i}:{s:.3f}" for i, s in zip(row_ids, row_scores) if i >= 0))
+    ids, scores = sansa.similar_items([0, 1], k=5)
+    print("\nSANSA: the five items most related to items 0 and 1 (item id:score):")
+    for i, (row_ids, row_scores) in enumerate(zip(ids, scores)):
+        print(f"  item {i}: " + " ".join(f"{j}:{s:.3f}" for j, s in zip(row_ids, row_scores) if j >= 0))
 
 
 if __name__ == "__main__":
