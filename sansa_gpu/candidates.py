@@ -30,16 +30,16 @@ def _item_indices(values, n_items: int, name: str) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def raw_to_indices(values, item_ids, name: str) -> np.ndarray:
+def raw_to_indices(values, item_ids, name: str, warn: bool = True) -> np.ndarray:
     """Indices of the raw item IDs ``values`` known to the model (``item_ids``: its IdMap); unknown
-    IDs are dropped with a warning that names a few."""
+    IDs are dropped, with a warning that names a few when ``warn``."""
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D list of item IDs, got an array of shape {arr.shape}")
     if arr.size == 0:
         return np.empty(0, dtype=np.int64)
     idx = item_ids.lookup(arr, name)
-    if (idx < 0).any():
+    if warn and (idx < 0).any():
         unknown = arr[idx < 0]
         shown = ", ".join(map(str, unknown[:5]))
         warnings.warn(f"{name}: {unknown.size} item ID(s) unknown to the model were ignored (e.g. {shown})",
@@ -47,12 +47,12 @@ def raw_to_indices(values, item_ids, name: str) -> np.ndarray:
     return idx[idx >= 0]
 
 
-def blocked_items(n_items: int, items=None, filter_items=None, item_ids=None) -> np.ndarray | None:
+def blocked_items(n_items: int, items=None, filter_items=None, item_ids=None, warn: bool = True) -> np.ndarray | None:
     """uint8 (n_items,): 1 for every item a call must not return, or None when none is blocked.
 
     items : None (every item may be returned) or the allow-list. filter_items : None or the
-    block-list. With ``item_ids`` (the model's IdMap) both hold raw item IDs (unknown ones dropped
-    with a warning), else item indices (ValueError outside the catalogue, TypeError when not
+    block-list. With ``item_ids`` (the model's IdMap) both hold raw item IDs (unknown ones dropped,
+    with a warning when ``warn``), else item indices (ValueError outside the catalogue, TypeError when not
     integers).
     """
     if items is None and filter_items is None:
@@ -60,7 +60,7 @@ def blocked_items(n_items: int, items=None, filter_items=None, item_ids=None) ->
 
     def indices(values, name):
         if item_ids is not None:
-            return raw_to_indices(values, item_ids, name)
+            return raw_to_indices(values, item_ids, name, warn)
         return _item_indices(values, n_items, name)
 
     if items is None:

@@ -141,14 +141,17 @@ def read_item_list(path: str, kind: str) -> np.ndarray:
     except OSError as exc:
         raise OSError(f"cannot read the item list {path!r}: {exc.strerror or exc}") from exc
     values = [(n, v) for n, v in lines if v and not v.startswith("#")]
+    if not values:
+        raise ValueError(f"the item list {path!r} holds no item IDs (one raw ID per line expected)")
     if kind != "int":
         return np.array([v for _, v in values], dtype=str)
     out = np.empty(len(values), dtype=np.int64)
     for a, (n, v) in enumerate(values):
         try:
             out[a] = int(v)
-        except ValueError:
-            raise ValueError(f"{path}:{n}: {v!r} is not an integer item ID (the model's item IDs are integers)") from None
+        except (ValueError, OverflowError):
+            raise ValueError(f"{path}:{n}: {v!r} is not an integer item ID of 64 bits (the model's item IDs are "
+                             f"integers)") from None
     return out
 
 

@@ -160,9 +160,9 @@ def score_partition(df, index: int, directory: str, fingerprint, k: int, user_co
 
     model = worker_model(fingerprint, device)
     item_ids = model.item_ids_
-    with warnings.catch_warnings():  # unknown IDs in the lists: ignored, as documented (not once per partition)
-        warnings.simplefilter("ignore", UserWarning)
-        blocked = blocked_items(model.n_items_, items, filter_items, item_ids=item_ids)
+    # unknown IDs in the lists: ignored, as documented (no warning per partition, and no warning-filter
+    # changes, which are process-wide and not thread-safe on a threaded worker)
+    blocked = blocked_items(model.n_items_, items, filter_items, item_ids=item_ids, warn=False)
     candidates = {"items": None if blocked is None else np.flatnonzero(blocked == 0),
                   "filter_already_liked_items": filter_already_liked_items}
     schema = _output_schema(user_kind, item_ids.kind, k)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import warnings
 
@@ -29,6 +30,7 @@ from .validation import (
 )
 
 logger = logging.getLogger(__name__)
+_CACHE_CREATION = threading.Lock()  # guards only the creation of a model's scoring cache (see SANSA._cache_for)
 
 FACTORIZERS = ("auto", "cholmod", "icf")
 DEFAULT_NNZ_PER_ITEM = 16
@@ -367,7 +369,7 @@ class SANSA:
         stats.update(weights_seconds=t3 - t2, nnz_Wt=int(Wt.nnz), nnz_Z=int(Z.nnz), fit_seconds=t3 - t0)
         logger.info("weights: nnz(Wt)=%d nnz(Z)=%d (%.2fs); fit total %.2fs", Wt.nnz, Z.nnz, t3 - t2, t3 - t0)
         self.weights_ = (Wt, Z)
-        self.__dict__.pop("_scoring_cache_obj", None)  # a refit: what was formed from the old weights goes
+        self.__dict__.pop("_scoring_cache_obj", None)  # a refit: free what was formed from the old weights now
         self.n_items_ = n
         self.item_ids_ = item_ids
         self.history_ = history
@@ -408,10 +410,23 @@ class SANSA:
 
     @property
     def _scoring_cache(self) -> ScoringCache:
-        """This model's scoring state (formed B, device weights), created on first use. dict.setdefault
-        is atomic, so threads racing on the first call all get the same cache."""
+        """This model's scoring state for its current ``weights_`` (see :meth:`_cache_for`)."""
+        return self._cache_for(self.weights_)
+
+    def _cache_for(self, weights: tuple) -> ScoringCache:
+        """The scoring cache of ``weights`` (the tuple a call read from ``weights_``): this model's
+        cache if it was formed from that very tuple, else a new one replacing it (after a refit, a
+        load, or ``weights_`` assigned), so what was formed from other weights is never used. Created
+        under a lock, so threads racing on the first call share one cache."""
         cache = self.__dict__.get("_scoring_cache_obj")
-        return cache if cache is not None else self.__dict__.setdefault("_scoring_cache_obj", ScoringCache())
+        if cache is not None and cache.weights is weights:
+            return cache
+        with _CACHE_CREATION:
+            cache = self.__dict__.get("_scoring_cache_obj")
+            if cache is None or cache.weights is not weights:
+                cache = ScoringCache(weights)
+                self.__dict__["_scoring_cache_obj"] = cache
+            return cache
 
     def release_scoring_cache(self) -> None:
         """Free what this model keeps for scoring (the product plans' B, its counted structure, the GPU's
@@ -448,17 +463,19 @@ class SANSA:
 
     def _recommend_rows(self, X: sp.csr_matrix, k: int, blocked, exclude_seen: bool, plan: str = "auto"):
         """recommend() on checked input: the backend's kernels with this model's cache."""
-        Wt, Z = self.weights_
+        weights = self.weights_  # read once: a refit in another thread replaces the tuple, not its arrays
+        Wt, Z = weights
+        cache = self._cache_for(weights)
         backend = self._inference_backend()
         if backend_device(backend) != "cpu" and plan in ("product", "sparse_product"):
             backend = cpu  # the product plans run on the CPU only
         try:
-            ids, scores = backend.recommend_sparse(X, Wt, Z, k, plan, cache=self._scoring_cache, blocked=blocked,
+            ids, scores = backend.recommend_sparse(X, Wt, Z, k, plan, cache=cache, blocked=blocked,
                                                    exclude_seen=exclude_seen)
         except GPUOutOfMemory as exc:
             logger.warning("recommend: %s; scoring on the CPU", exc)
             # the GPU's plan: the same result
-            ids, scores = cpu.recommend_sparse(X, Wt, Z, k, "factored", cache=self._scoring_cache, blocked=blocked,
+            ids, scores = cpu.recommend_sparse(X, Wt, Z, k, "factored", cache=cache, blocked=blocked,
                                                exclude_seen=exclude_seen)
         return ids, scores
 

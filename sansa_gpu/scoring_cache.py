@@ -28,6 +28,7 @@ shipped with a model.
 from __future__ import annotations
 
 import collections
+import numbers
 import threading
 import weakref
 
@@ -53,21 +54,27 @@ class _Budget:
         self.held = 0  # host bytes of every cache's entries
         self.peak = 0
 
-    def limit_bytes(self) -> int:
+    def limit_bytes(self, allocated: int = 0) -> int:
+        """The budget now. The default is re-derived from the memory the caches could use: what is
+        available, plus what they hold, plus ``allocated`` (an entry formed but not yet counted,
+        already missing from the available memory), so forming an entry does not shrink it."""
         if self.limit is not None:
             return self.limit
         from .memory import available_memory_bytes
 
-        return int(min(DEFAULT_BUDGET_MAX_BYTES, DEFAULT_BUDGET_FRACTION * (available_memory_bytes() + self.held)))
+        return int(min(DEFAULT_BUDGET_MAX_BYTES,
+                       DEFAULT_BUDGET_FRACTION * (available_memory_bytes() + self.held + allocated)))
 
     def touch(self, cache: "ScoringCache", name: str) -> None:
         key = (id(cache), name)
         if key in self.order:
             self.order.move_to_end(key)
 
-    def make_room(self, nbytes: int, keep: tuple) -> None:
-        """Drop least recently used entries (not ``keep``) until ``nbytes`` more fit. Lock held."""
-        limit = self.limit_bytes()
+    def make_room(self, nbytes: int, keep: tuple, allocated: bool = False) -> None:
+        """Drop least recently used entries (not ``keep``) until ``nbytes`` more fit (``allocated``:
+        those bytes are already formed). CacheBudgetExceeded, dropping nothing, when they cannot fit
+        at all. Lock held."""
+        limit = self.limit_bytes(nbytes if allocated else 0)
         if nbytes > limit:
             raise CacheBudgetExceeded(f"{nbytes / 1e9:.3g} GB is more than the whole scoring-cache budget of "
                                       f"{limit / 1e9:.3g} GB (sansa_gpu.set_scoring_cache_budget)")
@@ -103,7 +110,7 @@ def set_scoring_cache_budget(nbytes: int | None) -> None:
     default, 25% of the available memory, at most 4 GB). Lowering it drops least recently used
     entries now."""
     if nbytes is not None:
-        if isinstance(nbytes, bool) or not isinstance(nbytes, (int,)) or nbytes < 0:
+        if isinstance(nbytes, bool) or not isinstance(nbytes, numbers.Integral) or nbytes < 0:
             raise ValueError(f"the scoring-cache budget must be None or an integer number of bytes >= 0, got {nbytes!r}")
         nbytes = int(nbytes)
     with _budget.lock:
@@ -129,10 +136,14 @@ class ScoringCache:
 
     ``builds`` counts how many times each entry was formed (a test and a benchmark read it).
     Entries of kind 'host' count against the process budget; 'device' entries do not (see the
-    module docstring).
+    module docstring). ``weights``: the weights tuple the entries are formed from (the model
+    replaces a cache whose weights are not its current ones). ``budgeted=False``: a cache for one
+    call (no model), whose entries neither count against the budget nor evict others'.
     """
 
-    def __init__(self):
+    def __init__(self, weights=None, budgeted: bool = True):
+        self.weights = weights
+        self.budgeted = budgeted
         self.lock = threading.RLock()
         self._entries: dict = {}  # name -> (value, nbytes, kind); changed only under _budget.lock
         self.builds: collections.Counter = collections.Counter()
@@ -151,10 +162,11 @@ class ScoringCache:
             _budget.touch(self, name)
             return entry[0]
 
-    def get_or_build(self, name: str, nbytes: int, build, kind: str = "host"):
+    def get_or_build(self, name: str, nbytes: int, build, kind: str = "host", oversize: str = "raise"):
         """The entry ``name``, formed by ``build()`` (under this cache's lock, once) if absent.
-        ``nbytes``: its size, predicted before forming it so that room is made first; a 'host'
-        entry over the whole budget raises :class:`CacheBudgetExceeded` without forming it."""
+        ``nbytes``: its size, predicted before forming it so that room is made first. A 'host' entry
+        over the whole budget raises :class:`CacheBudgetExceeded` without forming it
+        (``oversize='raise'``) or is formed and returned without being kept (``'build'``)."""
         value = self.get(name)
         if value is not None:
             return value
@@ -162,23 +174,35 @@ class ScoringCache:
             value = self.get(name)
             if value is not None:
                 return value
-            if kind == "host":
+            if kind == "host" and self.budgeted:
                 with _budget.lock:
-                    _budget.make_room(int(nbytes), keep=())
+                    try:
+                        _budget.make_room(int(nbytes), keep=())
+                    except CacheBudgetExceeded:
+                        if oversize == "raise":
+                            raise
+                        self.builds[name] += 1
+                        return build()
             value = build()
             self.put(name, value, int(nbytes), kind)
             return value
 
-    def put(self, name: str, value, nbytes: int, kind: str = "host") -> None:
-        """Keep ``value`` (formed by the caller) as entry ``name``, replacing any; counted in ``builds``."""
+    def put(self, name: str, value, nbytes: int, kind: str = "host") -> bool:
+        """Keep ``value`` (formed by the caller) as entry ``name``, replacing any; counted in
+        ``builds``. A 'host' value that no longer fits the budget (the default budget follows the
+        available memory) is not kept: returns whether it was."""
         with _budget.lock:
             self.builds[name] += 1
             self._drop_locked(name)
-            if kind == "host":
-                _budget.make_room(nbytes, keep=())
+            if kind == "host" and self.budgeted:
+                try:
+                    _budget.make_room(nbytes, keep=(), allocated=True)
+                except CacheBudgetExceeded:
+                    return False
                 _budget.add(self, name, nbytes)
                 self._host_names.add(name)
             self._entries[name] = (value, nbytes, kind)
+            return True
 
     def drop(self, name: str) -> None:
         with _budget.lock:

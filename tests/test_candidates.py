@@ -206,3 +206,18 @@ def test_cli_recommend_with_item_files(small_X, tmp_path):
     code = main(["recommend", str(tmp_path / "m.npz"), str(tmp_path / "in.csv"), "-o", str(tmp_path / "r2.csv"),
                  "--items", str(tmp_path / "bad.txt"), "-q"])
     assert code != 0 and not (tmp_path / "r2.csv").exists()
+
+
+@pytest.mark.parametrize("content, message", [("", "holds no item IDs"), ("# none\n\n", "holds no item IDs"),
+                                              ("99999999999999999999\n", "not an integer item ID of 64 bits")])
+def test_cli_refuses_empty_or_unreadable_item_files(small_X, tmp_path, capsys, content, message):
+    from sansa_gpu.cli import main
+
+    rows, cols = small_X.nonzero()
+    pd.DataFrame({"user_id": rows, "item_id": cols}).to_csv(tmp_path / "in.csv", index=False)
+    SANSA(l2=5.0, density=0.2, refine_sweeps=1, factorizer="icf", device="cpu").fit(
+        pd.DataFrame({"user_id": rows, "item_id": cols})).save(tmp_path / "m.npz")
+    (tmp_path / "list.txt").write_text(content)
+    code = main(["recommend", str(tmp_path / "m.npz"), str(tmp_path / "in.csv"), "-o", str(tmp_path / "r.csv"),
+                 "--exclude-items", str(tmp_path / "list.txt"), "-q"])
+    assert code == 2 and message in capsys.readouterr().err and not (tmp_path / "r.csv").exists()

@@ -211,3 +211,72 @@ def test_parallel_calls_take_turns_on_an_unsafe_threading_layer(monkeypatch):
 
 def test_the_threading_layer_in_use_is_detected():
     assert _threads.threading_layer() in ("tbb", "omp", "workqueue")
+
+
+def test_the_default_budget_keeps_a_B_that_fits_when_forming_it_takes_the_memory(models, medium_X, monkeypatch):
+    """The default budget follows the available memory; forming B takes some of it. A B that fitted
+    before it was formed must still be kept (not formed, refused, and formed again on every call)."""
+    from sansa_gpu import memory
+    from sansa_gpu.cpu import inference as cpu_inference
+
+    need = cpu_inference.product_bytes(medium_X.shape[1])
+    total = int(need / 0.22)  # B is 22% of the memory: inside the 25% default, not after subtracting it
+    used = [0]
+    form = cpu_inference._form_dense_B
+
+    def forming(Wt, Z):
+        state = form(Wt, Z)
+        used[0] += sum(a.nbytes for a in state)
+        return state
+
+    monkeypatch.setattr(cpu_inference, "_form_dense_B", forming)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: total - used[0])
+    m = copy.deepcopy(models[0])
+    set_scoring_cache_budget(None)
+    a = m.recommend(medium_X[:20], 5, plan="product")
+    b = m.recommend(medium_X[:20], 5, plan="product")
+    assert m._scoring_cache.builds["product"] == 1 and m._scoring_cache.get("product") is not None
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_a_cache_serves_only_the_weights_it_was_formed_from(models, medium_X):
+    a, b = copy.deepcopy(models[0]), copy.deepcopy(models[2])
+    a.recommend(medium_X[:30], 5, plan="product")
+    a.weights_ = b.weights_  # assigned, not refitted: the B formed from the old weights must not serve
+    for plan in CPU_PLANS:
+        np.testing.assert_array_equal(a.recommend(medium_X[:30], 5, plan=plan)[0],
+                                      b.recommend(medium_X[:30], 5, plan=plan)[0])
+
+
+def test_direct_calls_without_a_cache_never_evict_a_models_entries(models, medium_X):
+    from sansa_gpu.cpu import inference as cpu_inference
+
+    m = copy.deepcopy(models[1])
+    m.recommend(medium_X[:10], 5, plan="product")
+    set_scoring_cache_budget(cpu_inference.product_bytes(medium_X.shape[1]) + 1000)
+    try:
+        cpu_inference.recommend_sparse(medium_X[:10], *models[2].weights_, 5, plan="product")
+        assert m._scoring_cache.get("product") is not None
+    finally:
+        set_scoring_cache_budget(None)
+
+
+@pytest.mark.parametrize("plan", CPU_PLANS)
+def test_every_parallel_scoring_launch_goes_through_the_threading_guard(models, medium_X, monkeypatch, plan):
+    """On the workqueue layer an unguarded launch from two threads aborts the process: every
+    parallel kernel a scoring call runs (forming B included) must enter parallel_call."""
+    import contextlib
+
+    from sansa_gpu.cpu import inference as cpu_inference
+
+    entered = []
+
+    @contextlib.contextmanager
+    def counting():
+        entered.append(1)
+        yield
+
+    monkeypatch.setattr(cpu_inference, "parallel_call", counting)
+    m = copy.deepcopy(models[1])
+    m.recommend(medium_X[:10], 5, plan=plan)
+    assert len(entered) == {"factored": 1, "product": 2, "sparse_product": 3}[plan]  # B's count, B, the scoring

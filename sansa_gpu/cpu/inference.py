@@ -34,7 +34,7 @@ Candidates are the same items except where x Wt cancels to exactly zero on a lat
 factored plan then does not reach that latent's items; B's structure cannot know): with
 nonnegative weights, as :func:`sansa_gpu.validation.check_interactions` requires, only by exact
 rounding coincidence. Both caches (this one and the GPU's) assume the weights are not modified
-in place: call :func:`release_scoring_cache` after doing so.
+in place: call the model's ``release_scoring_cache()`` after doing so.
 """
 
 from __future__ import annotations
@@ -563,8 +563,9 @@ def choose_plan(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, cached: s
 
 
 def _cache_or_new(cache: ScoringCache | None) -> ScoringCache:
-    """The model's cache, or (no model: a direct call) one that lives for this call only."""
-    return ScoringCache() if cache is None else cache
+    """The model's cache, or (no model: a direct call) one that lives for this call only and takes
+    no share of the process budget (it never evicts a model's entries)."""
+    return ScoringCache(budgeted=False) if cache is None else cache
 
 
 def product_row_nnz(Wt: sp.csr_matrix, Z: sp.csr_matrix, cache: ScoringCache | None = None) -> np.ndarray:
@@ -579,10 +580,8 @@ def product_row_nnz(Wt: sp.csr_matrix, Z: sp.csr_matrix, cache: ScoringCache | N
                             np.zeros(chunks, dtype=np.int64))
         return indptr[1:]
 
-    try:
-        return _cache_or_new(cache).get_or_build("B_row_nnz", 8 * Wt.shape[0], count)
-    except CacheBudgetExceeded:  # a budget smaller than the count itself: counted, not kept
-        return count()
+    # a budget smaller than the count itself: counted, not kept
+    return _cache_or_new(cache).get_or_build("B_row_nnz", 8 * Wt.shape[0], count, oversize="build")
 
 
 def _form_dense_B(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> tuple:

@@ -146,7 +146,7 @@ def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: i
         raise ValueError(f"blocked must be uint8 of shape ({n_items},), got {blocked.dtype} {blocked.shape}")
     if X.shape[0] == 0:
         return np.empty((0, k), dtype=np.int64), np.empty((0, k), dtype=np.float32)
-    cache = ScoringCache() if cache is None else cache
+    cache = ScoringCache(budgeted=False) if cache is None else cache
     with cache.lock:
         scratch = cache.get("gpu_scratch")
         fraction = SCRATCH_FRACTION if scratch is None else scratch[0]  # after an out-of-memory: the sizes that worked
