@@ -27,6 +27,8 @@ ORDERINGS = CHOLMOD_ORDERINGS + ("popularity",)
 """All item orderings: CHOLMOD's, plus 'popularity' (items by ascending interaction count, O(nnz);
 'icf' only)."""
 ICF_MAX_RESTARTS = 60
+#: What the incomplete Cholesky does at a non-positive pivot (:func:`incomplete_cholesky`).
+ICF_BREAKDOWN_RULES = ("shift", "compensate", "local")
 """Restarts with a larger diagonal shift the incomplete Cholesky makes before giving up (the shift
 grows geometrically: the 60th restart adds about 6e14 times the mean diagonal)."""
 
@@ -318,7 +320,8 @@ def _exact_cholmod(X: sp.csr_matrix, l2: float, ordering: str) -> tuple[np.ndarr
 
 # ----------------------------------------------------------------------------- incomplete Cholesky
 @numba.njit(cache=True, nogil=True)
-def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, link, pos):
+def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, link, pos, rule, scale, comp,
+              cand, kept, fixed):
     """Left-looking incomplete Cholesky of the lower CSC triangle A (+ shift on the diagonal).
 
     Column j keeps its diagonal plus at most (budget - nnz - (n - j)) // (n - j) off-diagonal
@@ -326,16 +329,28 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
     the whole lower triangle keeps everything (the exact factor). Columns are
     linked by their next active row (head/link/pos) so each column k is visited exactly for the
     rows j where L[j, k] != 0. Returns nnz, or -(j + 1) if pivot j is not positive.
+
+    ``rule`` says what a non-positive pivot does. 0: the factorisation stops (the caller restarts
+    with a larger shift). 1 ('compensate'): diagonal compensation of every dropped entry (Ajiz &
+    Jennings 1984), after which a positive definite A cannot break down: dropping
+    s_ij of the current Schur complement adds |s_ij| w to its diagonal j and |s_ij| / w to its
+    diagonal i (w = scale[j] / scale[i], scale = sqrt of A's diagonal): the change is positive
+    semidefinite, so a positive definite A never breaks down, and only the columns that lose
+    entries are regularised more (``comp`` (n,) accumulates what later diagonals receive; ``cand``,
+    ``kept``: (n,) work arrays). 2 ('local'): a non-positive pivot j is replaced by A's own diagonal
+    A_jj + shift (scale[j]^2), that column only; ``fixed[0]`` counts them.
     """
     for i in range(n):
         head[i] = -1
         mark[i] = -1
+        comp[i] = 0.0
+        kept[i] = -1
     full = n * (n + 1) // 2
     nnz = 0
     Lp[0] = 0
     for j in range(n):
         nt = 0
-        diag = shift
+        diag = shift + comp[j]
         for idx in range(Ap[j], Ap[j + 1]):
             i = Ai[idx]
             if i == j:
@@ -360,9 +375,6 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
                 link[k] = head[r]
                 head[r] = k
             k = next_k
-        if not diag > 0.0:
-            return -(j + 1)
-        ljj = np.sqrt(diag)
         # the budget spread evenly over the columns left; a budget that holds the whole lower triangle
         # (density 1) drops nothing, so the factor is the exact Cholesky factor
         cap = (budget - nnz - (n - j)) // (n - j) if budget < full else n
@@ -374,7 +386,25 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
                 touched[m] = touched[b]
                 m += 1
         if m > cap:
+            m_all = m
+            if rule == 1:
+                cand[:m_all] = touched[:m_all]
             m = cap_rows(touched, m, j, a, cap)
+            if rule == 1:
+                for b in range(m):
+                    kept[touched[b]] = j
+                for b in range(m_all):
+                    i = cand[b]
+                    if kept[i] != j:
+                        w = scale[j] / scale[i]
+                        diag += abs(a[i]) * w
+                        comp[i] += abs(a[i]) / w
+        if not diag > 0.0:
+            if rule != 2:
+                return -(j + 1)
+            diag = scale[j] * scale[j]
+            fixed[0] += 1
+        ljj = np.sqrt(diag)
         rows = touched[:m]
         rows.sort()
         Li[nnz] = j
@@ -409,6 +439,7 @@ class ICFResult:
     L: sp.csc_matrix
     shift: float
     breakdowns: list = field(default_factory=list)
+    local_fixes: int = 0
 
     @property
     def restarts(self) -> int:
@@ -416,7 +447,8 @@ class ICFResult:
 
 
 def incomplete_cholesky(A_lower: sp.csc_matrix, shift: float, budget: int, shift_step: float = 1e-3,
-                        shift_growth: float = 2.0, max_restarts: int | None = None) -> ICFResult:
+                        shift_growth: float = 2.0, max_restarts: int | None = None,
+                        breakdown_rule: str = "shift") -> ICFResult:
     """Incomplete Cholesky ``L L^T ~= A + shift I`` within ``budget`` nonzeros, restarting on breakdown.
 
     A_lower : (n, n) CSC lower triangle of a symmetric matrix, sorted rows. When a pivot is not
@@ -426,7 +458,13 @@ def incomplete_cholesky(A_lower: sp.csc_matrix, shift: float, budget: int, shift
     factor reached by restarting is reported with a warning (it regularises more than asked).
     Raises ``numpy.linalg.LinAlgError`` (a ValueError) naming the pivot and the shifts tried when
     every attempt breaks down. Memory: exactly ``budget`` slots for L plus O(n) work arrays.
+    ``breakdown_rule``: 'shift' (the above), 'compensate' (diagonal compensation of the dropped
+    entries, :func:`_icf_core`; a restart then remains only for a matrix that is not positive
+    definite, which a pruned Gram can be) or 'local' (a broken pivot alone replaced by its
+    unfactorised diagonal; ``local_fixes`` counts them).
     """
+    if breakdown_rule not in ICF_BREAKDOWN_RULES:
+        raise ValueError(f"breakdown_rule must be one of {ICF_BREAKDOWN_RULES}, got {breakdown_rule!r}")
     n = A_lower.shape[0]
     budget = max(int(budget), n)
     max_restarts = ICF_MAX_RESTARTS if max_restarts is None else int(max_restarts)
@@ -436,18 +474,23 @@ def incomplete_cholesky(A_lower: sp.csc_matrix, shift: float, budget: int, shift
     work = (np.zeros(n, np.float64), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64),
             np.empty(n, np.int64), np.empty(n, np.int64))
     Ap, Ai, Ax = A_lower.indptr.astype(np.int64, copy=False), A_lower.indices, A_lower.data.astype(np.float64, copy=False)
+    diag_A = A_lower.diagonal().astype(np.float64)
+    scale = np.sqrt(np.maximum(diag_A + float(shift), np.finfo(np.float64).tiny))
+    fixed = np.zeros(1, np.int64)
+    compensation = (ICF_BREAKDOWN_RULES.index(breakdown_rule), scale, np.zeros(n, np.float64), np.empty(n, np.int64),
+                    np.empty(n, np.int64), fixed)
     used = float(shift)
-    diag_mean = float(A_lower.diagonal().mean()) or 1.0
+    diag_mean = float(diag_A.mean()) or 1.0
     breakdowns: list[dict] = []
     for restart in range(max_restarts + 1):
-        nnz = _icf_core(n, Ap, Ai, Ax, used, budget, Lp, Li, Lx, *work)
+        nnz = _icf_core(n, Ap, Ai, Ax, used, budget, Lp, Li, Lx, *work, *compensation)
         if nnz >= 0:
             if breakdowns:
                 logger.warning("icf: %d pivot breakdown(s) at the budget of %d nnz; factorised with diagonal shift "
                                "%.4g instead of %.4g (stats_['icf_shift']), i.e. more regularisation than asked",
                                len(breakdowns), budget, used, float(shift))
             return ICFResult(L=sp.csc_matrix((Lx[:nnz], Li[:nnz], Lp), shape=(n, n)), shift=used,
-                             breakdowns=breakdowns)
+                             breakdowns=breakdowns, local_fixes=int(fixed[0]))
         breakdowns.append({"pivot": int(-nnz - 1), "shift": used})
         if restart == max_restarts:
             break
@@ -512,7 +555,7 @@ def icf_column_scaling(X: sp.csr_matrix) -> np.ndarray:
 def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float = 0.0,
              ordering: str = "colamd", prune_scale: np.ndarray | None = None,
              cache: "FactorCache | None" = None, column_scaling: bool = False,
-             max_per_column: int | None = None, backend=None) -> LDLFactor:
+             max_per_column: int | None = None, backend=None, breakdown_rule: str = "shift") -> LDLFactor:
     """Ordering (:func:`item_ordering`), the Gram of the permuted X with its column norms in one pass
     (:func:`sansa_gpu.gram.scaled_gram`, on ``backend``: the CPU by default, or the GPU), incomplete
     Cholesky within ``budget``: the factor never exceeds the budget, so catalogues whose exact factor
@@ -560,7 +603,7 @@ def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float =
         key = (ordering, float(min_cooccurrence), scaling, max_per_column)
         p, A = cache.gram(key, build)
     t1 = time.perf_counter()
-    res = incomplete_cholesky(A, float(l2), budget)
+    res = incomplete_cholesky(A, float(l2), budget, breakdown_rule=breakdown_rule)
     del A
     t2 = time.perf_counter()
     logger.info("factorize: ordering=%s + gram %.2fs, ICF %.2fs (shift %.4g, %d restart(s)), nnz(L)=%d "
