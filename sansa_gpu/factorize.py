@@ -45,6 +45,7 @@ class LDLFactor:
     breakdowns : list of dict, 'icf' only: one ``{"pivot": int, "shift": float}`` per failed attempt
         (the first non-positive pivot, a position in the order ``p``, and the shift tried), in
         order; empty without restarts.
+    local_fixes : int, 'icf' with breakdown_rule='local' only: pivots replaced by their own diagonal.
     seconds : dict, wall seconds of the sub-stages that produced it ('ordering', 'gram', 'icf',
         'cut' for ICF; 'exact', 'cut' for CHOLMOD; a stage served from a FactorCache counts ~0).
     devices : dict, where each sub-stage ran ('cpu' or 'gpu'; the ICF's Gram can run on the GPU).
@@ -55,6 +56,7 @@ class LDLFactor:
     p: np.ndarray
     shift: float | None = None
     breakdowns: list = field(default_factory=list)
+    local_fixes: int = 0
     seconds: dict = field(default_factory=dict)
     devices: dict = field(default_factory=dict)
 
@@ -264,6 +266,23 @@ def choose_factorizer(X: sp.csr_matrix, density: float, *, ordering: str | None 
                        f"sparse ICF matched or beat CHOLMOD")
     return "cholmod", (f"{n} items, {per_item:.0f} nonzeros per item column, {per_user:.0f} interactions per user: "
                        f"the exact factor is cheap and the more accurate on data this dense")
+
+
+#: Time model of the exact CHOLMOD factor (ordering, supernodal LLᵀ and the cut) on the 2-core VM,
+#: fitted to the factors measured there (benchmarks/exact_cost.py --fit over
+#: benchmarks/results/exact_cost.jsonl): seconds = EXACT_SECONDS_PER_GFLOP * GFlop (sum of squared
+#: column counts) + EXACT_SECONDS_PER_MNNZ * million nonzeros of the factor. Predicted / measured on
+#: the nine shared datasets whose exact factor fits (0.9 s on ml-1m to 134 s on gowalla): 0.87-1.09.
+EXACT_SECONDS_PER_GFLOP = 0.0096
+EXACT_SECONDS_PER_MNNZ = 0.109
+#: Catalogues above this many items are not analysed for an exact factor by ``tune`` (the COLAMD
+#: ordering alone takes minutes at 500k items, and no exact factor of real data that size fits memory).
+EXACT_PROFILE_MAX_ITEMS = 200_000
+
+
+def predict_exact_seconds(profile: dict) -> float:
+    """Predicted seconds of the exact CHOLMOD factor from :func:`sansa_gpu.memory.exact_factor_profile`."""
+    return float(EXACT_SECONDS_PER_GFLOP * profile["flops"] / 1e9 + EXACT_SECONDS_PER_MNNZ * profile["fill"] / 1e6)
 
 
 #: ``choose_factorizer`` thresholds (see its docstring for the evidence).
@@ -555,7 +574,8 @@ def icf_column_scaling(X: sp.csr_matrix) -> np.ndarray:
 def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float = 0.0,
              ordering: str = "colamd", prune_scale: np.ndarray | None = None,
              cache: "FactorCache | None" = None, column_scaling: bool = False,
-             max_per_column: int | None = None, backend=None, breakdown_rule: str = "shift") -> LDLFactor:
+             max_per_column: int | None = None, backend=None, breakdown_rule: str = "shift",
+             working_fill: float = 1.0) -> LDLFactor:
     """Ordering (:func:`item_ordering`), the Gram of the permuted X with its column norms in one pass
     (:func:`sansa_gpu.gram.scaled_gram`, on ``backend``: the CPU by default, or the GPU), incomplete
     Cholesky within ``budget``: the factor never exceeds the budget, so catalogues whose exact factor
@@ -569,7 +589,11 @@ def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float =
     factors, and the pruning test multiplies them back. ``cache`` (:class:`FactorCache`): the
     ordering and the unshifted Gram of this (X, ordering, pruning, scaling) are built once (``l2`` only
     shifts the diagonal, inside the incomplete Cholesky; ``budget`` only limits it). A GPU out of
-    memory during the Gram builds it on the CPU (logged; ``devices['gram']`` says so)."""
+    memory during the Gram builds it on the CPU (logged; ``devices['gram']`` says so).
+    ``breakdown_rule``: :func:`incomplete_cholesky`. ``working_fill`` >= 1: the incomplete Cholesky
+    keeps up to ``working_fill * budget`` nonzeros while it factorises (fewer dropped entries feed
+    the later columns), and the factor is then cut to ``budget`` by magnitude over the whole factor,
+    as the exact CHOLMOD factor is (1: the budget throughout, as before)."""
     from . import cpu
     from .errors import GPUOutOfMemory
 
@@ -603,11 +627,14 @@ def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float =
         key = (ordering, float(min_cooccurrence), scaling, max_per_column)
         p, A = cache.gram(key, build)
     t1 = time.perf_counter()
-    res = incomplete_cholesky(A, float(l2), budget, breakdown_rule=breakdown_rule)
+    n = A.shape[0]
+    work_budget = int(min(n * (n + 1) // 2, max(budget, np.ceil(float(working_fill) * budget))))
+    res = incomplete_cholesky(A, float(l2), work_budget, breakdown_rule=breakdown_rule)
     del A
     t2 = time.perf_counter()
     logger.info("factorize: ordering=%s + gram %.2fs, ICF %.2fs (shift %.4g, %d restart(s)), nnz(L)=%d "
                 "(budget %d)", ordering, t1 - t0, t2 - t1, res.shift, res.restarts, res.L.nnz, budget)
     L, d = sparsify_cholesky_factor(res.L, budget)
     seconds.update(icf=t2 - t1, cut=time.perf_counter() - t2)
-    return LDLFactor(L=L, d=d, p=p, shift=res.shift, breakdowns=res.breakdowns, seconds=seconds, devices=devices)
+    return LDLFactor(L=L, d=d, p=p, shift=res.shift, breakdowns=res.breakdowns, local_fixes=res.local_fixes,
+                     seconds=seconds, devices=devices)

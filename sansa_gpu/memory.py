@@ -41,9 +41,11 @@ def available_memory_bytes() -> int:
 
 
 @numba.njit(cache=True)
-def _cholesky_fill(n, Up, Ui):
-    """nnz of the Cholesky factor of a symmetric pattern given by its upper triangle in CSC
-    (column i lists rows k <= i). Elimination tree (Liu) then row-subtree path counting."""
+def _cholesky_column_counts(n, Up, Ui):
+    """Entries per column of the Cholesky factor of a symmetric pattern given by its upper triangle in
+    CSC (column i lists rows k <= i), diagonal included: int64 (n,). Elimination tree (Liu), then
+    row-subtree path counting (row i of L holds the columns on the paths from the k of row i of A
+    up the tree to i)."""
     parent = np.full(n, -1, dtype=np.int64)
     ancestor = np.full(n, -1, dtype=np.int64)
     for i in range(n):
@@ -56,24 +58,36 @@ def _cholesky_fill(n, Up, Ui):
                     parent[k] = i
                 k = nxt
     mark = np.full(n, -1, dtype=np.int64)
-    total = 0
+    counts = np.ones(n, dtype=np.int64)  # the diagonal
     for i in range(n):
         mark[i] = i
-        total += 1  # the diagonal
         for p in range(Up[i], Up[i + 1]):
             k = Ui[p]
             while k != -1 and k < i and mark[k] != i:
                 mark[k] = i
-                total += 1
+                counts[k] += 1
                 k = parent[k]
-    return total
+    return counts
+
+
+def cholesky_column_counts(A_lower: sp.csc_matrix) -> np.ndarray:
+    """Exact entries per column (int64 (n,)) of the Cholesky factor of the symmetric matrix whose
+    lower triangle is given (its pattern; no values)."""
+    U = sp.csc_matrix(A_lower.T)  # column i: rows k <= i
+    U.sort_indices()
+    return _cholesky_column_counts(U.shape[0], U.indptr.astype(np.int64), U.indices)
 
 
 def cholesky_fill(A_lower: sp.csc_matrix) -> int:
     """Exact nnz(L) of the Cholesky factor of the symmetric matrix whose lower triangle is given."""
-    U = sp.csc_matrix(A_lower.T)  # column i: rows k <= i
-    U.sort_indices()
-    return int(_cholesky_fill(U.shape[0], U.indptr.astype(np.int64), U.indices))
+    return int(cholesky_column_counts(A_lower).sum())
+
+
+def cholesky_flops(counts: np.ndarray) -> float:
+    """Floating-point operations of a (supernodal or left-looking) Cholesky with these column counts:
+    sum over columns of c_j^2 (each column's outer-product update; the textbook count up to lower terms)."""
+    c = np.asarray(counts, dtype=np.float64)
+    return float(np.dot(c, c))
 
 
 def gram_bound_slots(X: sp.csr_matrix, max_per_column: int | None) -> int:
@@ -148,8 +162,22 @@ def structural_counts(X: sp.csr_matrix, factorizer: str = "cholmod", min_cooccur
         if max_per_column is not None:
             nnz = min(nnz, X.shape[1] * (int(max_per_column) + 1))
         return nnz, None
+    prof = exact_factor_profile(X, ordering)
+    return prof["nnz_gram"], prof["fill"]
+
+
+def exact_factor_profile(X: sp.csr_matrix, ordering: str = "colamd") -> dict:
+    """What the exact factor of X^T X + l2 I costs, from its structure alone: {'nnz_gram' (lower
+    triangle), 'fill' (nnz of the exact factor), 'flops' (:func:`cholesky_flops`), 'seconds' (the
+    ordering, the Gram and the symbolic count that measured them)}. The ordering, one Gram build and
+    an O(fill) count: no factor values."""
+    import time
+
+    t0 = time.perf_counter()
     A = gram_lower(X, 1.0, item_ordering(X, ordering))
-    return int(A.nnz), cholesky_fill(A)
+    counts = cholesky_column_counts(A)
+    return {"nnz_gram": int(A.nnz), "fill": int(counts.sum()), "flops": cholesky_flops(counts),
+            "seconds": time.perf_counter() - t0}
 
 
 def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod", min_cooccurrence: float = 0.0,

@@ -15,7 +15,7 @@ from . import __version__, cpu
 from .backend import backend_device, get_backend, resolve_device
 from .candidates import blocked_items
 from .errors import GPUOutOfMemory, NotFittedError
-from .factorize import ORDERINGS, FactorCache, choose_factorizer, icf_column_scaling, ldlt_cholmod, ldlt_icf, nnz_budget
+from .factorize import ICF_BREAKDOWN_RULES, ORDERINGS, FactorCache, choose_factorizer, icf_column_scaling, ldlt_cholmod, ldlt_icf, nnz_budget
 from .ids import IdMap, encode_interactions, is_table
 from .io import csr_from_arrays, csr_to_arrays, load_arrays, save_arrays
 from .refine import refine_inverse
@@ -107,6 +107,15 @@ class SANSA:
         Columns of K whose residual ||e_j - L k_j|| is at or below this are left as they are in a
         sweep (their minimal-residual step, the costly part, is skipped). Default 1e-2
         (:data:`REFINE_TOL`); 1e-7 converges K.
+    icf_fill : float >= 1
+        'icf' only: the incomplete Cholesky keeps up to ``icf_fill`` times the factor's budget while it
+        factorises (fewer entries dropped before they feed later columns), then the factor is cut to
+        the budget by magnitude over the whole factor, as CHOLMOD's exact factor is. 1 (default): the
+        budget throughout. Costs about ``icf_fill**2`` times the ICF's time.
+    icf_breakdown : 'shift' | 'compensate' | 'local'
+        'icf' only: what a non-positive pivot does (:func:`sansa_gpu.factorize.incomplete_cholesky`):
+        restart with a larger global diagonal shift (default), compensate every dropped entry on the
+        diagonal (cannot break down), or replace the broken pivot alone.
 
     Input values are used as interaction weights (a 0/1 matrix is the usual implicit feedback);
     duplicates are summed and explicit zeros ignored. Items without interactions are never
@@ -136,6 +145,8 @@ class SANSA:
         min_cooccurrence: float = 0.0,
         refine_tol: float = REFINE_TOL,
         max_gram_per_item: int | str | None = "auto",
+        icf_fill: float = 1.0,
+        icf_breakdown: str = "shift",
     ):
         self.l2 = l2
         self.density = density
@@ -147,6 +158,8 @@ class SANSA:
         self.min_cooccurrence = min_cooccurrence
         self.refine_tol = refine_tol
         self.max_gram_per_item = max_gram_per_item  # scikit-learn's contract: stored as given, checked in fit
+        self.icf_fill = icf_fill
+        self.icf_breakdown = icf_breakdown
 
     def _check_params(self) -> None:
         check_positive_float(self.l2, "l2")
@@ -176,6 +189,11 @@ class SANSA:
             if self.factorizer == "cholmod":
                 raise ValueError(f"max_gram_per_item applies to factorizer='icf' only (CHOLMOD factorises the exact "
                                  f"Gram); got max_gram_per_item={self.max_gram_per_item!r} with factorizer='cholmod'")
+        if not (isinstance(self.icf_fill, (int, float)) and not isinstance(self.icf_fill, bool)
+                and np.isfinite(self.icf_fill) and self.icf_fill >= 1):
+            raise ValueError(f"icf_fill must be a number >= 1, got {self.icf_fill!r}")
+        if self.icf_breakdown not in ICF_BREAKDOWN_RULES:
+            raise ValueError(f"icf_breakdown must be one of {ICF_BREAKDOWN_RULES}, got {self.icf_breakdown!r}")
         if self.device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {self.device!r}")
 
@@ -229,7 +247,7 @@ class SANSA:
                                  min_cooccurrence=float(self.min_cooccurrence))
 
     _PARAM_NAMES = ("l2", "density", "factorizer", "refine_sweeps", "device", "ordering", "column_scaling",
-                    "min_cooccurrence", "refine_tol", "max_gram_per_item")
+                    "min_cooccurrence", "refine_tol", "max_gram_per_item", "icf_fill", "icf_breakdown")
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor's parameters as set (scikit-learn's contract: ``clone``, grid search and
@@ -256,6 +274,7 @@ class SANSA:
             "ordering": p["ordering"], "column_scaling": p["column_scaling"],
             "min_cooccurrence": float(p["min_cooccurrence"]), "refine_tol": float(p["refine_tol"]),
             "max_gram_per_item": cap if cap in (None, "auto") else int(cap),
+            "icf_fill": float(p["icf_fill"]), "icf_breakdown": p["icf_breakdown"],
         }
 
     # ------------------------------------------------------------------ fit
@@ -328,7 +347,7 @@ class SANSA:
             # one; the column scaling is applied to the Gram), then the incomplete Cholesky
             factor = ldlt_icf(X, float(self.l2), budget, float(self.min_cooccurrence), ordering,
                               cache=factor_cache, column_scaling=scale, max_per_column=gram_cap,
-                              backend=backend)
+                              backend=backend, breakdown_rule=self.icf_breakdown, working_fill=float(self.icf_fill))
             stage_devices.update(ordering="cpu", gram=factor.devices["gram"], factorize="cpu")
             t_scaled = t0
         else:
@@ -348,6 +367,7 @@ class SANSA:
                                      **{k: round(v, 3) for k, v in factor.seconds.items()}}
         if factorizer == "icf":
             stats.update(icf_shift=float(factor.shift), icf_restarts=len(factor.breakdowns),
+                         icf_local_fixes=int(factor.local_fixes),
                          icf_breakdowns=[{"pivot": int(b["pivot"]), "shift": float(b["shift"])}
                                          for b in factor.breakdowns])
         K, history = refine_inverse(factor.L, budget, int(self.refine_sweeps), backend, float(self.refine_tol))

@@ -27,8 +27,10 @@ good model):
    A block's cost is predicted from the trials run so far (:func:`predict_trial_seconds`: the
    median seconds, fit plus validation scoring, of trials of the same factoriser and density; a
    higher ICF density scaled by density^1.5 from the highest one measured; an exact factor not
-   yet computed priced like the densest ICF trial predicted), so on a small catalogue the cheap
-   CHOLMOD blocks run before ICF's top rung, and on a large one the other way round.
+   yet computed priced by its structure, :func:`sansa_gpu.factorize.predict_exact_seconds`), so on
+   a small catalogue the cheap CHOLMOD blocks run before ICF's top rung, and on a large one the
+   other way round. By default CHOLMOD enters only when one exact factor's predicted time fits
+   half of ``max_seconds`` and its fit's predicted peak fits ``max_memory``.
 2. ``l2`` refined around the best trial (log-steps of 10^±0.25, then 10^±0.125).
 3. More refinement sweeps (4, then 8) for the best trial while they improve it (the factor is
    reused, only the refinement runs again).
@@ -309,7 +311,7 @@ def _median(values) -> float:
 
 
 def predict_trial_seconds(trials: list, factorizer: str, density: float, *, factor_cached: bool = True,
-                          densities=()) -> float:
+                          densities=(), exact_seconds: float | None = None) -> float:
     """Predicted seconds (fit plus validation scoring) of a trial, from ``trials`` already run
     (their ``seconds``; CHOLMOD ones also ``factor_reused``).
 
@@ -318,7 +320,9 @@ def predict_trial_seconds(trials: list, factorizer: str, density: float, *, fact
     measured: 0 (the first trial always runs). CHOLMOD: the median of trials at that density that
     reused the exact factor (else the ICF prediction there), plus, when ``factor_cached`` is False,
     the exact factor: the median of what first trials per ``l2`` took beyond that, or, before any
-    CHOLMOD trial, the ICF prediction at the largest of ``densities``.
+    CHOLMOD trial, ``exact_seconds`` (the structural prediction,
+    :func:`sansa_gpu.factorize.predict_exact_seconds`) when given, else the ICF prediction at the
+    largest of ``densities``.
     """
     timed = [t for t in trials if t.get("seconds") is not None]
 
@@ -348,9 +352,44 @@ def predict_trial_seconds(trials: list, factorizer: str, density: float, *, fact
                   if t["factorizer"] == "cholmod" and t.get("factor_reused") is False]
         if firsts:
             cost += max(0.0, _median(firsts))
+        elif exact_seconds is not None:
+            cost += exact_seconds
         else:
             cost += icf(max(densities) if len(densities) else density)
     return cost
+
+
+#: Share of ``max_seconds`` one predicted exact CHOLMOD factor may take for CHOLMOD to enter the search
+#: (the rest is left to the ICF trials, which run first when cheaper, and the refinement phases).
+EXACT_FACTOR_SHARE = 0.5
+
+
+def _exact_factor_fits(X: sp.csr_matrix, density: float, memory_cap: float, max_seconds: float | None,
+                       counts: dict) -> tuple[bool, str, float | None]:
+    """Whether CHOLMOD blocks enter the search, by budget: (yes / no, why, predicted seconds of one
+    exact factor). From the exact factor's structure (:func:`sansa_gpu.memory.exact_factor_profile`,
+    recorded in ``counts`` for the memory estimates), its predicted time
+    (:func:`sansa_gpu.factorize.predict_exact_seconds`) must fit :data:`EXACT_FACTOR_SHARE` of
+    ``max_seconds`` (no limit without one) and the predicted peak of a fit at the lowest ``density``
+    must fit ``memory_cap``. Catalogues above :data:`~sansa_gpu.factorize.EXACT_PROFILE_MAX_ITEMS`
+    are not analysed (the ordering alone takes minutes there and the exact factor does not fit)."""
+    from .factorize import EXACT_PROFILE_MAX_ITEMS, predict_exact_seconds
+    from .memory import estimate_memory, exact_factor_profile
+
+    n = X.shape[1]
+    if n > EXACT_PROFILE_MAX_ITEMS:
+        return False, f"{n} items > {EXACT_PROFILE_MAX_ITEMS}: the exact factor is not analysed", None
+    prof = exact_factor_profile(X, "colamd")
+    counts[("cholmod", 0.0)] = (prof["nnz_gram"], prof["fill"])
+    seconds = predict_exact_seconds(prof)
+    peak = estimate_memory(X, density, "cholmod", 0.0, "colamd", counts[("cholmod", 0.0)])["peak"]
+    facts = (f"exact factor of {prof['fill']:,} nonzeros, {prof['flops'] / 1e9:.3g} GFlop: predicted {seconds:.0f} s "
+             f"and a {peak / 1e9:.2f} GB fit peak (analysed in {prof['seconds']:.1f} s)")
+    if peak > memory_cap:
+        return False, f"{facts} > max_memory {memory_cap / 1e9:.2f} GB", seconds
+    if max_seconds is not None and seconds > EXACT_FACTOR_SHARE * max_seconds:
+        return False, f"{facts}: more than {EXACT_FACTOR_SHARE:g} of max_seconds={max_seconds:g}", seconds
+    return True, facts, seconds
 
 
 def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdout", validation_fraction: float = 0.2,
@@ -371,9 +410,8 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
     l2_grid, densities, min_cooccurrence : the grids (densities default to :func:`density_ladder`);
         ``min_cooccurrence`` applies to ICF only; ``factorizers`` any of 'icf', 'cholmod' ('cholmod'
         is dropped with a log line when scikit-sparse is not installed); default: 'icf', and
-        'cholmod' too on catalogues of at most :data:`~sansa_gpu.factorize.AUTO_CHOLMOD_MAX_ITEMS`
-        items (above it the exact factor is the slowest and largest trial of all: gowalla's takes
-        minutes and 15 GB). ``narrow_l2``: ICF tries the
+        'cholmod' too when one exact factor's predicted time and memory fit the budgets
+        (:func:`_exact_factor_fits`: by the factor's structure, not the catalogue size). ``narrow_l2``: ICF tries the
         whole ``l2_grid`` at the lowest density only, then the :data:`KEEP_L2` best of the density below.
     refine_sweeps, sweeps_grid : sweeps of every trial, then more sweeps (each value of ``sweeps_grid``
         above it, ascending, while validation improves) for the best trial.
@@ -410,12 +448,6 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
         X = data
     X = check_interactions(X, require_nonempty=True)
     n = X.shape[1]
-    from .factorize import AUTO_CHOLMOD_MAX_ITEMS
-
-    if default_factorizers and n > AUTO_CHOLMOD_MAX_ITEMS:
-        logger.info("tune: %d items > %d: ICF trials only (pass factorizers=('icf', 'cholmod') to try CHOLMOD)",
-                    n, AUTO_CHOLMOD_MAX_ITEMS)
-        factorizers = ["icf"]
     if densities is None:
         densities = density_ladder(n, max_model_bytes)
     else:
@@ -441,6 +473,13 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
     from .memory import available_memory_bytes
 
     memory_cap = max_memory if max_memory is not None else float(available_memory_bytes())
+    counts: dict = {}  # (factorizer, min_cooccurrence) -> structural_counts
+    exact_seconds = None  # predicted seconds of one exact CHOLMOD factor (before one is measured)
+    if "cholmod" in factorizers and default_factorizers:
+        keep, why, exact_seconds = _exact_factor_fits(split.train, min(densities), memory_cap, max_seconds, counts)
+        logger.info("tune: CHOLMOD %s: %s", "tried" if keep else "not tried", why)
+        if not keep:
+            factorizers = [f for f in factorizers if f != "cholmod"]
     say = (lambda msg: print(f"tune: {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     say(f"{split.train.shape[0]} users x {n} items ({split.train.nnz} interactions) for training, "
         f"{split.inputs.shape[0]} validation users ({validation}); densities {[f'{d:.3g}' for d in densities]}, "
@@ -449,7 +488,6 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
     trials: list = []
     not_started = [0]  # trials max_seconds left unstarted
     estimates: dict = {}  # (factorizer, min_cooccurrence, density) -> predicted peak bytes
-    counts: dict = {}  # (factorizer, min_cooccurrence) -> structural_counts
     cache_by_factorizer = {f: FactorCache(max_grams=len(mc_grid) if f == "icf" else 1) for f in factorizers}
 
     def held_factor_l2():  # the l2 whose exact factor the CHOLMOD cache holds: that of the last CHOLMOD fit
@@ -487,7 +525,8 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
         if max_seconds is not None and any(t["status"] == "ok" for t in trials):
             left = max_seconds - (time.perf_counter() - t_start)
             cached = factorizer != "cholmod" or held_factor_l2() == l2
-            predicted = predict_trial_seconds(trials, factorizer, density, factor_cached=cached, densities=densities)
+            predicted = predict_trial_seconds(trials, factorizer, density, factor_cached=cached, densities=densities,
+                                              exact_seconds=exact_seconds)
             if predicted > left:  # would end past the budget: leave it, a cheaper trial may still fit
                 not_started[0] += 1
                 say(f"{factorizer} mc={mc:g} density={density:.3g} l2={l2:g}: not started (predicted {predicted:.0f}s "
@@ -558,7 +597,8 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
             n_trials = len(kept) + (len(step) if key + 1 < len(densities) else 0)
             return n_trials * predict_trial_seconds(trials, "icf", densities[key])
         return sum(predict_trial_seconds(trials, "cholmod", d, factor_cached=j > 0 or held_factor_l2() == key,
-                                         densities=densities) for j, d in enumerate(densities))
+                                         densities=densities, exact_seconds=exact_seconds)
+                   for j, d in enumerate(densities))
 
     # CHOLMOD's l2 as a line search from the top of the grid (the exact factor's best l2 is EASE's, 100-2000
     # on the shared datasets): a block whose best is below the block before ends the line

@@ -311,10 +311,13 @@ def test_predicted_trial_seconds_from_the_trials_run():
     assert predict_trial_seconds(trials, "icf", 0.16) == pytest.approx(8.0 * 4 ** ICF_COST_EXPONENT)
     assert predict_trial_seconds(trials, "icf", 0.02) == pytest.approx(2.0 * 2 ** ICF_COST_EXPONENT)
     # CHOLMOD before any CHOLMOD trial: a cut priced like ICF there, the factor like the densest ICF trial
+    # or, given, by its structural prediction
     dens = (0.01, 0.04, 0.16)
     assert predict_trial_seconds(trials, "cholmod", 0.01, factor_cached=True) == 2.0
     assert predict_trial_seconds(trials, "cholmod", 0.01, factor_cached=False, densities=dens) == pytest.approx(
         2.0 + 8.0 * 4 ** ICF_COST_EXPONENT)
+    assert predict_trial_seconds(trials, "cholmod", 0.01, factor_cached=False, densities=dens,
+                                 exact_seconds=30.0) == pytest.approx(32.0)
     # after CHOLMOD trials: cuts from the trials that reused the factor, the factor from the first ones
     trials += [_t("cholmod", 0.01, 10.5, reused=False), _t("cholmod", 0.04, 0.7, reused=True),
                _t("cholmod", 0.01, 0.5, reused=True)]
@@ -366,13 +369,38 @@ def test_cheaper_cholmod_blocks_run_before_an_expensive_icf_rung(X, monkeypatch)
     assert [t["factor_reused"] for t in r.trials if t["factorizer"] == "cholmod"] == [False, True, False, True]
 
 
-def test_default_factorizers_leave_cholmod_out_on_large_catalogues(X, monkeypatch, caplog):
-    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MAX_ITEMS", X.shape[1] - 1)
+def test_default_factorizers_take_cholmod_by_predicted_time_and_memory(X, monkeypatch, caplog):
+    """CHOLMOD enters the default search when one exact factor's predicted time fits half of
+    max_seconds and its fit's predicted peak fits max_memory -- whatever the catalogue size."""
+    require("sksparse")
+    from sansa_gpu import tuning
+    from sansa_gpu.memory import exact_factor_profile
+
+    kw = dict(densities=(0.02,), l2_grid=(10.0,), min_cooccurrence=(0.0,), refine_l2=False, sweeps_grid=(),
+              device="cpu", progress=False, refine_sweeps=1)
+    seconds = factorize.predict_exact_seconds(exact_factor_profile(tune_split_train(X), "colamd"))
     with caplog.at_level(logging.INFO, logger="sansa_gpu.tuning"):
-        r = tune(X, densities=(0.02,), l2_grid=(10.0,), min_cooccurrence=(0.0,), refine_l2=False, sweeps_grid=(),
-                 device="cpu", progress=False, refine_sweeps=1)
+        r = tune(X, max_seconds=max(60.0, 4 * seconds), **kw)
+    assert {t["factorizer"] for t in r.trials} == {"icf", "cholmod"}
+    assert any("CHOLMOD tried: exact factor of" in rec.getMessage() for rec in caplog.records)
+    caplog.clear()
+    monkeypatch.setattr(factorize, "EXACT_SECONDS_PER_GFLOP", 1e9)  # a factor predicted to take forever
+    with caplog.at_level(logging.INFO, logger="sansa_gpu.tuning"):
+        r = tune(X, max_seconds=600.0, **kw)
     assert {t["factorizer"] for t in r.trials} == {"icf"}
-    assert any("ICF trials only" in rec.getMessage() for rec in caplog.records)
+    assert any("CHOLMOD not tried" in m and "of max_seconds=600" in m for m in (x.getMessage() for x in caplog.records))
+    monkeypatch.undo()
+    keep, why, _ = tuning._exact_factor_fits(tune_split_train(X), 0.02, 1e3, None, {})  # 1 kB of memory
+    assert not keep and "> max_memory" in why
+    keep, why, _ = tuning._exact_factor_fits(tune_split_train(X), 0.02, 1e12, None, {})  # no time limit
+    assert keep
+    monkeypatch.setattr(factorize, "EXACT_PROFILE_MAX_ITEMS", X.shape[1] - 1)
+    keep, why, seconds = tuning._exact_factor_fits(X, 0.02, 1e12, None, {})
+    assert not keep and "not analysed" in why and seconds is None
+
+
+def tune_split_train(X):
+    return validation_split(X, "holdout", 0.2, 0).train
 
 
 def test_default_density_is_sixteen_nonzeros_per_item(X, tmp_path):

@@ -1,0 +1,82 @@
+"""The incomplete Cholesky's breakdown rules and its working fill (issue 25)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from sansa_gpu import SANSA
+from sansa_gpu.factorize import incomplete_cholesky, sparsify_cholesky_factor
+from sansa_gpu.gram import gram_lower
+from sansa_gpu.synthetic import synthetic_interactions
+
+
+@pytest.fixture(scope="module")
+def scaled_gram():
+    """The lower triangle of a column-scaled Gram of dense synthetic data, where a tight budget breaks
+    the plain incomplete Cholesky down."""
+    X = synthetic_interactions(1500, 300, 40, n_communities=4, seed=2)
+    A = gram_lower(X, 0.0)
+    d = np.sqrt(A.diagonal())
+    d[d == 0] = 1
+    S = sp.diags(1 / d)
+    As = sp.tril(S @ (A + sp.tril(A, -1).T) @ S).tocsc()
+    As.sort_indices()
+    return As
+
+
+def _full(A_lower, l2):
+    return (A_lower + sp.tril(A_lower, -1).T).toarray() + l2 * np.eye(A_lower.shape[0])
+
+
+def test_the_shift_rule_restarts_where_compensation_does_not_break_down(scaled_gram):
+    n = scaled_gram.shape[0]
+    shifted = incomplete_cholesky(scaled_gram, 0.5, n * 5)
+    assert shifted.restarts > 0 and shifted.shift > 0.5  # the case the rules are for
+    comp = incomplete_cholesky(scaled_gram, 0.5, n * 5, breakdown_rule="compensate")
+    assert comp.restarts == 0 and comp.shift == 0.5 and comp.L.nnz <= n * 5
+    # L Lᵀ = A + l2 I - R + D with D - R positive semidefinite (the dropped entries, compensated)
+    E = (comp.L @ comp.L.T).toarray() - _full(scaled_gram, 0.5)
+    assert np.linalg.eigvalsh(E).min() > -1e-8 * np.abs(E).max()
+
+
+def test_the_local_rule_replaces_the_broken_pivots_only(scaled_gram):
+    n = scaled_gram.shape[0]
+    res = incomplete_cholesky(scaled_gram, 0.5, n * 3, breakdown_rule="local")
+    assert res.restarts == 0 and res.local_fixes > 0 and res.shift == 0.5
+    plain = incomplete_cholesky(scaled_gram, 0.5, n * 3)
+    first = plain.breakdowns[0]["pivot"]
+    # before the first breakdown both factorisations are the same computation
+    np.testing.assert_array_equal(res.L[:, :first].toarray(), incomplete_cholesky(
+        scaled_gram, 0.5, n * 3, breakdown_rule="local").L[:, :first].toarray())
+    with pytest.raises(ValueError, match="breakdown_rule must be one of"):
+        incomplete_cholesky(scaled_gram, 0.5, n * 3, breakdown_rule="nope")
+
+
+def test_a_full_working_fill_cuts_the_exact_factor_as_cholmod_does():
+    """icf_fill large enough that nothing is dropped while factorising: the factor is the exact one cut
+    to the budget, i.e. what the CHOLMOD path computes from the same (ordered, scaled) Gram."""
+    from sansa_gpu.factorize import ldlt_icf
+
+    X = synthetic_interactions(600, 60, 12, n_communities=3, seed=4)
+    n = X.shape[1]
+    budget = n * 6
+    fac = ldlt_icf(X, 3.0, budget, ordering="popularity", column_scaling=True, working_fill=n)
+    from sansa_gpu.gram import scaled_gram
+
+    A, _ = scaled_gram(X, fac.p, 0.0, True, None)
+    exact = sp.csc_matrix(np.linalg.cholesky(_full(A, 3.0)))
+    exact.eliminate_zeros()
+    L, d = sparsify_cholesky_factor(exact, budget)
+    np.testing.assert_allclose(fac.d, d, rtol=1e-9)
+    np.testing.assert_allclose(fac.L.toarray(), L.toarray(), rtol=1e-5, atol=1e-6)
+
+
+def test_model_parameters_are_checked_at_fit(small_X):
+    with pytest.raises(ValueError, match="icf_fill must be a number >= 1"):
+        SANSA(icf_fill=0.5).fit(small_X)
+    with pytest.raises(ValueError, match="icf_breakdown must be one of"):
+        SANSA(icf_breakdown="restart").fit(small_X)
+    m = SANSA(l2=5.0, density=0.1, factorizer="icf", refine_sweeps=1, device="cpu", icf_fill=2.0,
+              icf_breakdown="compensate").fit(small_X)
+    assert m.stats_["icf_restarts"] == 0 and m.stats_["icf_local_fixes"] == 0
+    assert m.weights_[0].nnz > 0
