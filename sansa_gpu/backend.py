@@ -8,11 +8,10 @@ import logging
 import warnings
 from types import ModuleType
 
+from .defaults import DEVICES
 from .errors import GPUOutOfMemory  # noqa: F401  (re-exported: its historical home)
 
 logger = logging.getLogger(__name__)
-
-DEVICES = ("auto", "cpu", "gpu")
 
 #: Whether the GPU path has passed its tests and compute-sanitizer on a real device. Until then
 #: ``device="auto"`` chooses the CPU (and logs why), and ``device="gpu"`` runs the GPU path with a

@@ -25,6 +25,15 @@ import time
 import numpy as np
 
 from . import __version__
+from .defaults import (
+    DEFAULT_L2,
+    DEFAULT_NNZ_PER_ITEM,
+    DEFAULT_REFINE_SWEEPS,
+    DEVICES,
+    FACTORIZERS,
+    TUNE_L2_GRID,
+    TUNE_MIN_COOCCURRENCE,
+)
 
 logger = logging.getLogger("sansa_gpu.cli")
 
@@ -330,18 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("input", help="interactions (.csv / .tsv / .parquet)")
     f.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
     _add_columns(f)
-    f.add_argument("--l2", type=float, default=20.0)
+    f.add_argument("--l2", type=float, default=DEFAULT_L2)
     f.add_argument("--density", type=float, default=None,
-                   help="weight density (default: 16 nonzeros per item column, i.e. 16 / n_items)")
-    f.add_argument("--factorizer", choices=("auto", "cholmod", "icf"), default="auto",
+                   help=f"weight density (default: {DEFAULT_NNZ_PER_ITEM} nonzeros per item column, i.e. "
+                        f"{DEFAULT_NNZ_PER_ITEM} / n_items)")
+    f.add_argument("--factorizer", choices=FACTORIZERS, default="auto",
                    help="default auto: the rule of sansa_gpu.factorize.choose_factorizer")
     f.add_argument("--ordering", default=None, help="item ordering (default: colamd for cholmod, popularity for icf)")
-    f.add_argument("--refine-sweeps", type=int, default=2)
+    f.add_argument("--refine-sweeps", type=int, default=DEFAULT_REFINE_SWEEPS)
     f.add_argument("--refine-tol", type=float, default=None)
     f.add_argument("--min-cooccurrence", type=float, default=0.0)
     f.add_argument("--max-gram-per-item", type=_gram_cap, default="auto", metavar="auto|none|N",
                    help="ICF: Gram entries kept per item column (default auto: 16 per factor nonzero; none: all)")
-    f.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    f.add_argument("--device", choices=DEVICES, default="auto")
     f.add_argument("--no-memory-check", action="store_true", help="skip the peak-memory estimate before fitting")
     f.set_defaults(run=_cmd_fit)
 
@@ -358,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="never recommend these items: a text file with one raw item ID per line")
     r.add_argument("--include-seen", action="store_true",
                    help="also recommend items the user already has (default: they are excluded)")
-    r.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
+    r.add_argument("--device", choices=DEVICES, default=None)
     r.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="score on an existing Dask cluster (tcp://HOST:8786); INPUT is a Parquet folder or file, "
                         "OUTPUT a Parquet folder (needs sansa_gpu[distributed])")
@@ -375,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--test", default=None, help="test interactions file (raw IDs)")
     e.add_argument("--k", type=int, nargs="+", default=[20])
     e.add_argument("-o", "--output", default=None, help="also write the metrics JSON here")
-    e.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
+    e.add_argument("--device", choices=DEVICES, default=None)
     _add_columns(e)
     e.set_defaults(run=_cmd_evaluate)
 
@@ -389,15 +399,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-user random holdout (default) or held-out users")
     t.add_argument("--validation-fraction", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--l2-grid", type=float, nargs="+", default=None, help="coarse l2 grid (default 1 10 100 1000)")
+    t.add_argument("--l2-grid", type=float, nargs="+", default=None, help="coarse l2 grid (default " + " ".join(f"{v:g}" for v in TUNE_L2_GRID) + ")")
     t.add_argument("--densities", type=float, nargs="+", default=None,
                    help="densities to try (default: 4, 16, 64, 256 nonzeros per item, capped by --max-model-bytes)")
-    t.add_argument("--min-cooccurrence", type=float, nargs="+", default=None, help="ICF pruning levels (default 0 2 3)")
+    t.add_argument("--min-cooccurrence", type=float, nargs="+", default=None, help="ICF pruning levels (default " + " ".join(f"{v:g}" for v in TUNE_MIN_COOCCURRENCE) + ")")
     t.add_argument("--factorizers", nargs="+", choices=("icf", "cholmod"), default=None)
     t.add_argument("--max-model-bytes", type=float, default=None, help="largest weights size to consider")
     t.add_argument("--max-memory", type=float, default=None, help="bytes a fit may peak at (default: available)")
     t.add_argument("--max-seconds", type=float, default=None, help="stop starting trials after this many seconds")
-    t.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    t.add_argument("--device", choices=DEVICES, default="auto")
     t.add_argument("--trials", default=None, help="write every trial here (JSON lines)")
     t.add_argument("--plot", default=None, help="write the accuracy / size picture here (.png, .svg, .pdf)")
     t.add_argument("--no-dense-ease", action="store_true", help="do not fit dense EASE for the plot")

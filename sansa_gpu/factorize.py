@@ -419,7 +419,7 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
                         diag += abs(a[i]) * w
                         comp[i] += abs(a[i]) / w
         if not diag > 0.0:
-            if rule != 2:
+            if rule != 2 or not np.isfinite(diag):  # a non-finite pivot (growth) is a breakdown whatever the rule
                 return -(j + 1)
             diag = scale[j] * scale[j]
             fixed[0] += 1

@@ -14,8 +14,18 @@ import scipy.sparse as sp
 from . import __version__, cpu
 from .backend import backend_device, get_backend, resolve_device
 from .candidates import blocked_items
+from .defaults import (  # noqa: F401  (FACTORIZERS, REFINE_TOL, ... are also read from here by older code)
+    DEFAULT_BATCH_USERS,
+    DEFAULT_L2,
+    DEFAULT_NNZ_PER_ITEM,
+    DEFAULT_REFINE_SWEEPS,
+    DEVICES,
+    FACTORIZERS,
+    GRAM_PER_FACTOR_ENTRY,
+    REFINE_TOL,
+)
 from .errors import GPUOutOfMemory, NotFittedError
-from .factorize import ICF_BREAKDOWN_RULES, ORDERINGS, FactorCache, choose_factorizer, icf_column_scaling, ldlt_cholmod, ldlt_icf, nnz_budget
+from .factorize import ORDERINGS, FactorCache, choose_factorizer, icf_column_scaling, ldlt_cholmod, ldlt_icf, nnz_budget
 from .ids import IdMap, encode_interactions, is_table
 from .io import csr_from_arrays, csr_to_arrays, load_arrays, save_arrays
 from .refine import refine_inverse
@@ -32,19 +42,6 @@ from .validation import (
 logger = logging.getLogger(__name__)
 _CACHE_CREATION = threading.Lock()  # guards only the creation of a model's scoring cache (see SANSA._cache_for)
 
-FACTORIZERS = ("auto", "cholmod", "icf")
-DEFAULT_NNZ_PER_ITEM = 16
-"""Default density as nonzeros per item column of each factor (``density=None``); see ``SANSA``."""
-REFINE_TOL = 1e-2
-"""Default ``refine_tol``: columns of K within 1% of their target (``||e_j - L k_j|| <= 0.01``) are
-not refined. Against 1e-7: the same recall@20 within 0.0004 on ml-1m (CHOLMOD), gowalla and
-epinions (ICF), and 11x less refinement time on epinions (34 s vs 386 s;
-benchmarks/results/refine_tol.jsonl); it is also the official package's first-scan threshold.
-Use 1e-7 to converge K (the EASE limit at density 1)."""
-GRAM_PER_FACTOR_ENTRY = 16
-"""``max_gram_per_item='auto'``: Gram entries kept per item column, per nonzero the factor keeps there."""
-DEFAULT_BATCH_USERS = 65_536
-"""Users per block in :meth:`SANSA.recommend_batches` (about 10 MB of results at k=20)."""
 
 
 class SANSA:
@@ -111,11 +108,8 @@ class SANSA:
         'icf' only: the incomplete Cholesky keeps up to ``icf_fill`` times the factor's budget while it
         factorises (fewer entries dropped before they feed later columns), then the factor is cut to
         the budget by magnitude over the whole factor, as CHOLMOD's exact factor is. 1 (default): the
-        budget throughout. Costs about ``icf_fill**2`` times the ICF's time.
-    icf_breakdown : 'shift' | 'compensate' | 'local'
-        'icf' only: what a non-positive pivot does (:func:`sansa_gpu.factorize.incomplete_cholesky`):
-        restart with a larger global diagonal shift (default), compensate every dropped entry on the
-        diagonal (cannot break down), or replace the broken pivot alone.
+        budget throughout. Costs about ``icf_fill**2`` times the ICF's time. Measured so far on ml-1m
+        only (docs/icf_robustness.md): better at 64 nonzeros per item, worse at 16.
 
     Input values are used as interaction weights (a 0/1 matrix is the usual implicit feedback);
     duplicates are summed and explicit zeros ignored. Items without interactions are never
@@ -135,10 +129,10 @@ class SANSA:
 
     def __init__(
         self,
-        l2: float = 20.0,
+        l2: float = DEFAULT_L2,
         density: float | None = None,
         factorizer: str = "auto",
-        refine_sweeps: int = 2,
+        refine_sweeps: int = DEFAULT_REFINE_SWEEPS,
         device: str = "auto",
         ordering: str | None = None,
         column_scaling: bool | None = None,
@@ -146,7 +140,6 @@ class SANSA:
         refine_tol: float = REFINE_TOL,
         max_gram_per_item: int | str | None = "auto",
         icf_fill: float = 1.0,
-        icf_breakdown: str = "shift",
     ):
         self.l2 = l2
         self.density = density
@@ -159,7 +152,6 @@ class SANSA:
         self.refine_tol = refine_tol
         self.max_gram_per_item = max_gram_per_item  # scikit-learn's contract: stored as given, checked in fit
         self.icf_fill = icf_fill
-        self.icf_breakdown = icf_breakdown
 
     def _check_params(self) -> None:
         check_positive_float(self.l2, "l2")
@@ -192,9 +184,7 @@ class SANSA:
         if not (isinstance(self.icf_fill, (int, float)) and not isinstance(self.icf_fill, bool)
                 and np.isfinite(self.icf_fill) and self.icf_fill >= 1):
             raise ValueError(f"icf_fill must be a number >= 1, got {self.icf_fill!r}")
-        if self.icf_breakdown not in ICF_BREAKDOWN_RULES:
-            raise ValueError(f"icf_breakdown must be one of {ICF_BREAKDOWN_RULES}, got {self.icf_breakdown!r}")
-        if self.device not in ("auto", "cpu", "gpu"):
+        if self.device not in DEVICES:
             raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {self.device!r}")
 
     def gram_cap_for(self, n_items: int, factorizer: str = "icf") -> int | None:
@@ -247,7 +237,7 @@ class SANSA:
                                  min_cooccurrence=float(self.min_cooccurrence))
 
     _PARAM_NAMES = ("l2", "density", "factorizer", "refine_sweeps", "device", "ordering", "column_scaling",
-                    "min_cooccurrence", "refine_tol", "max_gram_per_item", "icf_fill", "icf_breakdown")
+                    "min_cooccurrence", "refine_tol", "max_gram_per_item", "icf_fill")
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor's parameters as set (scikit-learn's contract: ``clone``, grid search and
@@ -274,7 +264,7 @@ class SANSA:
             "ordering": p["ordering"], "column_scaling": p["column_scaling"],
             "min_cooccurrence": float(p["min_cooccurrence"]), "refine_tol": float(p["refine_tol"]),
             "max_gram_per_item": cap if cap in (None, "auto") else int(cap),
-            "icf_fill": float(p["icf_fill"]), "icf_breakdown": p["icf_breakdown"],
+            "icf_fill": float(p["icf_fill"]),
         }
 
     # ------------------------------------------------------------------ fit
@@ -347,7 +337,7 @@ class SANSA:
             # one; the column scaling is applied to the Gram), then the incomplete Cholesky
             factor = ldlt_icf(X, float(self.l2), budget, float(self.min_cooccurrence), ordering,
                               cache=factor_cache, column_scaling=scale, max_per_column=gram_cap,
-                              backend=backend, breakdown_rule=self.icf_breakdown, working_fill=float(self.icf_fill))
+                              backend=backend, working_fill=float(self.icf_fill))
             stage_devices.update(ordering="cpu", gram=factor.devices["gram"], factorize="cpu")
             t_scaled = t0
         else:
@@ -367,7 +357,6 @@ class SANSA:
                                      **{k: round(v, 3) for k, v in factor.seconds.items()}}
         if factorizer == "icf":
             stats.update(icf_shift=float(factor.shift), icf_restarts=len(factor.breakdowns),
-                         icf_local_fixes=int(factor.local_fixes),
                          icf_breakdowns=[{"pivot": int(b["pivot"]), "shift": float(b["shift"])}
                                          for b in factor.breakdowns])
         K, history = refine_inverse(factor.L, budget, int(self.refine_sweeps), backend, float(self.refine_tol))

@@ -60,6 +60,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .data import random_holdout_split, strong_generalization_split
+from .defaults import TUNE_L2_GRID, TUNE_MIN_COOCCURRENCE, TUNE_NNZ_PER_ITEM, TUNE_SWEEPS_GRID
 from .factorize import FactorCache, cholmod_available, nnz_budget
 from .ids import encode_interactions, is_table
 from .metrics import evaluate
@@ -67,16 +68,11 @@ from .validation import check_interactions, check_positive_float
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_L2_GRID = (1.0, 10.0, 100.0, 1000.0)
-"""Coarse log grid of ``l2`` (EASE's best λ spans 10-1000 on the shared datasets: 20 on gowalla,
-500 on ml-1m); refined around the best by 10^±0.25 and 10^±0.125."""
-DEFAULT_NNZ_PER_ITEM = (4, 16, 64, 256)
-"""Default density ladder as nonzeros per item column of each factor (δ = c / n_items), capped by
-``max_model_bytes`` and at density 1."""
-DEFAULT_MIN_COOCCURRENCE = (0.0, 2.0, 3.0)
-DEFAULT_SWEEPS_GRID = (4, 8)
-"""Refinement sweeps tried last, for the best trial only, while they improve it: on ml-1m (CHOLMOD,
-64 nonzeros per item, λ = 1778) 5 sweeps instead of 2 raised test Recall@20 from 0.380 to 0.399."""
+# the search's defaults live with the estimator's (sansa_gpu/defaults.py); the old names stay
+DEFAULT_L2_GRID = TUNE_L2_GRID
+DEFAULT_NNZ_PER_ITEM = TUNE_NNZ_PER_ITEM
+DEFAULT_MIN_COOCCURRENCE = TUNE_MIN_COOCCURRENCE
+DEFAULT_SWEEPS_GRID = TUNE_SWEEPS_GRID
 KEEP_L2 = 2
 """ICF trials at each density after the lowest try only the ``KEEP_L2`` best ``l2`` of the density below
 (same pruning level) and the grid step below the smallest of them: the best ICF λ moved by at most

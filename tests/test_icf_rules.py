@@ -74,9 +74,7 @@ def test_a_full_working_fill_cuts_the_exact_factor_as_cholmod_does():
 def test_model_parameters_are_checked_at_fit(small_X):
     with pytest.raises(ValueError, match="icf_fill must be a number >= 1"):
         SANSA(icf_fill=0.5).fit(small_X)
-    with pytest.raises(ValueError, match="icf_breakdown must be one of"):
-        SANSA(icf_breakdown="restart").fit(small_X)
-    m = SANSA(l2=5.0, density=0.1, factorizer="icf", refine_sweeps=1, device="cpu", icf_fill=2.0,
-              icf_breakdown="compensate").fit(small_X)
-    assert m.stats_["icf_restarts"] == 0 and m.stats_["icf_local_fixes"] == 0
-    assert m.weights_[0].nnz > 0
+    plain = SANSA(l2=5.0, density=0.1, factorizer="icf", refine_sweeps=1, device="cpu").fit(small_X)
+    wide = SANSA(l2=5.0, density=0.1, factorizer="icf", refine_sweeps=1, device="cpu", icf_fill=3.0).fit(small_X)
+    assert wide.stats_["nnz_L"] <= wide.stats_["budget"] == plain.stats_["budget"]  # cut back to the budget
+    assert wide.get_params()["icf_fill"] == 3.0 and plain.get_params()["icf_fill"] == 1.0

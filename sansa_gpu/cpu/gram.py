@@ -122,7 +122,8 @@ def cap_rows(rows, m, j, val_of_row, max_keep):
             if rows[a] != j and abs(val_of_row[rows[a]]) == tau:
                 tied[t] = rows[a]
                 t += 1
-        row_bound = np.partition(tied[:t], n_ties - 1)[n_ties - 1] if n_ties < t else tied[:t].max()
+        if t > 0:  # (none when the values are not finite: a broken factorisation the caller reports)
+            row_bound = np.partition(tied[:t], n_ties - 1)[n_ties - 1] if n_ties < t else tied[:t].max()
     kept = 0
     for a in range(m):
         i = rows[a]

@@ -17,11 +17,10 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from ..defaults import CONVERGED_REFINE_TOL as DEFAULT_TOL  # columns at or below it: nothing left to fit
 from ..selection import array_module, largest_magnitude_mask
 from ._accumulate import WARP, lane_tree_sum, magnitude_cut, touch, warp_tree_combine
 
-#: Columns whose residual norm is at or below this are left unchanged (nothing left to fit).
-DEFAULT_TOL = 1e-7
 
 
 def column_caps(K, budget: int):
