@@ -80,6 +80,38 @@ def run(args) -> None:
                     emit(rec, args.out)
 
 
+def table(path: str) -> str:
+    """Markdown table of the records in ``path``: per dataset and nonzeros per item, the 'shift' rule's
+    restarts and shift used / asked at each l2, and the residual of each rule at the smallest l2."""
+    import json
+    from collections import defaultdict
+
+    recs = [json.loads(line) for line in open(path) if '"icf_breakdowns"' in line]
+    by = defaultdict(dict)
+    for r in recs:
+        by[(r["data"], r["per_item"])][(r["l2"], r["rule"])] = r
+    l2s = sorted({r["l2"] for r in recs})
+    head = (["data", "per item"] + [f"λ = {l:g}: restarts, shift ×" for l in l2s]
+            + [f"residual at λ = {l2s[0]:g}: shift / compensate / local"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def res(r):
+        if r is None:
+            return "—"
+        if "error" in r or not r.get("finite", True):
+            return "fails" if "error" in r else "non-finite"
+        return f"{r['residual']:.3g}"
+
+    for (data, per), cells in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        row = [data, f"{per:g}"]
+        for l2 in l2s:
+            r = cells.get((l2, "shift"))
+            row.append("—" if r is None else ("fails" if "error" in r else f"{r['restarts']}, {r['shift_ratio']:g}"))
+        row.append(" / ".join(res(cells.get((l2s[0], rule))) for rule in ("shift", "compensate", "local")))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
@@ -88,7 +120,12 @@ def main(argv=None) -> int:
     ap.add_argument("--l2", nargs="+", type=float, default=[1.0, 10.0, 100.0])
     ap.add_argument("--rules", nargs="+", default=["shift", "compensate", "local"])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "icf_breakdowns.jsonl"))
-    run(ap.parse_args(argv))
+    ap.add_argument("--table", action="store_true", help="only print the markdown table of the records in --out")
+    args = ap.parse_args(argv)
+    if args.table:
+        print(table(args.out), end="")
+        return 0
+    run(args)
     return 0
 
 
