@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from sansa_gpu import EASE, SANSA
+from sansa_gpu import EASE, SANSA, warm_up
 from sansa_gpu.data import random_holdout_split
 from sansa_gpu.metrics import evaluate
 from sansa_gpu.synthetic import synthetic_interactions
@@ -41,6 +41,10 @@ def main() -> None:
         "SANSA": SANSA(l2=args.l2, density=args.density, refine_sweeps=args.sweeps, device=args.device),
         "EASE": EASE(l2=args.l2),
     }
+    # numba compiles the CPU kernels on their first call and caches them on disk: on the first run after
+    # an install this takes tens of seconds, on later runs well under one. Pay it here, apart from the fits.
+    compile_s = sum(warm_up(model) for model in models.values())
+    print(f"compile (first run after install only; cached afterwards): {compile_s:.2f} s")
     for name, model in models.items():
         t0 = time.perf_counter()
         model.fit(split.train)

@@ -11,6 +11,7 @@ from .model import SANSA  # noqa: E402
 from .scoring_cache import scoring_cache_info, set_scoring_cache_budget  # noqa: E402
 from .serving import score_to_parquet  # noqa: E402
 from .tuning import TuneResult, tune  # noqa: E402
+from .warmup import warm_up  # noqa: E402
 
 __all__ = ["EASE", "SANSA", "TuneResult", "score_to_parquet", "scoring_cache_info", "set_scoring_cache_budget", "tune",
-           "__version__"]
+           "warm_up", "__version__"]

@@ -35,3 +35,13 @@ def test_the_estimator_the_cli_and_tune_read_one_set_of_defaults():
     assert defaults.DEFAULT_NNZ_PER_ITEM in defaults.TUNE_NNZ_PER_ITEM  # the default model is on tune's ladder
     ladder = tuning.density_ladder(1000)
     assert ladder == [c / 1000 for c in defaults.TUNE_NNZ_PER_ITEM]
+
+
+def test_warm_up_compiles_on_a_copy_and_leaves_the_model_alone():
+    from sansa_gpu import EASE, warm_up
+
+    model = SANSA(l2=7.0, density=0.05, device="cpu")
+    seconds = warm_up(model)
+    assert seconds > 0 and not hasattr(model, "weights_") and model.get_params()["l2"] == 7.0
+    ease = EASE(l2=3.0)
+    assert warm_up(ease) > 0 and not hasattr(ease, "B_")
