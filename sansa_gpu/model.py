@@ -444,7 +444,7 @@ class SANSA:
         cache = self.__dict__.get("_scoring_cache_obj")
         if cache is None:
             return
-        had_device = any(name.startswith("gpu_") for name in cache.names())
+        had_device = bool(cache.names("device"))
         cache.clear()
         if had_device:
             from .gpu import _device

@@ -70,8 +70,8 @@ class _Budget:
         if key in self.order:
             self.order.move_to_end(key)
 
-    def make_room(self, nbytes: int, keep: tuple, allocated: bool = False) -> None:
-        """Drop least recently used entries (not ``keep``) until ``nbytes`` more fit (``allocated``:
+    def make_room(self, nbytes: int, allocated: bool = False) -> None:
+        """Drop least recently used entries until ``nbytes`` more fit (``allocated``:
         those bytes are already formed). CacheBudgetExceeded, dropping nothing, when they cannot fit
         at all. Lock held."""
         limit = self.limit_bytes(nbytes if allocated else 0)
@@ -82,7 +82,7 @@ class _Budget:
             if self.held + nbytes <= limit:
                 break
             entry = self.order.get(key)
-            if key == keep or entry is None:
+            if entry is None:  # forgotten meanwhile by a finaliser
                 continue
             cache = entry[0]()
             if cache is None:
@@ -115,7 +115,7 @@ def set_scoring_cache_budget(nbytes: int | None) -> None:
         nbytes = int(nbytes)
     with _budget.lock:
         _budget.limit = nbytes
-        _budget.make_room(0, keep=())
+        _budget.make_room(0)
 
 
 def scoring_cache_info() -> dict:
@@ -177,7 +177,7 @@ class ScoringCache:
             if kind == "host" and self.budgeted:
                 with _budget.lock:
                     try:
-                        _budget.make_room(int(nbytes), keep=())
+                        _budget.make_room(int(nbytes))
                     except CacheBudgetExceeded:
                         if oversize == "raise":
                             raise
@@ -196,7 +196,7 @@ class ScoringCache:
             self._drop_locked(name)
             if kind == "host" and self.budgeted:
                 try:
-                    _budget.make_room(nbytes, keep=(), allocated=True)
+                    _budget.make_room(nbytes, allocated=True)
                 except CacheBudgetExceeded:
                     return False
                 _budget.add(self, name, nbytes)
@@ -220,9 +220,10 @@ class ScoringCache:
             for name in [n for n, e in self._entries.items() if kind is None or e[2] == kind]:
                 self._drop_locked(name)
 
-    def names(self) -> list[str]:
+    def names(self, kind: str | None = None) -> list[str]:
+        """The entries held (of ``kind`` only, when given), sorted."""
         with _budget.lock:
-            return sorted(self._entries)
+            return sorted(n for n, e in self._entries.items() if kind is None or e[2] == kind)
 
     @property
     def nbytes(self) -> int:
@@ -254,9 +255,6 @@ def release_device_entries(keep: ScoringCache | None = None) -> int:
         caches = [c for c in _device_caches if c is not keep]
     n = 0
     for cache in caches:
-        with _budget.lock:
-            names = [name for name, e in cache._entries.items() if e[2] == "device"]
-            for name in names:
-                cache._drop_locked(name)
-        n += bool(names)
+        n += bool(cache.names("device"))
+        cache.clear("device")
     return n

@@ -63,7 +63,6 @@ def _device_state(Wt: sp.csr_matrix, Z: sp.csr_matrix, fraction: float, cache: S
     weights = cache.get("gpu_weights")
     if weights is None or weights[0] is not dev:
         cache.clear("device")  # another device's buffers (or none)
-        xp = dev.xp
         weights = (dev, (_to_device_csr(Wt), _to_device_csr(Z)))
         cache.put("gpu_weights", weights, sum(int(a.nbytes) for m in weights[1] for a in m), kind="device")
         note_device_entries(cache)
