@@ -163,8 +163,6 @@ def score_partition(df, index: int, directory: str, fingerprint, k: int, user_co
     # unknown IDs in the lists: ignored, as documented (no warning per partition, and no warning-filter
     # changes, which are process-wide and not thread-safe on a threaded worker)
     blocked = blocked_items(model.n_items_, items, filter_items, item_ids=item_ids, warn=False)
-    candidates = {"items": None if blocked is None else np.flatnonzero(blocked == 0),
-                  "filter_already_liked_items": filter_already_liked_items}
     schema = _output_schema(user_kind, item_ids.kind, k)
     path = os.path.join(directory, PART_NAME.format(index))
     n_users = n_rows = n_unknown = 0
@@ -182,7 +180,8 @@ def score_partition(df, index: int, directory: str, fingerprint, k: int, user_co
                     unknown = enc.unknown_items[:5].tolist()
                 users = enc.users.ids
                 n_users = int(users.shape[0])
-                for start, ids, scores in model.recommend_batches(enc.X, k, batch_size, **candidates):
+                for start, ids, scores in model._blocked_batches(enc.X, k, batch_size, blocked,
+                                                                 filter_already_liked_items):
                     block = long_format(users[start:start + ids.shape[0]], ids, scores, item_ids)
                     writer.write_table(block.cast(schema))
                     n_rows += block.num_rows

@@ -30,7 +30,7 @@ from .ids import IdMap, encode_interactions, is_table
 from .io import csr_from_arrays, csr_to_arrays, load_arrays, save_arrays
 from .refine import refine_inverse
 from .scoring_cache import ScoringCache
-from .serving import item_rows, similar_format
+from .serving import item_rows, long_format, similar_format
 from .validation import (
     check_density,
     check_interactions,
@@ -497,15 +497,22 @@ class SANSA:
         can be scored; ``batch_size`` defaults to :data:`DEFAULT_BATCH_USERS`.
         """
         self._check_fitted()
+        yield from self._blocked_batches(X, k, batch_size, blocked_items(self.n_items_, items, filter_items),
+                                         filter_already_liked_items)
+
+    def _blocked_batches(self, X, k: int, batch_size: int | None, blocked, exclude_seen: bool):
+        """:meth:`recommend_batches` with the candidates as the kernels take them (``blocked``: uint8
+        (n_items_,) or None, see :func:`sansa_gpu.candidates.blocked_items`): the streaming writers,
+        which map raw-ID lists to it once, call this."""
+        self._check_fitted()
         k = check_positive_int(k, "k")
         batch = DEFAULT_BATCH_USERS if batch_size is None else check_positive_int(batch_size, "batch_size")
         if not sp.issparse(X):
             raise TypeError(f"X must be a scipy.sparse matrix (users x items), got {type(X).__name__}")
-        blocked = blocked_items(self.n_items_, items, filter_items)
         X = sp.csr_matrix(X)
         for start in range(0, X.shape[0], batch):
             block = check_interactions(X[start:start + batch], n_items=self.n_items_)
-            ids, scores = self._recommend_rows(block, k, blocked, bool(filter_already_liked_items))
+            ids, scores = self._recommend_rows(block, k, blocked, bool(exclude_seen))
             yield start, ids, scores
 
     def similar_items(self, items, k: int = 20, *, filter_items=None, candidates=None) -> tuple[np.ndarray, np.ndarray]:
@@ -563,8 +570,6 @@ class SANSA:
         candidates get fewer rows). ``items`` / ``filter_items``: allow / block lists of raw item
         IDs (unknown ones ignored with a warning); the rest as :meth:`recommend`. Use
         :func:`sansa_gpu.score_to_parquet` to stream to a file."""
-        from .serving import long_format
-
         enc = self.encode(table, user_col, item_col, value_col)
         blocked = blocked_items(self.n_items_, items, filter_items, item_ids=self.item_ids_)
         ids, scores = self._recommend_rows(enc.X, check_positive_int(k, "k"), blocked, bool(filter_already_liked_items))

@@ -14,6 +14,7 @@ import os
 import numpy as np
 import scipy.sparse as sp
 
+from .candidates import _item_indices, blocked_items
 from .ids import IdMap, is_table
 from .io import atomic_file
 
@@ -50,8 +51,6 @@ def similar_format(query_ids: np.ndarray, ids: np.ndarray, scores: np.ndarray, i
 def item_rows(items, n_items: int) -> sp.csr_matrix:
     """(len(items), n_items) CSR float32 with a single 1 per row, at column items[r]: scoring these
     rows gives rows items[r] of B = Wt Z (``similar_items``)."""
-    from .candidates import _item_indices
-
     idx = _item_indices(items, n_items, "items")
     return sp.csr_matrix((np.ones(idx.size, dtype=np.float32), idx, np.arange(idx.size + 1, dtype=np.int64)),
                          shape=(idx.size, n_items))
@@ -127,12 +126,7 @@ def score_to_parquet(model, data, path: str | os.PathLike, k: int = 20, *, batch
         if users.shape != (X.shape[0],):
             raise ValueError(f"user_ids has shape {users.shape}, expected ({X.shape[0]},) (one per row of data)")
     item_ids = getattr(model, "item_ids_", None)
-    if items is not None or filter_items is not None:
-        from .candidates import blocked_items
-
-        blocked = blocked_items(model.n_items_, items, filter_items, item_ids=item_ids)  # raw IDs -> indices once
-        items = None if items is None else np.flatnonzero(blocked == 0)
-        filter_items = None if items is not None else np.flatnonzero(blocked)
+    blocked = blocked_items(model.n_items_, items, filter_items, item_ids=item_ids)  # raw IDs mapped once
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"output folder {directory!r} does not exist")
@@ -142,9 +136,8 @@ def score_to_parquet(model, data, path: str | os.PathLike, k: int = 20, *, batch
         writer = _Writer(f, fmt, "\t" if path.lower().endswith(".tsv") else ",")
         try:
             with tqdm(total=X.shape[0], unit="user", disable=not progress, desc="recommend") as bar:
-                for start, ids, scores in model.recommend_batches(
-                        X, k, batch_size, items=items, filter_items=filter_items,
-                        filter_already_liked_items=filter_already_liked_items):
+                for start, ids, scores in model._blocked_batches(X, k, batch_size, blocked,
+                                                                 filter_already_liked_items):
                     table = long_format(users[start:start + ids.shape[0]], ids, scores, item_ids)
                     writer.write(table)
                     n_rows += table.num_rows
