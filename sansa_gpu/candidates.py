@@ -47,6 +47,14 @@ def raw_to_indices(values, item_ids, name: str, warn: bool = True) -> np.ndarray
     return idx[idx >= 0]
 
 
+def check_blocked(blocked, n_items: int) -> np.ndarray | None:
+    """The ``blocked`` argument of the scoring kernels' glue (CPU and GPU twins): None, or uint8 of
+    shape (n_items,); ValueError otherwise."""
+    if blocked is not None and (blocked.shape != (n_items,) or blocked.dtype != np.uint8):
+        raise ValueError(f"blocked must be uint8 of shape ({n_items},), got {blocked.dtype} {blocked.shape}")
+    return blocked
+
+
 def blocked_items(n_items: int, items=None, filter_items=None, item_ids=None, warn: bool = True) -> np.ndarray | None:
     """uint8 (n_items,): 1 for every item a call must not return, or None when none is blocked.
 

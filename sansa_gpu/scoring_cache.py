@@ -150,6 +150,12 @@ class ScoringCache:
         self._host_names: set = set()  # the entries the budget counts (the finaliser's copy of the names)
         weakref.finalize(self, _forget_all, id(self), self._host_names)
 
+    @classmethod
+    def or_for_call(cls, cache: "ScoringCache | None") -> "ScoringCache":
+        """``cache``, or (a direct call, no model) a cache that lives for this call only and takes no
+        share of the process budget (it never evicts a model's entries)."""
+        return cls(budgeted=False) if cache is None else cache
+
     def __reduce__(self):  # copies start empty: a formed B never travels with a pickled model
         return (ScoringCache, ())
 

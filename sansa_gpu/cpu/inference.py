@@ -45,6 +45,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from ..candidates import check_blocked
 from ..scoring_cache import CacheBudgetExceeded, ScoringCache, scoring_cache_info
 from ._accumulate import touch
 from ._threads import parallel_call
@@ -562,12 +563,6 @@ def choose_plan(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, cached: s
     return min(wins, key=wins.get, default="factored"), why
 
 
-def _cache_or_new(cache: ScoringCache | None) -> ScoringCache:
-    """The model's cache, or (no model: a direct call) one that lives for this call only and takes
-    no share of the process budget (it never evicts a model's entries)."""
-    return ScoringCache(budgeted=False) if cache is None else cache
-
-
 def product_row_nnz(Wt: sp.csr_matrix, Z: sp.csr_matrix, cache: ScoringCache | None = None) -> np.ndarray:
     """Entries per row of B = Wt Z (its structure counted, B not formed), int64 (items,); kept in
     ``cache`` (entry 'B_row_nnz', apart from the formed B), so it is counted once per model."""
@@ -581,7 +576,7 @@ def product_row_nnz(Wt: sp.csr_matrix, Z: sp.csr_matrix, cache: ScoringCache | N
         return indptr[1:]
 
     # a budget smaller than the count itself: counted, not kept
-    return _cache_or_new(cache).get_or_build("B_row_nnz", 8 * Wt.shape[0], count, oversize="build")
+    return ScoringCache.or_for_call(cache).get_or_build("B_row_nnz", 8 * Wt.shape[0], count, oversize="build")
 
 
 def _form_dense_B(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> tuple:
@@ -658,10 +653,8 @@ def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: i
     out_scores = np.empty((n_users, k), dtype=np.float32)
     if not n_users:
         return out_ids, out_scores
-    blocked = no_blocked(n_items) if blocked is None else blocked
-    if blocked.shape != (n_items,) or blocked.dtype != np.uint8:
-        raise ValueError(f"blocked must be uint8 of shape ({n_items},), got {blocked.dtype} {blocked.shape}")
-    cache = _cache_or_new(cache)
+    blocked = no_blocked(n_items) if check_blocked(blocked, n_items) is None else blocked
+    cache = ScoringCache.or_for_call(cache)
     if plan == "auto":
         cached = next((p for p in ("sparse_product", "product") if cache.get(p) is not None), None)
         plan, why = choose_plan(X, Wt, Z, cached=cached, cache=cache)

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _device
+from ..candidates import check_blocked
 from ..scoring_cache import ScoringCache, note_device_entries, release_device_entries
 from ..cpu.inference import PLANS  # the same plan names on both twins (the CPU-only ones refused below)
 
@@ -140,12 +141,10 @@ def recommend_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, k: i
     for name, M in (("X", X), ("Wt", Wt), ("Z", Z)):
         if not M.has_canonical_format:  # lanes split a row assuming its column indices are distinct
             raise ValueError(f"{name} has repeated or unsorted column indices in a row; call sum_duplicates() first")
-    n_items = Z.shape[1]
-    if blocked is not None and (blocked.shape != (n_items,) or blocked.dtype != np.uint8):
-        raise ValueError(f"blocked must be uint8 of shape ({n_items},), got {blocked.dtype} {blocked.shape}")
+    check_blocked(blocked, Z.shape[1])
     if X.shape[0] == 0:
         return np.empty((0, k), dtype=np.int64), np.empty((0, k), dtype=np.float32)
-    cache = ScoringCache(budgeted=False) if cache is None else cache
+    cache = ScoringCache.or_for_call(cache)
     with cache.lock:
         scratch = cache.get("gpu_scratch")
         fraction = SCRATCH_FRACTION if scratch is None else scratch[0]  # after an out-of-memory: the sizes that worked
