@@ -325,6 +325,23 @@ def factorizers(res: Records) -> str:
                   + ["best"], rows)
 
 
+# ------------------------------------------------------------------------------------ auto_rule.py
+def auto_rule(res: Records) -> str:
+    """What factorizer='auto' chooses per dataset at the default density, the exact factor's predicted
+    and measured seconds, and the old 20,000-item rule's choice."""
+    recs = _all(res["auto_rule"], what="auto_factorizer_rule")
+    rows = []
+    for data in dict.fromkeys(r["data"] for r in recs):
+        r = _last(recs, data=data)
+        pred, meas = r["predicted_exact_seconds"], r["measured_exact_seconds"]
+        rows.append([data, f"{r['n_items']:,}", f"{r['items_per_user']:.0f}", f"{r['nnz_per_item']:.0f}",
+                     "not analysed" if pred is None else _secs(pred), "—" if meas is None else _secs(meas),
+                     r["choice"].upper() if r["choice"] == "icf" else "CHOLMOD", r["reason"],
+                     r["old_rule_choice"].upper() if r["old_rule_choice"] == "icf" else "CHOLMOD"])
+    return _table(["data", "items", "items per user", "nonzeros per item", "exact factor s: predicted",
+                   "measured s (exact_cost.py)", "auto chooses", "why", "old rule (≤ 20,000 items)"], rows)
+
+
 # ------------------------------------------------------------------------------------ tune_bench.py
 def tune(res: Records) -> str:
     """Per dataset: what tune chose, and test Recall@20 of the tuned, default and best official model."""
@@ -547,7 +564,7 @@ def pruning(res: Records) -> str:
 
 TABLES = {f.__name__: f for f in (compare_official, compare_official_targets, compare_official_stages, refine_tol,
                                   score, score_plans, score_synthetic, scale_icf, scale_icf_targets, synthetic, memory_estimate,
-                                  pruning, distributed, factorizers, tune, tune_factorizers, scaling, device_share)}
+                                  pruning, distributed, factorizers, auto_rule, tune, tune_factorizers, scaling, device_share)}
 
 
 # ------------------------------------------------------------------------------------ README markers

@@ -10,8 +10,9 @@ import scipy.sparse as sp
 
 from conftest import require
 from sansa_gpu import SANSA, tune
-from sansa_gpu import factorize
+from sansa_gpu import factorize, memory
 from sansa_gpu.factorize import FactorCache, choose_factorizer, nnz_budget
+from sansa_gpu.memory import exact_factor_profile
 from sansa_gpu.synthetic import synthetic_interactions
 from sansa_gpu.tuning import density_ladder, validation_split
 
@@ -184,7 +185,6 @@ def test_auto_rule_follows_its_thresholds(X, monkeypatch):
     n = X.shape[1]
     per_user = X.nnz / np.count_nonzero(np.diff(X.indptr))
     monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_NNZ_PER_ITEM", 30.0)
-    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MAX_ITEMS", n)
     monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user - 0.5)
     assert choose_factorizer(X, 31.0 / n)[0] == "cholmod"
     monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user + 0.5)
@@ -193,10 +193,21 @@ def test_auto_rule_follows_its_thresholds(X, monkeypatch):
     assert choose_factorizer(X, 29.0 / n)[0] == "icf"
     assert choose_factorizer(X, 31.0 / n, min_cooccurrence=2)[0] == "icf"
     assert choose_factorizer(X, 31.0 / n, ordering="popularity")[0] == "icf"
-    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MAX_ITEMS", n - 1)
-    assert choose_factorizer(X, 31.0 / n)[0] == "icf"
+    # by the exact factor's predicted time and memory, not the catalogue size
+    profile = exact_factor_profile(X, "colamd")
+    seconds = factorize.predict_exact_seconds(profile)
+    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MAX_SECONDS", seconds * 0.99)
+    name, reason = choose_factorizer(X, 31.0 / n)
+    assert name == "icf" and f"{profile['fill']:,} nonzeros" in reason and "ICF is the fast default" in reason
+    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MAX_SECONDS", seconds * 1.01)
+    assert choose_factorizer(X, 31.0 / n)[0] == "cholmod"
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1000)
+    name, reason = choose_factorizer(X, 31.0 / n)
+    assert name == "icf" and "GB available" in reason
+    monkeypatch.undo()
+    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_NNZ_PER_ITEM", 30.0)
+    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user - 0.5)
     # the model records the choice and saves / loads it
-    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MAX_ITEMS", n)
     m = SANSA(density=40.0 / n, refine_sweeps=1, device="cpu").fit(X)
     assert m.factorizer_ == "cholmod" and m.get_params()["factorizer"] == "auto"
     assert m.stats_["nnz_L"] <= nnz_budget(40.0 / n, n)
