@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     ap.add_argument("--densities", nargs="+", type=float, default=[2e-3, 1e-2])
     ap.add_argument("--sweeps", type=int, default=2, help="our refinement sweeps")
     ap.add_argument("--refine-tol", type=float, default=1e-7,
-                    help="our refine_tol (the README table was measured at 1e-7, before the default became 1e-2)")
+                    help="our refine_tol (the docs/benchmarks.md table was measured at 1e-7, before the default became 1e-2)")
     ap.add_argument("--impls", nargs="+", default=["official", "ours"])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compare_official.jsonl"))
     args = ap.parse_args(argv)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import table  # noqa: E402  (the README table's run selection, stages and slope: one definition for both)
+import table  # noqa: E402  (the benchmarks page's table run selection, stages and slope: one definition for both)
 
 ROOT = Path(__file__).resolve().parents[1]
 

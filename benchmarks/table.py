@@ -1,13 +1,13 @@
-"""The README's result tables, generated from the JSON lines in ``benchmarks/results/``.
+"""The result tables of docs/benchmarks.md, generated from the JSON lines in ``benchmarks/results/``.
 
-    python benchmarks/table.py                      # every table, each under its name
-    python benchmarks/table.py compare_official     # one table (names: python benchmarks/table.py --list)
-    python benchmarks/table.py --check README.md    # exit 1, with a diff, where a marked table differs
-    python benchmarks/table.py --write README.md    # rewrite the marked tables in place
-    python benchmarks/table.py results.jsonl        # compare_official.py lines of any file, as one table
+    python benchmarks/table.py                                # every table, each under its name
+    python benchmarks/table.py compare_official               # one table (names: python benchmarks/table.py --list)
+    python benchmarks/table.py --check docs/benchmarks.md     # exit 1, with a diff, where a marked table differs
+    python benchmarks/table.py --write docs/benchmarks.md     # rewrite the marked tables in place
+    python benchmarks/table.py results.jsonl                  # compare_official.py lines of any file, as one table
 
-In the README each generated table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->``; the
-text between the two marker lines is exactly what ``NAME`` prints (``tests/test_readme_records.py``
+In docs/benchmarks.md each generated table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->``; the
+text between the two marker lines is exactly what ``NAME`` prints (``tests/test_benchmark_tables.py``
 checks it). Every table is a function of the records alone: no figure is typed here.
 
 Selection: a table row names the fields a record must have (data, density, implementation, ordering,
@@ -567,19 +567,19 @@ TABLES = {f.__name__: f for f in (compare_official, compare_official_targets, co
                                   pruning, distributed, factorizers, auto_rule, tune, tune_factorizers, scaling, device_share)}
 
 
-# ------------------------------------------------------------------------------------ README markers
+# ------------------------------------------------------------------------------------ page markers
 def render(res: Records | None = None) -> dict:
     res = load() if res is None else res
     return {name: f(res) for name, f in TABLES.items()}
 
 
 def marked(text: str) -> list:
-    """(name, body) of every marked table in a README text, in order."""
+    """(name, body) of every marked table in a page, in order."""
     return [(m["name"], m["body"]) for m in MARKER.finditer(text)]
 
 
 def problems(text: str, tables: dict) -> list:
-    """What differs between a README text and the generated tables (empty: they agree)."""
+    """What differs between a page and the generated tables (empty: they agree)."""
     out = []
     found = marked(text)
     names = [n for n, _ in found]
@@ -588,12 +588,12 @@ def problems(text: str, tables: dict) -> list:
             out.append(f"table:{n} is marked {names.count(n)} times")
     for n in tables:
         if n not in names:
-            out.append(f"table:{n} is not marked in the README")
+            out.append(f"table:{n} is not marked on the page")
     for n, body in found:
         if n not in tables:
             out.append(f"table:{n} has no generator")
         elif body != tables[n]:
-            diff = difflib.unified_diff(body.splitlines(), tables[n].splitlines(), "README", "records", lineterm="")
+            diff = difflib.unified_diff(body.splitlines(), tables[n].splitlines(), "page", "records", lineterm="")
             out.append(f"table:{n} differs from the records:\n" + "\n".join(diff))
     return out
 
@@ -606,8 +606,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="*", help="tables to print (default all), or one compare_official.py .jsonl file")
     ap.add_argument("--results", default=str(RESULTS), help="folder of the *.jsonl records")
-    ap.add_argument("--check", metavar="README", help="exit 1 if a marked table differs from the records")
-    ap.add_argument("--write", metavar="README", help="rewrite the marked tables from the records")
+    ap.add_argument("--check", metavar="PAGE", help="exit 1 if a marked table differs from the records")
+    ap.add_argument("--write", metavar="PAGE", help="rewrite the marked tables from the records")
     ap.add_argument("--list", action="store_true", help="the table names")
     args = ap.parse_args(argv)
     if args.list:

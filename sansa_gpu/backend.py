@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 #: Whether the GPU path has passed its tests and compute-sanitizer on a real device. Until then
 #: ``device="auto"`` chooses the CPU (and logs why), and ``device="gpu"`` runs the GPU path with a
-#: one-time warning that it is verified on the CPU executor only (README "Status").
+#: one-time warning that it is verified on the CPU executor only (README.md, "Status").
 GPU_VERIFIED_ON_DEVICE = False
 _warned_unverified = False
 
@@ -70,7 +70,7 @@ def resolve_device(device: str) -> str:
         if not GPU_VERIFIED_ON_DEVICE and not _warned_unverified:
             _warned_unverified = True
             warnings.warn("device='gpu': the GPU kernels are verified on the CPU executor only, not yet on a real "
-                          "device (README 'Status'); results are checked against the CPU path in the tests",
+                          "device (README.md, 'Status'); results are checked against the CPU path in the tests",
                           RuntimeWarning, stacklevel=3)
         return "gpu"
     if ok and not GPU_VERIFIED_ON_DEVICE:

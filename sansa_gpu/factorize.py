@@ -239,7 +239,7 @@ def choose_factorizer(X: sp.csr_matrix, density: float, *, ordering: str | None 
     Otherwise 'icf'. An ICF-only option (``min_cooccurrence > 0``, ``ordering='popularity'``) selects
     'icf'. The structural analysis (0.4-4 s on the shared datasets) runs only when the cheap tests pass.
 
-    Evidence (README "Choosing the factoriser"; benchmarks/results/tune.jsonl, factorizers.jsonl, exact_cost.jsonl,
+    Evidence (docs/benchmarks.md, "Choosing the factoriser"; benchmarks/results/tune.jsonl, factorizers.jsonl, exact_cost.jsonl,
     auto_rule.jsonl): on ml-1m (133 items per user) the best CHOLMOD beat the best ICF on validation
     by +0.022, +0.059 and +0.016 Recall@20 at 16, 64 and 256 nonzeros per item and lost by 0.039 at
     4; on pinterest (21 per user) ICF beat CHOLMOD at every density at equal λ (+0.006 to +0.019 test

@@ -60,7 +60,7 @@ class SANSA:
         (default): :data:`DEFAULT_NNZ_PER_ITEM` nonzeros per item column, delta = 16 / n_items
         (capped at 1), resolved per fit (``density_``). A fixed delta scales badly with the
         catalogue (5e-4 is 2 per item on ml-1m, 500 on a million items); 16 per item is where the
-        validation curves of the shared datasets bend (``sansa_gpu.tune`` trials, README: gowalla
+        validation curves of the shared datasets bend (``sansa_gpu.tune`` trials, docs/benchmarks.md: gowalla
         0.187 / 0.195 / 0.195 validation Recall@20 at 4 / 16 / 64 per item, pinterest 0.120 / 0.140
         / 0.144), at a quarter of 64's memory and scoring work.
     factorizer : 'auto' | 'cholmod' | 'icf'
@@ -80,7 +80,7 @@ class SANSA:
         count, O(nnz), no SuiteSparse needed). None = 'colamd' for 'cholmod', 'popularity' for 'icf'.
         For 'icf' the ordering decides which entries are dropped, so it changes accuracy: measured
         BARS recall@20 at density 5e-4 is 0.165 (popularity) vs 0.152 (colamd) on gowalla and
-        0.057 vs 0.052 on epinions (README), and COLAMD is the slowest stage at 500k items.
+        0.057 vs 0.052 on epinions (docs/benchmarks.md), and COLAMD is the slowest stage at 500k items.
     column_scaling : bool or None
         Divide item column j of X by sqrt(||(X^T X)[:, j]||_2) before fitting (the official ICF
         preprocessing: it evens out the Gram before entries are dropped and, since scoring uses the

@@ -1,6 +1,6 @@
 """Stage 3 on the CPU: sparse K ~= L^{-1} by column-parallel minimal-residual sweeps (the reference).
 
-Every column j is updated independently (README "The refinement"; the GPU twin: docs/gpu_training.md):
+Every column j is updated independently (docs/design.md, "The refinement"; the GPU twin: docs/gpu_training.md):
 
     r = e_j - L k_j,  q = L r,  alpha = r.q / q.q,  k_j <- k_j + alpha r,
     keep the ``cap_j`` largest |entries| (diagonal always kept),
