@@ -9,7 +9,7 @@ Every field is collected on its own: one that cannot be read holds the error tex
 Also the device helpers shared by the benchmark scripts of the device run:
 
 - :func:`use_executor_from_env`: with ``SANSA_GPU_EXECUTOR`` set (gpu_check.sh --dry-run), install
-  the CPU executor of the CUDA kernels (``sansa_gpu.testing.cuda_executor.ExecutorDevice``) as the
+  the CPU executor of the CUDA kernels (``sansa_gpu._testing.cuda_executor.ExecutorDevice``) as the
   device of ``sansa_gpu.gpu`` for the rest of the process: ``1`` / ``checked`` the bounds- and
   race-checked build (as the test suite), ``plain`` the unchecked one.
 - :func:`device_name`: the name every benchmark record carries in ``device`` ("NVIDIA H200" from
@@ -53,7 +53,7 @@ def use_executor_from_env():
     if mode not in ("1", "checked", "plain", "yes", "true"):
         raise ValueError(f"{EXECUTOR_ENV}={mode!r}: use 1, checked or plain")
     from sansa_gpu.gpu import _device
-    from sansa_gpu.testing.cuda_executor import ExecutorDevice
+    from sansa_gpu._testing.cuda_executor import ExecutorDevice
 
     if _device.installed() is not None:
         return _device.installed()
@@ -175,7 +175,7 @@ def _executor() -> dict:
     from sansa_gpu.gpu import _device
 
     dev = _device.installed()
-    from sansa_gpu.testing.cuda_executor import compiler
+    from sansa_gpu._testing.cuda_executor import compiler
 
     return {"checked": bool(getattr(dev, "checked", False)), "compiler": compiler(),
             "multiprocessor_count": dev.multiprocessor_count(), "free_bytes": dev.free_bytes()}

@@ -15,7 +15,7 @@ Memory outside the pool (the CUDA context, loaded modules, cuSPARSE/cuBLAS handl
 counted. The previous allocator is restored on exit, also when the block raises.
 
 Also here: :func:`release_gpu_caches` empties sansa_gpu's device caches and the pool between
-measurements. On the CPU executor of the test suite (``sansa_gpu.testing.cuda_executor``), where
+measurements. On the CPU executor of the test suite (``sansa_gpu._testing.cuda_executor``), where
 there is no CuPy pool, track_peak yields a record with ``tracked=False`` and zero sizes.
 """
 

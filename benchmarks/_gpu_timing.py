@@ -11,7 +11,7 @@ host work::
         model.recommend(X, k=20)
     kt.seconds, kt.launches, kt.by_kernel     # read after the block
 
-On the test suite's CPU executor (``sansa_gpu.testing.cuda_executor``) launches are synchronous
+On the test suite's CPU executor (``sansa_gpu._testing.cuda_executor``) launches are synchronous
 and timed with the wall clock instead.
 """
 

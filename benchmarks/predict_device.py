@@ -3,7 +3,7 @@ measurements. One JSON line per (stage, size): ``what: "predicted_device_seconds
 ``prediction: true``, ``device: "prediction (CPU executor counts), not a device measurement"``.
 
 The stage's kernels run on the CPU executor with counting on (``ExecutorDevice(count=True)``,
-``sansa_gpu/testing/counts.py``, ``docs/executor_counts.md``): per launch, warp-level memory
+``sansa_gpu/_testing/counts.py``, ``docs/executor_counts.md``): per launch, warp-level memory
 instructions, the global-memory 32-byte sectors they touch, atomics, and busy lanes per phase.
 The counts become seconds by a stated cost model (``MODEL``, ``DEVICES``, written into every
 record):
@@ -131,7 +131,7 @@ def _sampling_device(fraction: float, ranges: int, n_full: int, seed: int = 0, *
     (:func:`_sample_ranges`) and each of its records carries ``scale`` = columns launched / columns
     sampled (over the launch's sample) and ``columns_sampled`` (its own range). ``glue_launches``
     counts the launches the GPU glue made (what the device would run)."""
-    from sansa_gpu.testing import cuda_executor as ce
+    from sansa_gpu._testing import cuda_executor as ce
 
     rng = np.random.default_rng(seed)
     systematic = {"position": float(rng.random())}  # launch sampling: systematic, equal probability
@@ -238,7 +238,7 @@ def _sample_info(records: list[dict], unit: str) -> dict:
 
 
 def _scaled(records: list[dict], extra: float = 1.0) -> dict:
-    from sansa_gpu.testing.counts import merge_counts
+    from sansa_gpu._testing.counts import merge_counts
 
     parts = [merge_counts([r], r.get("scale", 1.0) * extra) for r in records]
     return merge_counts(parts)
@@ -407,7 +407,7 @@ def score_occupancy(n_items: int, device: dict) -> dict:
 def _compact(counts: dict) -> tuple[dict, dict]:
     """The record's view of merged counts: totals without all-zero tallies, and per phase the busy
     and active-thread fractions, instructions, sectors and atomics."""
-    from sansa_gpu.testing.counts import KINDS, SPACES
+    from sansa_gpu._testing.counts import KINDS, SPACES
 
     def tallies(p):
         return {f"{sp}_{k}": {t: round(v, 1) for t, v in p[sp][k].items() if v}
@@ -439,7 +439,7 @@ def _growth(history: list, target: int, factor_counts: dict, launches: int) -> d
         return None
     alpha = math.log(s1 / s0) / math.log(n1 / n0)
     grow = (target / n1) ** alpha
-    from sansa_gpu.testing.counts import merge_counts
+    from sansa_gpu._testing.counts import merge_counts
 
     counts = merge_counts([factor_counts], grow)
     return {"per_unit_global_sectors": {str(n0): s0, str(n1): s1}, "exponent": alpha,
@@ -461,7 +461,7 @@ def _extrapolation(measured_n: int, n: int, unit: str, times: str, grows_with: s
 
 def records_for(stage: str, measured: dict, fac: dict, targets: list[int], args, base: dict,
                 history: list | None = None) -> list[dict]:
-    from sansa_gpu.testing.counts import merge_counts
+    from sansa_gpu._testing.counts import merge_counts
 
     records = measured["records"]
     kernels = sorted({r["kernel"] for r in records})

@@ -43,7 +43,7 @@ def gpu_device(request):
         dev = _device.current()
         yield dev
     else:
-        from sansa_gpu.testing.cuda_executor import ExecutorDevice
+        from sansa_gpu._testing.cuda_executor import ExecutorDevice
 
         with ExecutorDevice(checked=True) as dev:
             yield dev

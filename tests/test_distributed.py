@@ -19,7 +19,7 @@ from sansa_gpu import SANSA, score_to_parquet  # noqa: E402
 from sansa_gpu import distributed as sd  # noqa: E402
 from sansa_gpu.cli import main  # noqa: E402
 from sansa_gpu.synthetic import synthetic_interactions  # noqa: E402
-from sansa_gpu.testing.dask_faults import KillOnce  # noqa: E402
+from sansa_gpu._testing.dask_faults import KillOnce  # noqa: E402
 
 K = 10
 N_FILES = 4

@@ -1,4 +1,4 @@
-"""The CPU executor of the CUDA kernels (sansa_gpu/testing): CUDA semantics, misuse reported as
+"""The CPU executor of the CUDA kernels (sansa_gpu/_testing): CUDA semantics, misuse reported as
 errors, and the bounds / race checks proved able to fail on injected defects in the real kernels."""
 
 import numpy as np
@@ -8,8 +8,8 @@ from sansa_gpu import gpu
 from sansa_gpu.cpu.refine import initial_inverse
 from sansa_gpu.factorize import ldlt_icf, nnz_budget
 from sansa_gpu.gpu._kernels import kernel_source
-from sansa_gpu.testing import cuda_executor as ce
-from sansa_gpu.testing.cuda_executor import ExecutorDevice, ExecutorModule, KernelFault, xp
+from sansa_gpu._testing import cuda_executor as ce
+from sansa_gpu._testing.cuda_executor import ExecutorDevice, ExecutorModule, KernelFault, xp
 
 WARP_OPS = r"""
 __global__ void warp_ops(const int* in, int* down, int* xr, int* idx, unsigned int* ballot, double* dsum,

@@ -1,4 +1,4 @@
-"""The CPU executor's counts of what a device would pay (sansa_gpu/testing/counts.py): warp-level
+"""The CPU executor's counts of what a device would pay (sansa_gpu/_testing/counts.py): warp-level
 memory instructions, 32-byte sectors, atomics and busy lanes per SANSA_PHASE, checked exactly on
 kernels whose counts are known; and the cost model of benchmarks/predict_device.py (predictions)."""
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sansa_gpu.testing.counts import merge_counts
-from sansa_gpu.testing.cuda_executor import ExecutorDevice, ExecutorModule, xp
+from sansa_gpu._testing.counts import merge_counts
+from sansa_gpu._testing.cuda_executor import ExecutorDevice, ExecutorModule, xp
 
 ROOT = Path(__file__).resolve().parents[1]
 

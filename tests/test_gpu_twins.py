@@ -160,7 +160,7 @@ def test_gpu_recommend_identical_to_cpu_on_the_same_weights(medium_X, cpu_model,
 def test_gpu_recommend_with_scratch_for_one_block_of_warps(medium_X, cpu_model):
     """Free memory for a single block of 8 warps: every warp serves many users in turn."""
     from sansa_gpu.gpu.inference import WARPS_PER_BLOCK, launch_shape, scratch_bytes_per_warp
-    from sansa_gpu.testing.cuda_executor import ExecutorDevice
+    from sansa_gpu._testing.cuda_executor import ExecutorDevice
 
     Wt, Z = cpu_model.weights_
     need = WARPS_PER_BLOCK * scratch_bytes_per_warp(Wt.shape[1], Z.shape[1])
@@ -196,7 +196,7 @@ def test_gpu_odd_shapes(gpu_device):
 
 def test_gpu_memory_is_released_after_fit_and_with_the_model(medium_X):
     from sansa_gpu.gpu import inference, refine
-    from sansa_gpu.testing.cuda_executor import ExecutorDevice
+    from sansa_gpu._testing.cuda_executor import ExecutorDevice
 
     with ExecutorDevice() as dev:
         m = SANSA(**PARAMS, device="gpu").fit(medium_X)
@@ -250,7 +250,7 @@ def test_every_device_allocation_failing_once_or_for_good_still_fits(small_X, ki
     """Inject an out-of-memory at each device allocation of a fit in turn (as CuPy's pool, Thrust's
     plain MemoryError, or a driver error). Failing once: the chunked retry or the CPU takes over;
     failing from then on: the fit finishes on the CPU. Always with a warning and the same model."""
-    from sansa_gpu.testing.cuda_executor import ExecutorDevice
+    from sansa_gpu._testing.cuda_executor import ExecutorDevice
 
     reference = SANSA(l2=10.0, density=0.1, refine_sweeps=2, factorizer="icf", device="cpu").fit(small_X)
     with ExecutorDevice() as dev:
@@ -272,7 +272,7 @@ def test_every_device_allocation_failing_once_or_for_good_still_fits(small_X, ki
 
 
 def test_kernel_launch_failing_with_driver_out_of_memory_falls_back(small_X, caplog):
-    from sansa_gpu.testing.cuda_executor import ExecutorDevice
+    from sansa_gpu._testing.cuda_executor import ExecutorDevice
 
     reference = SANSA(l2=10.0, density=0.1, refine_sweeps=2, factorizer="icf", device="cpu").fit(small_X)
     with ExecutorDevice() as dev:
@@ -293,7 +293,7 @@ def test_kernel_launch_failing_with_driver_out_of_memory_falls_back(small_X, cap
 
 
 def test_recommend_out_of_memory_falls_back_to_cpu(small_X, caplog):
-    from sansa_gpu.testing.cuda_executor import ExecutorDevice
+    from sansa_gpu._testing.cuda_executor import ExecutorDevice
 
     with ExecutorDevice() as dev:
         m = _small_fit(small_X)
@@ -318,7 +318,7 @@ def test_recommend_out_of_memory_falls_back_to_cpu(small_X, caplog):
 
 def test_auto_stays_on_the_cpu_until_the_gpu_path_is_verified_on_a_device(small_X, caplog):
     from sansa_gpu import backend
-    from sansa_gpu.testing.cuda_executor import ExecutorDevice
+    from sansa_gpu._testing.cuda_executor import ExecutorDevice
 
     assert backend.GPU_VERIFIED_ON_DEVICE is False
     with ExecutorDevice():
@@ -464,7 +464,7 @@ def test_grids_follow_the_kernels_real_occupancy(medium_X, cpu_model):
     warps-per-SM constant), capped by memory and by the work."""
     from sansa_gpu.gpu import _device
     from sansa_gpu.gpu.inference import WARPS_PER_BLOCK, launch_shape, scratch_bytes_per_warp
-    from sansa_gpu.testing.cuda_executor import ExecutorDevice
+    from sansa_gpu._testing.cuda_executor import ExecutorDevice
 
     Wt, Z = cpu_model.weights_
     asked = []

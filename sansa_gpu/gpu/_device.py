@@ -4,7 +4,7 @@ Everything in ``sansa_gpu/gpu`` reaches the device through :func:`current`: its 
 module: CuPy), ``get_kernel`` (a compiled ``kernels/*.cu`` function, called like a
 ``cupy.RawKernel``: ``kernel(grid, block, args)``), ``free_bytes``, ``multiprocessor_count`` and
 ``release_pool``. On a machine with a GPU that is :class:`CudaDevice`. The test suite installs the
-CPU executor instead (:class:`sansa_gpu.testing.cuda_executor.ExecutorDevice`, with :func:`use`):
+CPU executor instead (:class:`sansa_gpu._testing.cuda_executor.ExecutorDevice`, with :func:`use`):
 the same glue then runs the real kernel sources, compiled as host C++, on NumPy arrays that stand
 in for CuPy arrays -- so CI, which has no GPU, executes every line of the GPU path.
 

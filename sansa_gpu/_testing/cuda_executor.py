@@ -34,7 +34,7 @@ header force-included (``cuda_emu/cuda_emu.h``) and the template instantiations 
   requested, atomics, and per phase (``SANSA_PHASE`` in ``kernels/sansa_common.cuh``; 'all'
   without) the busy lanes and threads. The counts feed *predictions* of device time
   (``benchmarks/predict_device.py``), never measurements; see ``docs/executor_counts.md`` and
-  :mod:`sansa_gpu.testing.counts`.
+  :mod:`sansa_gpu._testing.counts`.
 
 Floating point: the kernels' explicitly rounded intrinsics (``__fadd_rn`` ...) are single IEEE
 operations and the build uses ``-ffp-contract=off``; plain ``a * b + c`` is not contracted to an
@@ -299,7 +299,7 @@ class ExecutorKernel:
         self._free_counts = lib.cuda_emu_free_counts
         self._free_counts.argtypes = [ctypes.c_void_p]
         self._free_counts.restype = None
-        #: counts of the last launch made with counting on (see :mod:`sansa_gpu.testing.counts`)
+        #: counts of the last launch made with counting on (see :mod:`sansa_gpu._testing.counts`)
         self.last_counts: dict | None = None
 
     def __repr__(self) -> str:
@@ -554,7 +554,7 @@ class ExecutorDevice:
     ``schedule``: order in which the threads of a block run between barriers ('forward',
     'reverse', 'random'); a correct kernel gives the same result under each.
     ``count``: record the counts of every launch in ``launch_counts`` (one dict per launch:
-    kernel, file, grid, block, counts; see :mod:`sansa_gpu.testing.counts`). It runs the
+    kernel, file, grid, block, counts; see :mod:`sansa_gpu._testing.counts`). It runs the
     instrumented build; without ``checked`` it keeps the bounds checks but skips the race shadow
     (faster, less memory), and the counts are the same either way.
     """
