@@ -100,7 +100,7 @@ def real_data(args) -> None:
     import scipy.sparse as sp
     from _scatter_limit import factored_updates, scatter_limit
 
-    from sansa_gpu.cpu import inference as cpu_inference
+    from sansa_gpu.cpu import inference as cpu_inference, plan_product as cpu_product, planner as cpu_planner
     from sansa_gpu.data import load_adjacency_split
 
     split = load_adjacency_split(Path(args.data_dir) / args.data)
@@ -112,17 +112,17 @@ def real_data(args) -> None:
         model, fit_s = _fit(split.train, density, args.l2, args.ordering)
         Wt, Z = model.weights_
         cache = model._scoring_cache  # what model.recommend scores with
-        plan, plan_reason = cpu_inference.choose_plan(X, Wt, Z, cache=cache)
+        plan, plan_reason = cpu_planner.choose_plan(X, Wt, Z, cache=cache)
         model.release_scoring_cache()
         build_s = None
         if plan in ("product", "sparse_product"):  # formed before timing, as a nightly job's first batch would
-            cpu_inference._product_state(Wt, Z, plan, cache)  # compiles the kernels that form B
+            cpu_product._product_state(Wt, Z, plan, cache)  # compiles the kernels that form B
             model.release_scoring_cache()
             t0 = time.perf_counter()
-            cpu_inference._product_state(Wt, Z, plan, cache)
+            cpu_product._product_state(Wt, Z, plan, cache)
             build_s = time.perf_counter() - t0
         # the structure count auto's choice needs (kept per model), outside the timing as B is
-        cpu_inference.choose_plan(X, Wt, Z, cached=None if plan == "factored" else plan, cache=cache)
+        cpu_planner.choose_plan(X, Wt, Z, cached=None if plan == "factored" else plan, cache=cache)
         model.recommend(X[:100], k=args.k)  # compile
         cpu_inference.recommend_sparse(X[:100], Wt, Z, args.k, plan=plan, cache=cache)  # the plan auto takes for all of X
         if args.skip_official:
@@ -165,7 +165,7 @@ def real_data(args) -> None:
             # the sparse product plan scatters the rows of B for the user's items: the factored
             # stream with Wt = I and Z = B (a user's items ascend, as its touched latents do)
             if plan == "sparse_product":  # B as the plan holds it (uint16 indices where they fit: the same bytes)
-                indptr, indices, data = cpu_inference._product_state(Wt, Z, plan, cache)
+                indptr, indices, data = cpu_product._product_state(Wt, Z, plan, cache)
                 Wt_s = sp.identity(X.shape[1], dtype=np.float32, format="csr")
                 Z_s = SimpleNamespace(indptr=indptr, indices=indices, data=data, shape=(X.shape[1], X.shape[1]))
             else:
@@ -187,7 +187,7 @@ def compare_plans(args, X, Wt, Z, density) -> dict:
     """Our CPU plans side by side on the same weights and users (``--plans``): median seconds of
     ``--repeats`` interleaved runs each (B formed before timing the product plan, its time reported
     apart), what ``plan="auto"`` chooses and the cost model's predictions, and the top-k agreement."""
-    from sansa_gpu.cpu import inference as cpu_inference
+    from sansa_gpu.cpu import inference as cpu_inference, plan_product as cpu_product, planner as cpu_planner
     from sansa_gpu.scoring_cache import ScoringCache
 
     for plan in args.plans:  # compile every kernel (forming B and scoring) before anything is timed
@@ -197,24 +197,24 @@ def compare_plans(args, X, Wt, Z, density) -> dict:
     for plan in ("product", "sparse_product"):  # each B formed once, timed apart
         if plan in args.plans:
             t0 = time.perf_counter()
-            cpu_inference._product_state(Wt, Z, plan, cache)
+            cpu_product._product_state(Wt, Z, plan, cache)
             build[plan] = round(time.perf_counter() - t0, 3)
     times = {plan: [] for plan in args.plans}
     results = {}
     for _ in range(args.repeats):
         for plan in args.plans:
             if plan in build:
-                cpu_inference._product_state(Wt, Z, plan, cache)  # (re)formed outside the timing if the budget dropped it
+                cpu_product._product_state(Wt, Z, plan, cache)  # (re)formed outside the timing if the budget dropped it
             t0 = time.perf_counter()
             results[plan] = cpu_inference.recommend_sparse(X, Wt, Z, args.k, plan=plan, cache=cache)
             times[plan].append(time.perf_counter() - t0)
-    cost = cpu_inference.plan_costs(X, Wt, Z, cpu_inference.product_row_nnz(Wt, Z, cache))
+    cost = cpu_planner.plan_costs(X, Wt, Z, cpu_product.product_row_nnz(Wt, Z, cache))
     rec = {"what": "score_plans", "data": args.data, "density": density, "k": args.k, "n_users": int(X.shape[0]),
            "n_items": int(X.shape[1]), "model_nnz": int(Wt.nnz + Z.nnz),
            **{f"{plan}_build_seconds": t for plan, t in build.items()},
            **{f"{plan}_seconds": [round(t, 3) for t in ts] for plan, ts in times.items()},
            **{f"{plan}_users_per_s": round(X.shape[0] / statistics.median(ts), 1) for plan, ts in times.items()},
-           "auto_chooses": cpu_inference.choose_plan(X, Wt, Z, cached=None)[0],
+           "auto_chooses": cpu_planner.choose_plan(X, Wt, Z, cached=None)[0],
            "predicted_core_seconds": {key: round(v, 3) for key, v in cost.items()}}
     for plan in ("product", "sparse_product"):
         if "factored" in results and plan in results:

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from . import __version__
 from .candidates import blocked_items
-from .cpu.inference import topk_dense
+from .cpu.topk import topk_dense
 from .errors import NotFittedError
 from .io import load_arrays, save_arrays
 from .memory import available_memory_bytes

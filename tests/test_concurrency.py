@@ -112,7 +112,7 @@ def test_a_budget_smaller_than_all_Bs_evicts_and_stays_correct(models, medium_X)
     requests = _requests(medium_X, N_THREADS, CALLS, seed=11)
     want = _serial(models, medium_X, requests, "product")
     ms = [copy.deepcopy(m) for m in models]
-    from sansa_gpu.cpu.inference import product_bytes
+    from sansa_gpu.cpu.plan_product import product_bytes
 
     budget = int(2.4 * product_bytes(medium_X.shape[1]))
     set_scoring_cache_budget(budget)
@@ -217,19 +217,19 @@ def test_the_default_budget_keeps_a_B_that_fits_when_forming_it_takes_the_memory
     """The default budget follows the available memory; forming B takes some of it. A B that fitted
     before it was formed must still be kept (not formed, refused, and formed again on every call)."""
     from sansa_gpu import memory
-    from sansa_gpu.cpu import inference as cpu_inference
+    from sansa_gpu.cpu import plan_product as cpu_product
 
-    need = cpu_inference.product_bytes(medium_X.shape[1])
+    need = cpu_product.product_bytes(medium_X.shape[1])
     total = int(need / 0.22)  # B is 22% of the memory: inside the 25% default, not after subtracting it
     used = [0]
-    form = cpu_inference._form_dense_B
+    form = cpu_product._form_dense_B
 
     def forming(Wt, Z):
         state = form(Wt, Z)
         used[0] += sum(a.nbytes for a in state)
         return state
 
-    monkeypatch.setattr(cpu_inference, "_form_dense_B", forming)
+    monkeypatch.setattr(cpu_product, "_form_dense_B", forming)
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: total - used[0])
     m = copy.deepcopy(models[0])
     set_scoring_cache_budget(None)
@@ -249,11 +249,11 @@ def test_a_cache_serves_only_the_weights_it_was_formed_from(models, medium_X):
 
 
 def test_direct_calls_without_a_cache_never_evict_a_models_entries(models, medium_X):
-    from sansa_gpu.cpu import inference as cpu_inference
+    from sansa_gpu.cpu import inference as cpu_inference, plan_product as cpu_product
 
     m = copy.deepcopy(models[1])
     m.recommend(medium_X[:10], 5, plan="product")
-    set_scoring_cache_budget(cpu_inference.product_bytes(medium_X.shape[1]) + 1000)
+    set_scoring_cache_budget(cpu_product.product_bytes(medium_X.shape[1]) + 1000)
     try:
         cpu_inference.recommend_sparse(medium_X[:10], *models[2].weights_, 5, plan="product")
         assert m._scoring_cache.get("product") is not None
@@ -267,7 +267,7 @@ def test_every_parallel_scoring_launch_goes_through_the_threading_guard(models, 
     parallel kernel a scoring call runs (forming B included) must enter parallel_call."""
     import contextlib
 
-    from sansa_gpu.cpu import inference as cpu_inference
+    from sansa_gpu.cpu import plan_product as cpu_product
 
     entered = []
 
@@ -276,7 +276,10 @@ def test_every_parallel_scoring_launch_goes_through_the_threading_guard(models, 
         entered.append(1)
         yield
 
-    monkeypatch.setattr(cpu_inference, "parallel_call", counting)
+    from sansa_gpu.cpu import plan_factored
+
+    for module in (plan_factored, cpu_product):  # every module that launches a scoring kernel
+        monkeypatch.setattr(module, "parallel_call", counting)
     m = copy.deepcopy(models[1])
     m.recommend(medium_X[:10], 5, plan=plan)
     assert len(entered) == {"factored": 1, "product": 2, "sparse_product": 3}[plan]  # B's count, B, the scoring

@@ -100,7 +100,7 @@ def test_ties_at_the_k_boundary_keep_the_lowest_ids_whatever_the_feed_order(n_it
     sparse product plan's B row lists the tied items in descending order, as first reached)."""
     X, Wt, Z = _descending_ties(n_items, m, n_users=7)
     lowest = np.arange(n_items - m, n_items)
-    monkeypatch.setattr(cpu_inference, "PRODUCT_TILE_BYTES", 4 * n_items * 64)
+    monkeypatch.setattr(cpu_product, "PRODUCT_TILE_BYTES", 4 * n_items * 64)
     compared = 0
     for plan in ("factored", "product", "sparse_product"):
         for k in (1, 5, m - 1):
@@ -129,7 +129,7 @@ def test_ease_ties_at_the_k_boundary_keep_the_lowest_ids():
 
 
 # ------------------------------------------------- the product plans (B = Wt Z formed, dense or sparse)
-from sansa_gpu.cpu import inference as cpu_inference  # noqa: E402
+from sansa_gpu.cpu import plan_product as cpu_product, planner as cpu_planner  # noqa: E402
 
 
 def _same_topk(ids_a, sc_a, ids_b, sc_b, rel=1e-5):
@@ -184,10 +184,10 @@ def test_product_plan_tiles_give_the_same_bits_as_one_tile(monkeypatch):
     m = SANSA(l2=5.0, density=0.2, refine_sweeps=1, factorizer="icf", device="cpu").fit(X)
     Xq = X.copy()
     Xq.data = Xq.data * rng.uniform(0.5, 2.0, Xq.nnz).astype(np.float32)
-    assert cpu_inference.product_tile(150, 150) == 192  # default: the whole catalogue in one tile
+    assert cpu_product.product_tile(150, 150) == 192  # default: the whole catalogue in one tile
     one = recommend_sparse(Xq, *m.weights_, 170, plan="product")
-    monkeypatch.setattr(cpu_inference, "PRODUCT_TILE_BYTES", 4 * 150 * 64)
-    assert cpu_inference.product_tile(150, 150) == 64
+    monkeypatch.setattr(cpu_product, "PRODUCT_TILE_BYTES", 4 * 150 * 64)
+    assert cpu_product.product_tile(150, 150) == 64
     for k in (7, 170):
         tiled = recommend_sparse(Xq, *m.weights_, k, plan="product")
         np.testing.assert_array_equal(tiled[0], one[0][:, :k])
@@ -200,17 +200,17 @@ def test_auto_plan_follows_the_cost_model_and_the_memory_cap(medium_X, monkeypat
     dense = SANSA(l2=20.0, density=0.2, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
     # 2 nonzeros per factor column: B = Wt Z has 1.4k entries, its rows are the cheapest to scatter
     # (measured here: 3.3 ms sparse product, 4.6 factored, 7.2 dense product for the 3000 users)
-    assert cpu_inference.choose_plan(medium_X, *sparse.weights_)[0] == "sparse_product"
-    monkeypatch.setattr(cpu_inference, "SPARSE_PRODUCT_MARGIN", 0.0)
-    assert cpu_inference.choose_plan(medium_X, *sparse.weights_)[0] == "factored"
+    assert cpu_planner.choose_plan(medium_X, *sparse.weights_)[0] == "sparse_product"
+    monkeypatch.setattr(cpu_planner, "SPARSE_PRODUCT_MARGIN", 0.0)
+    assert cpu_planner.choose_plan(medium_X, *sparse.weights_)[0] == "factored"
     monkeypatch.undo()
-    plan, why = cpu_inference.choose_plan(medium_X, *dense.weights_)
+    plan, why = cpu_planner.choose_plan(medium_X, *dense.weights_)
     assert plan == "product", why
-    cost = cpu_inference.plan_costs(medium_X, *dense.weights_)
+    cost = cpu_planner.plan_costs(medium_X, *dense.weights_)
     assert cost["product"] < cost["factored"] and cost["build"] > 0
-    set_scoring_cache_budget(cpu_inference.product_bytes(medium_X.shape[1]) - 1)
+    set_scoring_cache_budget(cpu_product.product_bytes(medium_X.shape[1]) - 1)
     try:
-        plan, why = cpu_inference.choose_plan(medium_X, *dense.weights_)
+        plan, why = cpu_planner.choose_plan(medium_X, *dense.weights_)
     finally:
         set_scoring_cache_budget(None)
     assert plan == "factored" and "GB >" in why
@@ -249,7 +249,7 @@ def test_product_plan_ignores_explicit_zeros_and_refuses_what_does_not_fit(mediu
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1000)
     with pytest.raises(MemoryError, match="use plan='factored'"):
         recommend_sparse(X, *m.weights_, 10, plan="product")
-    assert cpu_inference.choose_plan(X, *m.weights_)[0] == "factored"
+    assert cpu_planner.choose_plan(X, *m.weights_)[0] == "factored"
 
 
 # ---------------------------------------------------------------- the sparse product plan (CSR B)
@@ -262,8 +262,8 @@ def _structure_count(Wt, Z):
 def test_sparse_product_B_holds_the_structure_and_float64_sums_of_Wt_Z(medium_X):
     m = SANSA(l2=20.0, density=0.02, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
     Wt, Z = m.weights_
-    np.testing.assert_array_equal(cpu_inference.product_row_nnz(Wt, Z), _structure_count(Wt, Z))
-    indptr, indices, data = cpu_inference._product_state(Wt, Z, "sparse_product", ScoringCache())
+    np.testing.assert_array_equal(cpu_product.product_row_nnz(Wt, Z), _structure_count(Wt, Z))
+    indptr, indices, data = cpu_product._product_state(Wt, Z, "sparse_product", ScoringCache())
     assert indices.dtype == np.uint16 and data.dtype == np.float32  # 300 items fit 16 bits
     B = sp.csr_matrix((data, indices.astype(np.int64), indptr), shape=(Wt.shape[0], Z.shape[1]))
     exact = (Wt.astype(np.float64) @ Z.astype(np.float64)).toarray()
@@ -279,7 +279,7 @@ def test_sparse_product_plan_gives_the_same_bits_with_int32_indices(medium_X, mo
     X = medium_X[:120].copy()
     X.data[::4] = 0.0  # explicit zeros reach nothing, in every plan
     small = recommend_sparse(X, *m.weights_, 12, plan="sparse_product")
-    monkeypatch.setattr(cpu_inference, "sparse_index_dtype", lambda n_items: np.dtype(np.int32))
+    monkeypatch.setattr(cpu_product, "sparse_index_dtype", lambda n_items: np.dtype(np.int32))
     cache = ScoringCache()
     wide = recommend_sparse(X, *m.weights_, 12, plan="sparse_product", cache=cache)
     assert cache.get("sparse_product")[1].dtype == np.int32
@@ -296,27 +296,27 @@ def test_auto_plan_takes_the_sparse_product_by_the_cost_model_and_counts_only_wh
     Wt, Z = m.weights_
     cache = ScoringCache()
     # a small batch: forming a sparse B could not pay, so its structure is not even counted
-    monkeypatch.setattr(cpu_inference, "NS_SPARSE_BUILD", 1e6)
-    plan, why = cpu_inference.choose_plan(medium_X[:3], Wt, Z, cache=cache)
+    monkeypatch.setattr(cpu_planner, "NS_SPARSE_BUILD", 1e6)
+    plan, why = cpu_planner.choose_plan(medium_X[:3], Wt, Z, cache=cache)
     assert plan != "sparse_product" and "forming a sparse B would take at least" in why
     assert not cache.names()
     # cheap sparse scatter, dense B out of the cap: the sparse product plan is chosen
-    monkeypatch.setattr(cpu_inference, "NS_SPARSE_BUILD", 0.0)
-    monkeypatch.setattr(cpu_inference, "NS_SPARSE_WRITE", 0.0)
-    monkeypatch.setattr(cpu_inference, "NS_SPARSE_SCATTER", 0.01)
-    monkeypatch.setattr(cpu_inference, "product_cache_bytes_cap", lambda: cpu_inference.product_bytes(Z.shape[1]) - 1)
-    plan, why = cpu_inference.choose_plan(medium_X, Wt, Z, cache=cache)
+    monkeypatch.setattr(cpu_planner, "NS_SPARSE_BUILD", 0.0)
+    monkeypatch.setattr(cpu_planner, "NS_SPARSE_WRITE", 0.0)
+    monkeypatch.setattr(cpu_planner, "NS_SPARSE_SCATTER", 0.01)
+    monkeypatch.setattr(cpu_planner, "product_cache_bytes_cap", lambda: cpu_product.product_bytes(Z.shape[1]) - 1)
+    plan, why = cpu_planner.choose_plan(medium_X, Wt, Z, cache=cache)
     assert plan == "sparse_product", why
-    cost = cpu_inference.plan_costs(medium_X, Wt, Z, cpu_inference.product_row_nnz(Wt, Z, cache))
-    assert cost["sparse_product"] < cpu_inference.SPARSE_PRODUCT_MARGIN * cost["factored"]
+    cost = cpu_planner.plan_costs(medium_X, Wt, Z, cpu_product.product_row_nnz(Wt, Z, cache))
+    assert cost["sparse_product"] < cpu_planner.SPARSE_PRODUCT_MARGIN * cost["factored"]
     ids, _ = recommend_sparse(medium_X[:50], Wt, Z, 5, cache=cache)  # auto forms and keeps the sparse B
     assert cache.get("sparse_product") is not None and cache.get("product") is None
     np.testing.assert_array_equal(ids, recommend_sparse(medium_X[:50], Wt, Z, 5, plan="sparse_product")[0])
     # a sparse B over the cap is refused by auto; over the available memory by the plan itself
-    nnz_B = int(cpu_inference.product_row_nnz(Wt, Z).sum())
-    monkeypatch.setattr(cpu_inference, "product_cache_bytes_cap",
-                        lambda: cpu_inference.sparse_product_bytes(nnz_B, Z.shape[1]) - 1)
-    plan, why = cpu_inference.choose_plan(medium_X, Wt, Z)
+    nnz_B = int(cpu_product.product_row_nnz(Wt, Z).sum())
+    monkeypatch.setattr(cpu_planner, "product_cache_bytes_cap",
+                        lambda: cpu_product.sparse_product_bytes(nnz_B, Z.shape[1]) - 1)
+    plan, why = cpu_planner.choose_plan(medium_X, Wt, Z)
     assert plan == "factored" and "sparse B would take" in why
     from sansa_gpu import memory
 
@@ -352,8 +352,8 @@ def test_weights_changed_in_place_without_release_raise_instead_of_corrupting_me
     m = SANSA(l2=20.0, density=0.05, refine_sweeps=1, factorizer="icf", device="cpu").fit(medium_X)
     Wt, Z = m.weights_
     cache = ScoringCache()
-    cpu_inference.product_row_nnz(Wt, Z, cache)
+    cpu_product.product_row_nnz(Wt, Z, cache)
     Wt.indices[:] = Wt.indices[0]  # every entry on one latent: rows reach other item counts
     with pytest.raises(RuntimeError, match="weights changed in place; call release_scoring_cache"):
-        cpu_inference._product_state(Wt, Z, "sparse_product", cache)
+        cpu_product._product_state(Wt, Z, "sparse_product", cache)
     assert cache.get("B_row_nnz") is None  # the stale count is dropped

@@ -1,7 +1,8 @@
 """CPU implementations of the GPU-capable stages (the reference; always available)."""
 
 from .gram import gram_lower_and_norms
-from .inference import SCORE_SPARSE_DEVICE, recommend_sparse, score_sparse, topk_dense
+from .inference import SCORE_SPARSE_DEVICE, recommend_sparse, score_sparse
+from .topk import topk_dense
 from .refine import column_residual_norms, refine_sweep, release_scratch, to_device, to_host
 from .weights import assemble_weights
 
