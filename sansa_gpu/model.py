@@ -7,6 +7,7 @@ import os
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,6 +43,22 @@ from .validation import (
 logger = logging.getLogger(__name__)
 _CACHE_CREATION = threading.Lock()  # guards only the creation of a model's scoring cache (see SANSA._cache_for)
 
+
+
+@dataclass(frozen=True)
+class _FitPlan:
+    """What :meth:`SANSA.fit` decided before any work (:meth:`SANSA._fit_plan`)."""
+
+    factorizer: str  # 'icf' or 'cholmod'
+    reason: str  # why (the auto rule's words, or 'set by the caller')
+    ordering: str
+    n: int  # items
+    density: float
+    budget: int  # nonzeros per factor
+    gram_cap: int | None  # max_gram_per_item resolved
+    device: str  # 'cpu' or 'gpu'
+    backend: object  # sansa_gpu.cpu or sansa_gpu.gpu
+    column_scaling: bool
 
 
 class SANSA:
@@ -302,90 +319,120 @@ class SANSA:
         X = check_interactions(X, require_nonempty=True)
         if factor_cache is not None:
             factor_cache.bind(X)
+        plan = self._fit_plan(X)
+        if check_memory:
+            self._check_fit_memory(X, plan)
+        logger.info("fit: %d users x %d items, nnz(X)=%d, l2=%g, density=%g -> budget %d nnz per factor, device=%s, "
+                    "factorizer=%s (%s)", X.shape[0], plan.n, X.nnz, self.l2, plan.density, plan.budget, plan.device,
+                    plan.factorizer, plan.reason)
+        stats: dict = {"n_users": int(X.shape[0]), "n_items": int(plan.n), "nnz_X": int(X.nnz),
+                       "density": plan.density, "budget": plan.budget, "factorizer": plan.factorizer,
+                       "factorizer_reason": plan.reason, "max_gram_per_item": plan.gram_cap}
+        t0 = time.perf_counter()
+        factor = self._factorize(X, plan, factor_cache, stats)  # X flows no further: the factor carries on
+        del X
+        K, history = self._refine(factor, plan, stats)
+        Wt, Z = self._assemble_weights(K, factor, plan, stats)
+        del K, factor
+        stats["fit_seconds"] = time.perf_counter() - t0
+        logger.info("weights: nnz(Wt)=%d nnz(Z)=%d (%.2fs); fit total %.2fs", Wt.nnz, Z.nnz, stats["weights_seconds"],
+                    stats["fit_seconds"])
+        self.weights_ = (Wt, Z)
+        self.__dict__.pop("_scoring_cache_obj", None)  # a refit: free what was formed from the old weights now
+        self.n_items_ = plan.n
+        self.item_ids_ = item_ids
+        self.history_ = history
+        self.stats_ = stats
+        self.device_ = plan.device
+        self.factorizer_ = plan.factorizer
+        return self
+
+    # The stages of fit, in order. Each takes what the stage before produced and records its
+    # seconds, sizes and device in ``stats``.
+    def _fit_plan(self, X: sp.csr_matrix) -> "_FitPlan":
+        """Every choice a fit on X makes before any work: factoriser (and why), ordering, density,
+        nonzero budget per factor, Gram cap, device and its backend."""
         factorizer, reason = self.choose_factorizer(X)
-        ordering = self._ordering_for(factorizer)
         n = X.shape[1]
         density = self.density_for(n)
-        gram_cap = self.gram_cap_for(n, factorizer)
-        if check_memory:
-            from .memory import available_memory_bytes, estimate_memory, memory_upper_bound
-
-            t_est = time.perf_counter()
-            have = available_memory_bytes()
-            est = memory_upper_bound(X, density, factorizer, gram_cap)
-            if est["peak"] > have:  # the worst case does not fit: count exactly
-                est = estimate_memory(X, density, factorizer, float(self.min_cooccurrence), ordering,
-                                      max_per_column=gram_cap)
-            logger.info("fit: estimated peak %.2f GB (%s), available %.2f GB (%.2fs)", est["peak"] / 1e9,
-                        ", ".join(f"{k} {est[k] / 1e9:.2f}" for k in ("gram", "factorize", "refine", "weights")),
-                        have / 1e9, time.perf_counter() - t_est)
-            if est["peak"] > have:
-                raise MemoryError(self._memory_advice(est, have, factorizer, n))
         device = resolve_device(self.device)
-        backend = get_backend(device)
-        budget = nnz_budget(density, n)
-        logger.info("fit: %d users x %d items, nnz(X)=%d, l2=%g, density=%g -> budget %d nnz per factor, device=%s, "
-                    "factorizer=%s (%s)", X.shape[0], n, X.nnz, self.l2, density, budget, device, factorizer, reason)
-        stats: dict = {"n_users": int(X.shape[0]), "n_items": int(n), "nnz_X": int(X.nnz), "density": density,
-                       "budget": budget, "factorizer": factorizer, "factorizer_reason": reason,
-                       "max_gram_per_item": gram_cap}
+        return _FitPlan(factorizer=factorizer, reason=reason, ordering=self._ordering_for(factorizer), n=n,
+                        density=density, budget=nnz_budget(density, n), gram_cap=self.gram_cap_for(n, factorizer),
+                        device=device, backend=get_backend(device),
+                        column_scaling=(self.column_scaling if self.column_scaling is not None
+                                        else factorizer == "icf"))
+
+    def _check_fit_memory(self, X: sp.csr_matrix, plan: "_FitPlan") -> None:
+        """MemoryError naming the numbers when the fit's predicted peak exceeds the available memory
+        (a cheap upper bound first; exact structural counts only when the bound does not fit)."""
+        from .memory import available_memory_bytes, estimate_memory, memory_upper_bound
+
+        t_est = time.perf_counter()
+        have = available_memory_bytes()
+        est = memory_upper_bound(X, plan.density, plan.factorizer, plan.gram_cap)
+        if est["peak"] > have:  # the worst case does not fit: count exactly
+            est = estimate_memory(X, plan.density, plan.factorizer, float(self.min_cooccurrence), plan.ordering,
+                                  max_per_column=plan.gram_cap)
+        logger.info("fit: estimated peak %.2f GB (%s), available %.2f GB (%.2fs)", est["peak"] / 1e9,
+                    ", ".join(f"{k} {est[k] / 1e9:.2f}" for k in ("gram", "factorize", "refine", "weights")),
+                    have / 1e9, time.perf_counter() - t_est)
+        if est["peak"] > have:
+            raise MemoryError(self._memory_advice(est, have, plan.factorizer, plan.n))
+
+    def _factorize(self, X: sp.csr_matrix, plan: "_FitPlan", factor_cache: FactorCache | None, stats: dict):
+        """Stages 1-2: the item ordering and the LDL^T within the budget. ICF: ordering, then the Gram with
+        its column norms in one pass (on the device when there is one; the column scaling applied to the
+        Gram), then the incomplete Cholesky. CHOLMOD factorises X^T X from X itself (its columns scaled
+        first when asked). Returns the :class:`~sansa_gpu.factorize.LDLFactor`."""
         t0 = time.perf_counter()
-        scale = self.column_scaling if self.column_scaling is not None else factorizer == "icf"
-        stage_devices = {}
-        if factorizer == "icf":
-            # ordering, then the Gram with its column norms in one pass (on the device when there is
-            # one; the column scaling is applied to the Gram), then the incomplete Cholesky
-            factor = ldlt_icf(X, float(self.l2), budget, float(self.min_cooccurrence), ordering,
-                              cache=factor_cache, column_scaling=scale, max_per_column=gram_cap,
-                              backend=backend, working_fill=float(self.icf_fill))
-            stage_devices.update(ordering="cpu", gram=factor.devices["gram"], factorize="cpu")
+        if plan.factorizer == "icf":
+            factor = ldlt_icf(X, float(self.l2), plan.budget, float(self.min_cooccurrence), plan.ordering,
+                              cache=factor_cache, column_scaling=plan.column_scaling, max_per_column=plan.gram_cap,
+                              backend=plan.backend, working_fill=float(self.icf_fill))
+            stats["stage_devices"] = {"ordering": "cpu", "gram": factor.devices["gram"], "factorize": "cpu"}
             t_scaled = t0
         else:
-            if scale:  # CHOLMOD factorises X^T X from X itself: scale X's columns
+            if plan.column_scaling:
                 col_scale = icf_column_scaling(X) if factor_cache is None else factor_cache.column_scaling(X)
                 X = sp.csr_matrix(X @ sp.diags((1.0 / col_scale).astype(np.float32)), dtype=np.float32)
                 X.sort_indices()  # the product's rows come out unsorted
             t_scaled = time.perf_counter()
-            factor = ldlt_cholmod(X, float(self.l2), budget, ordering,
-                                  cache=factor_cache if not scale else None)
-            stage_devices.update(ordering="cpu", factorize="cpu")
-        del X
-        t1 = time.perf_counter()
-        stats.update(factorize_seconds=t1 - t0, nnz_L=int(factor.L.nnz))
+            factor = ldlt_cholmod(X, float(self.l2), plan.budget, plan.ordering,
+                                  cache=factor_cache if not plan.column_scaling else None)
+            stats["stage_devices"] = {"ordering": "cpu", "factorize": "cpu"}
+        stats.update(factorize_seconds=time.perf_counter() - t0, nnz_L=int(factor.L.nnz))
         # seconds of the factorisation's parts (they sum to factorize_seconds, up to bookkeeping)
         stats["factorize_parts"] = {"column_scaling": round(t_scaled - t0, 3),
                                      **{k: round(v, 3) for k, v in factor.seconds.items()}}
-        if factorizer == "icf":
+        if plan.factorizer == "icf":
             stats.update(icf_shift=float(factor.shift), icf_restarts=len(factor.breakdowns),
                          icf_breakdowns=[{"pivot": int(b["pivot"]), "shift": float(b["shift"])}
                                          for b in factor.breakdowns])
-        K, history = refine_inverse(factor.L, budget, int(self.refine_sweeps), backend, float(self.refine_tol))
-        t2 = time.perf_counter()
-        stats.update(refine_seconds=t2 - t1, nnz_K=int(K.nnz))
-        refine_devices = [h["device"] for h in history] + [history[-1]["residual_device"]]
-        stage_devices["refine"] = (refine_devices[0] if len(set(refine_devices)) == 1
-                                   else "gpu, then cpu (GPU out of memory)")
+        return factor
+
+    def _refine(self, factor, plan: "_FitPlan", stats: dict) -> tuple:
+        """Stage 3: K ~= L^{-1} within the budget (:func:`sansa_gpu.refine.refine_inverse`); (K, history)."""
+        t0 = time.perf_counter()
+        K, history = refine_inverse(factor.L, plan.budget, int(self.refine_sweeps), plan.backend,
+                                    float(self.refine_tol))
+        stats.update(refine_seconds=time.perf_counter() - t0, nnz_K=int(K.nnz))
+        devices = [h["device"] for h in history] + [history[-1]["residual_device"]]
+        stats["stage_devices"]["refine"] = devices[0] if len(set(devices)) == 1 else "gpu, then cpu (GPU out of memory)"
+        return K, history
+
+    def _assemble_weights(self, K: sp.csc_matrix, factor, plan: "_FitPlan", stats: dict) -> tuple:
+        """Stage 4: (Wt, Z) from K, D and the permutation, on the plan's device (the CPU when the GPU
+        runs out of memory)."""
+        t0 = time.perf_counter()
         try:
-            Wt, Z = backend.assemble_weights(K, factor.d, factor.p)
-            stage_devices["weights"] = device
+            Wt, Z = plan.backend.assemble_weights(K, factor.d, factor.p)
+            stats["stage_devices"]["weights"] = plan.device
         except GPUOutOfMemory as exc:
             logger.warning("weights: %s; assembling on the CPU", exc)
             Wt, Z = cpu.assemble_weights(K, factor.d, factor.p)
-            stage_devices["weights"] = "cpu (GPU out of memory)"
-        stats["stage_devices"] = stage_devices
-        del K, factor
-        t3 = time.perf_counter()
-        stats.update(weights_seconds=t3 - t2, nnz_Wt=int(Wt.nnz), nnz_Z=int(Z.nnz), fit_seconds=t3 - t0)
-        logger.info("weights: nnz(Wt)=%d nnz(Z)=%d (%.2fs); fit total %.2fs", Wt.nnz, Z.nnz, t3 - t2, t3 - t0)
-        self.weights_ = (Wt, Z)
-        self.__dict__.pop("_scoring_cache_obj", None)  # a refit: free what was formed from the old weights now
-        self.n_items_ = n
-        self.item_ids_ = item_ids
-        self.history_ = history
-        self.stats_ = stats
-        self.device_ = device
-        self.factorizer_ = factorizer
-        return self
+            stats["stage_devices"]["weights"] = "cpu (GPU out of memory)"
+        stats.update(weights_seconds=time.perf_counter() - t0, nnz_Wt=int(Wt.nnz), nnz_Z=int(Z.nnz))
+        return Wt, Z
 
     def _memory_advice(self, est: dict, have: int, factorizer: str, n: int) -> str:
         """The refusal of a fit that does not fit: the numbers, and only settings that would help."""

@@ -52,13 +52,13 @@ import logging
 import math
 import os
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
+from ._rss import PeakRss
 from .data import random_holdout_split, strong_generalization_split
 from .defaults import TUNE_L2_GRID, TUNE_MIN_COOCCURRENCE, TUNE_NNZ_PER_ITEM, TUNE_SWEEPS_GRID
 from .factorize import FactorCache, cholmod_available, nnz_budget
@@ -136,45 +136,6 @@ def validation_split(X: sp.csr_matrix, kind: str = "holdout", fraction: float = 
     raise ValueError(f"validation must be 'holdout' or 'users', got {kind!r}")
 
 
-# --------------------------------------------------------------------------- peak RSS of one trial
-class _PeakRss:
-    """Peak resident set (bytes) of this process while the block runs, sampled every 20 ms from
-    /proc/self/statm (Linux); None elsewhere."""
-
-    def __init__(self, interval: float = 0.02):
-        self.interval = interval
-        self.peak = None
-        self._stop = threading.Event()
-
-    @staticmethod
-    def _rss():
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def _run(self):
-        while not self._stop.wait(self.interval):
-            r = self._rss()
-            if r is not None:
-                self.peak = max(self.peak or 0, r)
-
-    def __enter__(self):
-        self.peak = self._rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        r = self._rss()
-        if r is not None and self.peak is not None:
-            self.peak = max(self.peak, r)
-        return False
-
-
 # --------------------------------------------------------------------------- result
 @dataclass
 class TuneResult:
@@ -215,59 +176,11 @@ class TuneResult:
         return "\n".join(rows)
 
     def plot(self, path: str | os.PathLike, title: str | None = None) -> None:
-        """Validation ``metric`` against weights size (log axis): per factoriser / pruning level the best
-        ``l2`` at each density as a line, the chosen model marked, dense EASE as a point where it was
-        measured (``dense_ease`` in :func:`tune`: at the chosen ``l2``, which for an ICF choice is not
-        EASE's own best, ICF's column scaling shifting its scale). Needs matplotlib."""
-        try:
-            import matplotlib
+        """Validation ``metric`` against weights size (log axis), written atomically to ``path``: see
+        :func:`sansa_gpu.tune_plot.plot_trials`. Needs matplotlib (the ``[plot]`` extra)."""
+        from .tune_plot import plot_trials
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError as exc:
-            raise ImportError("plotting needs matplotlib: pip install matplotlib") from exc
-        ok = [t for t in self.trials if t["status"] == "ok"]
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        groups = sorted({(t["factorizer"], t["min_cooccurrence"]) for t in ok})
-        for fac, mc in groups:
-            best_at = {}
-            for t in ok:
-                if (t["factorizer"], t["min_cooccurrence"]) == (fac, mc):
-                    d = t["density"]
-                    if d not in best_at or t[self.metric] > best_at[d][self.metric]:
-                        best_at[d] = t
-            pts = sorted(best_at.values(), key=lambda t: t["model_bytes"])
-            label = fac.upper() if fac == "icf" else "CHOLMOD"
-            label += f", min_cooccurrence {mc:g}" if fac == "icf" else ""
-            ax.plot([t["model_bytes"] / 1e6 for t in pts], [t[self.metric] for t in pts], marker="o", ms=4, label=label)
-        ax.scatter([self.best["model_bytes"] / 1e6], [self.best[self.metric]], s=160, facecolors="none",
-                   edgecolors="black", linewidths=1.5, zorder=5, label="chosen")
-        if self.dense_ease:
-            ax.scatter([self.dense_ease["model_bytes"] / 1e6], [self.dense_ease[self.metric]], marker="*", s=140,
-                       color="black", zorder=5, label=f"dense EASE (λ={self.dense_ease['l2']:.4g})")
-        ax.set_xscale("log")
-        from matplotlib.ticker import FuncFormatter, LogLocator
-
-        plain = FuncFormatter(lambda v, _: f"{v:g}")  # "3", "0.5", not "3×10⁰" overlapping its neighbours
-        ax.xaxis.set_major_formatter(plain)
-        lo, hi = ax.get_xlim()
-        if hi / lo < 1e3:  # narrow ranges: label the 2 and 5 minor ticks too (wider ones would crowd)
-            ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-            ax.xaxis.set_minor_formatter(plain)
-        ax.set_xlabel("weights size (MB, log scale)")
-        ax.set_ylabel(f"validation {self.metric}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        if title:
-            import textwrap
-
-            ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=9)
-        fig.tight_layout()
-        from .io import atomic_file
-
-        with atomic_file(path, ".plot-part") as f:
-            fig.savefig(f, format=os.path.splitext(os.fspath(path))[1].lstrip(".") or "png", dpi=120)
-        plt.close(fig)
+        plot_trials(self, path, title)
 
 
 # --------------------------------------------------------------------------- the search
@@ -369,7 +282,7 @@ def _exact_factor_fits(X: sp.csr_matrix, density: float, memory_cap: float, max_
     ``max_seconds`` (no limit without one) and the predicted peak of a fit at the lowest ``density``
     must fit ``memory_cap``. Catalogues above :data:`~sansa_gpu.factorize.EXACT_PROFILE_MAX_ITEMS`
     are not analysed (the ordering alone takes minutes there and the exact factor does not fit)."""
-    from .factorize import EXACT_PROFILE_MAX_ITEMS, predict_exact_seconds
+    from .factorize.exact import EXACT_PROFILE_MAX_ITEMS, predict_exact_seconds
     from .memory import estimate_memory, exact_factor_profile
 
     n = X.shape[1]
@@ -386,6 +299,67 @@ def _exact_factor_fits(X: sp.csr_matrix, density: float, memory_cap: float, max_
     if max_seconds is not None and seconds > EXACT_FACTOR_SHARE * max_seconds:
         return False, f"{facts}: more than {EXACT_FACTOR_SHARE:g} of max_seconds={max_seconds:g}", seconds
     return True, facts, seconds
+
+
+def _check_search(k, metric, l2_grid, min_cooccurrence, factorizers) -> tuple:
+    """(metric key, l2 grid, pruning grid, factorizers, whether they were the default) of tune's
+    arguments, each checked (ValueError naming the bad one)."""
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if metric not in ("recall", "ndcg"):
+        raise ValueError(f"metric must be 'recall' or 'ndcg', got {metric!r}")
+    l2_grid = _check_grid(l2_grid, "l2_grid")
+    mc_grid = _check_grid(min_cooccurrence, "min_cooccurrence", positive=False)
+    default_factorizers = factorizers is None
+    factorizers = ["icf", "cholmod"] if default_factorizers else list(dict.fromkeys(factorizers))
+    if not factorizers:
+        raise ValueError("factorizers is empty: give 'icf' and/or 'cholmod'")
+    for f in factorizers:
+        if f not in ("icf", "cholmod"):
+            raise ValueError(f"factorizers may hold 'icf' and 'cholmod', got {f!r}")
+    return f"{metric}@{k}", l2_grid, mc_grid, factorizers, default_factorizers
+
+
+def _search_densities(n: int, densities, max_model_bytes: float | None) -> list:
+    """The densities searched: the ladder (:func:`density_ladder`) by default, else the given ones
+    checked and cut to those whose weights fit ``max_model_bytes``."""
+    if densities is None:
+        return density_ladder(n, max_model_bytes)
+    densities = _check_grid(densities, "densities")
+    if any(d > 1 for d in densities):
+        raise ValueError(f"densities must lie in (0, 1], got {densities}")
+    if max_model_bytes is not None:
+        top = density_ladder(n, max_model_bytes)[-1]
+        dropped = [d for d in densities if d > top * (1 + 1e-9)]
+        if dropped:
+            logger.info("tune: densities %s exceed max_model_bytes (largest allowed %.3g): not tried", dropped, top)
+        densities = [d for d in densities if d <= top * (1 + 1e-9)]
+        if not densities:
+            raise ValueError(f"every density given exceeds max_model_bytes={max_model_bytes:.4g} "
+                             f"(the largest that fits is {top:.3g})")
+    return densities
+
+
+def _installed_factorizers(factorizers: list) -> list:
+    """The factorisers that can run here: CHOLMOD only with scikit-sparse installed."""
+    if "cholmod" in factorizers and not cholmod_available():
+        logger.info("tune: CHOLMOD (scikit-sparse) is not installed: ICF trials only")
+        factorizers = [f for f in factorizers if f != "cholmod"]
+        if not factorizers:
+            raise ValueError("factorizers=('cholmod',) but scikit-sparse is not installed (pip install 'sansa_gpu[cholmod]')")
+    return factorizers
+
+
+def _refit(best: dict, X: sp.csr_matrix, table, device: str, user_col: str, item_col: str, value_col):
+    """The best trial's parameters fitted on all the data (the raw-ID table when one was given)."""
+    from .model import SANSA
+
+    model = SANSA(l2=best["l2"], density=best["density"], factorizer=best["factorizer"],
+                  min_cooccurrence=best["min_cooccurrence"] if best["factorizer"] == "icf" else 0.0,
+                  refine_sweeps=best["refine_sweeps"], device=device, max_gram_per_item=None)
+    if table is not None:
+        return model.fit(table, user_col=user_col, item_col=item_col, value_col=value_col)
+    return model.fit(X)
 
 
 def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdout", validation_fraction: float = 0.2,
@@ -417,54 +391,17 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
 
     Returns a :class:`TuneResult`. Deterministic for a given ``seed`` (trials' fit times aside).
     """
-    from .model import SANSA
-
     t_start = time.perf_counter()
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    if metric not in ("recall", "ndcg"):
-        raise ValueError(f"metric must be 'recall' or 'ndcg', got {metric!r}")
-    metric_key = f"{metric}@{k}"
-    l2_grid = _check_grid(l2_grid, "l2_grid")
-    mc_grid = _check_grid(min_cooccurrence, "min_cooccurrence", positive=False)
-    default_factorizers = factorizers is None
-    factorizers = ["icf", "cholmod"] if default_factorizers else list(dict.fromkeys(factorizers))
-    if not factorizers:
-        raise ValueError("factorizers is empty: give 'icf' and/or 'cholmod'")
-    for f in factorizers:
-        if f not in ("icf", "cholmod"):
-            raise ValueError(f"factorizers may hold 'icf' and 'cholmod', got {f!r}")
+    metric_key, l2_grid, mc_grid, factorizers, default_factorizers = _check_search(k, metric, l2_grid,
+                                                                                  min_cooccurrence, factorizers)
     max_model_bytes, max_memory, max_seconds = (None if v is None else check_positive_float(v, name) for v, name in (
         (max_model_bytes, "max_model_bytes"), (max_memory, "max_memory"), (max_seconds, "max_seconds")))
-
     table = data if is_table(data) else None
-    if table is not None:
-        X = encode_interactions(table, user_col, item_col, value_col).X
-    else:
-        X = data
+    X = encode_interactions(table, user_col, item_col, value_col).X if table is not None else data
     X = check_interactions(X, require_nonempty=True)
     n = X.shape[1]
-    if densities is None:
-        densities = density_ladder(n, max_model_bytes)
-    else:
-        densities = _check_grid(densities, "densities")
-        if any(d > 1 for d in densities):
-            raise ValueError(f"densities must lie in (0, 1], got {densities}")
-        if max_model_bytes is not None:
-            top = density_ladder(n, max_model_bytes)[-1]
-            dropped = [d for d in densities if d > top * (1 + 1e-9)]
-            if dropped:
-                logger.info("tune: densities %s exceed max_model_bytes (largest allowed %.3g): not tried", dropped, top)
-            densities = [d for d in densities if d <= top * (1 + 1e-9)]
-            if not densities:
-                raise ValueError(f"every density given exceeds max_model_bytes={max_model_bytes:.4g} "
-                                 f"(the largest that fits is {top:.3g})")
-    if "cholmod" in factorizers and not cholmod_available():
-        logger.info("tune: CHOLMOD (scikit-sparse) is not installed: ICF trials only")
-        factorizers = [f for f in factorizers if f != "cholmod"]
-        if not factorizers:
-            raise ValueError("factorizers=('cholmod',) but scikit-sparse is not installed (pip install 'sansa_gpu[cholmod]')")
-
+    densities = _search_densities(n, densities, max_model_bytes)
+    factorizers = _installed_factorizers(factorizers)
     split = validation_split(X, validation, validation_fraction, seed, validation_users)
     from .memory import available_memory_bytes
 
@@ -481,212 +418,285 @@ def tune(data, *, k: int = 20, metric: str = "recall", validation: str = "holdou
         f"{split.inputs.shape[0]} validation users ({validation}); densities {[f'{d:.3g}' for d in densities]}, "
         f"l2 {l2_grid}, factorizers {factorizers}")
 
-    trials: list = []
-    not_started = [0]  # trials max_seconds left unstarted
-    estimates: dict = {}  # (factorizer, min_cooccurrence, density) -> predicted peak bytes
-    cache_by_factorizer = {f: FactorCache(max_grams=len(mc_grid) if f == "icf" else 1) for f in factorizers}
-
-    def held_factor_l2():  # the l2 whose exact factor the CHOLMOD cache holds: that of the last CHOLMOD fit
-        return next((t["l2"] for t in reversed(trials) if t["factorizer"] == "cholmod" and t["status"] == "ok"), None)
-
-    def out_of_time() -> bool:  # the first (cheapest) trial always runs, so a model always comes back
-        spent = max_seconds is not None and time.perf_counter() - t_start > max_seconds
-        return spent and any(t["status"] == "ok" for t in trials)
-
-    def predicted_peak(factorizer, mc, density) -> int:
-        from .memory import estimate_memory, memory_upper_bound, structural_counts
-
-        key = (factorizer, mc, density)
-        if key not in estimates:
-            est = memory_upper_bound(split.train, density, factorizer)
-            if est["peak"] > memory_cap:  # count exactly; the counts do not depend on the density
-                ordering = "colamd" if factorizer == "cholmod" else "popularity"
-                if (factorizer, mc) not in counts:
-                    counts[(factorizer, mc)] = structural_counts(split.train, factorizer, mc, ordering)
-                est = estimate_memory(split.train, density, factorizer, mc, ordering, counts[(factorizer, mc)])
-            estimates[key] = int(est["peak"])
-        return estimates[key]
-
-    def run(factorizer, mc, density, l2, phase, sweeps=refine_sweeps) -> dict | None:
-        key = (factorizer, mc, density, l2, sweeps)
-        for t in trials:  # never the same trial twice (the l2 refinement may revisit a grid point)
-            if (t["factorizer"], t["min_cooccurrence"], t["density"], t["l2"], t["refine_sweeps"]) == key:
-                return t if t["status"] == "ok" else None
-        rec = {"trial": len(trials), "phase": phase, "factorizer": factorizer, "min_cooccurrence": mc,
-               "density": density, "l2": l2, "refine_sweeps": sweeps}
-        if out_of_time():
-            not_started[0] += 1
-            return None
-        cache = cache_by_factorizer[factorizer]
-        if max_seconds is not None and any(t["status"] == "ok" for t in trials):
-            left = max_seconds - (time.perf_counter() - t_start)
-            cached = factorizer != "cholmod" or held_factor_l2() == l2
-            predicted = predict_trial_seconds(trials, factorizer, density, factor_cached=cached, densities=densities,
-                                              exact_seconds=exact_seconds)
-            if predicted > left:  # would end past the budget: leave it, a cheaper trial may still fit
-                not_started[0] += 1
-                say(f"{factorizer} mc={mc:g} density={density:.3g} l2={l2:g}: not started (predicted {predicted:.0f}s "
-                    f"> {left:.0f}s left)")
-                return None
-        # the fit's own predicted peak, plus what the caches hold between fits
-        peak = predicted_peak(factorizer, mc, density) + sum(c.held_bytes() for c in cache_by_factorizer.values())
-        rec["estimated_peak_bytes"] = peak
-        if peak > memory_cap:
-            rec["status"] = f"skipped: predicted fit peak {peak / 1e9:.2f} GB > max_memory {memory_cap / 1e9:.2f} GB"
-            logger.info("tune: trial %s %s", {k_: rec[k_] for k_ in ("factorizer", "min_cooccurrence", "density", "l2")},
-                        rec["status"])
-            say(f"#{rec['trial']} {factorizer} mc={mc:g} density={density:.3g} l2={l2:g}: {rec['status']}")
-            trials.append(rec)
-            return None
-        # the exact Gram (max_gram_per_item=None): one Gram serves every density of the search
-        model = SANSA(l2=l2, density=density, factorizer=factorizer, min_cooccurrence=mc if factorizer == "icf" else 0.0,
-                      refine_sweeps=sweeps, device=device, max_gram_per_item=None)
-        reused_before = cache.hits["exact_factor"]
-        try:
-            t0 = time.perf_counter()
-            with _PeakRss() as rss:
-                model.fit(split.train, check_memory=False, factor_cache=cache)
-            fit_s = time.perf_counter() - t0
-            ids, _ = model.recommend(split.inputs, k=k)
-            score_s = time.perf_counter() - t0 - fit_s
-        except (ArithmeticError, MemoryError, RuntimeError, ValueError) as exc:  # e.g. ICF breakdown past its restarts
-            rec["status"] = f"failed: {type(exc).__name__}: {exc}"
-            say(f"#{rec['trial']} {factorizer} mc={mc:g} density={density:.3g} l2={l2:g}: {rec['status']}")
-            trials.append(rec)
-            return None
-        scores = evaluate(ids, split.targets, ks=(k,))
-        rec.update(status="ok", **{key: round(float(v), 6) for key, v in scores.items()},
-                   model_bytes=model.model_bytes, model_nnz=model.model_nnz, fit_seconds=round(fit_s, 3),
-                   score_seconds=round(score_s, 3), seconds=round(fit_s + score_s, 3), peak_rss_bytes=rss.peak)
-        if factorizer == "cholmod":
-            rec["factor_reused"] = cache.hits["exact_factor"] > reused_before
-        trials.append(rec)
-        say(f"#{rec['trial']} {factorizer} mc={mc:g} density={density:.3g} l2={l2:g}: {metric_key} "
-            f"{rec[metric_key]:.4f}, {rec['model_bytes'] / 1e6:.2f} MB, {fit_s:.1f}s")
-        return rec
-
-    # 1. the grid: ICF rungs (ascending density, each ready once the one below has run) and CHOLMOD
-    #    blocks (one exact factor per l2, cut to every density), cheapest predicted block first
-    def icf_rung(i) -> list:
-        """((min_cooccurrence, l2) to run, speculative ones) of ICF rung i: the whole grid at the lowest
-        density; above it, per pruning level the KEEP_L2 best l2 of the density below (best first), and
-        as speculative the grid step below the smallest of them (a small l2 is the slowest ICF trial:
-        its breakdowns restart the factorisation; gowalla, 68 per item: 76 s at l2 = 1 against 15 s)."""
-        if i == 0 or not narrow_l2:
-            return [(mc, l2) for mc in mc_grid for l2 in l2_grid], []
-        kept_pairs, step_pairs = [], []
-        for mc in mc_grid:
-            below = [t for t in trials if t["status"] == "ok" and t["factorizer"] == "icf"
-                     and t["min_cooccurrence"] == mc and t["density"] == densities[i - 1]]
-            if not below:
-                kept_pairs += [(mc, l2) for l2 in l2_grid]
-                continue
-            kept = [t["l2"] for t in sorted(below, key=lambda t: -t[metric_key])[:KEEP_L2]]
-            kept_pairs += [(mc, l2) for l2 in kept]
-            step_pairs += [(mc, l2) for l2 in l2_grid if l2 < min(kept)][-1:]
-        return kept_pairs, step_pairs
-
-    def block_cost(block) -> float:
-        kind, key = block
-        if kind == "icf":
-            kept, step = icf_rung(key)
-            n_trials = len(kept) + (len(step) if key + 1 < len(densities) else 0)
-            return n_trials * predict_trial_seconds(trials, "icf", densities[key])
-        return sum(predict_trial_seconds(trials, "cholmod", d, factor_cached=j > 0 or held_factor_l2() == key,
-                                         densities=densities, exact_seconds=exact_seconds)
-                   for j, d in enumerate(densities))
-
-    # CHOLMOD's l2 as a line search from the top of the grid (the exact factor's best l2 is EASE's, 100-2000
-    # on the shared datasets): a block whose best is below the block before ends the line
-    blocks = ([("icf", 0)] if "icf" in factorizers else []) + [("cholmod", l2) for l2 in
-                                                              (l2_grid[::-1] if "cholmod" in factorizers else [])]
-    cholmod_best = []  # (l2, best metric) of each CHOLMOD block run, in order
-    speculative = []  # the top rung's step-down l2: run after the refinement phases
-    while blocks:
-        block = min(blocks, key=block_cost)  # ties: the earlier block (ICF rungs, then l2 descending)
-        blocks.remove(block)
-        kind, key = block
-        if kind == "icf":
-            kept, step = icf_rung(key)
-            if key + 1 < len(densities):
-                kept = kept + step
-                blocks.insert(0, ("icf", key + 1))
-            else:
-                speculative = [(mc, densities[key], l2) for mc, l2 in step]
-            for mc, l2 in kept:
-                run("icf", mc, densities[key], l2, "grid")
-            continue
-        if len(cholmod_best) >= 2 and cholmod_best[-1][1] < cholmod_best[-2][1]:
-            say(f"cholmod l2={key:g}: not tried (l2={cholmod_best[-1][0]:g} was worse than the l2 above it)")
-            continue
-        recs = [run("cholmod", 0.0, density, key, "grid") for density in densities]
-        done = [r[metric_key] for r in recs if r is not None]
-        if done:
-            cholmod_best.append((key, max(done)))
-    ok = [t for t in trials if t["status"] == "ok"]
-    if not ok:
-        why = sorted({t["status"] for t in trials}) or ["max_seconds was spent before the first trial"]
-        raise ValueError(f"tune: no trial completed ({'; '.join(why)}): loosen max_memory or lower the densities")
-    # 2. refine l2 around the best
+    search = _Search(split, k=k, metric_key=metric_key, densities=densities, l2_grid=l2_grid, mc_grid=mc_grid,
+                     factorizers=factorizers, narrow_l2=narrow_l2, refine_sweeps=refine_sweeps, device=device,
+                     max_seconds=max_seconds, memory_cap=memory_cap, exact_seconds=exact_seconds, counts=counts,
+                     t_start=t_start, say=say)
+    search.grid()
     if refine_l2:
-        for step in (0.25, 0.125):
-            best = max(ok, key=lambda t: (t[metric_key], -t["model_bytes"]))
-            for l2 in (best["l2"] * 10 ** -step, best["l2"] * 10 ** step):
-                run(best["factorizer"], best["min_cooccurrence"], best["density"], float(f"{l2:.6g}"), "refine")
-            ok = [t for t in trials if t["status"] == "ok"]
-    # 3. more refinement sweeps for the best (the factor is reused: only the refinement runs again)
-    for sweeps in sorted(s_ for s_ in sweeps_grid if s_ > refine_sweeps):
-        best = max(ok, key=lambda t: (t[metric_key], -t["model_bytes"]))
-        rec = run(best["factorizer"], best["min_cooccurrence"], best["density"], best["l2"], "sweeps", sweeps)
-        ok = [t for t in trials if t["status"] == "ok"]
-        if rec is None or rec[metric_key] <= best[metric_key]:
-            break
-    # 4. the top ICF rung's step-down l2, last: they are slow and rarely best
-    for mc, density, l2 in speculative:
-        run("icf", mc, density, l2, "grid")
-    ok = [t for t in trials if t["status"] == "ok"]
-    best = max(ok, key=lambda t: (t[metric_key], -t["model_bytes"]))  # ties: the smaller model
+        search.refine_l2()
+    search.more_sweeps(sweeps_grid)
+    search.speculative_trials()
+    best = search.best()
     search_s = time.perf_counter() - t_start
-    if not_started[0]:
-        say(f"max_seconds={max_seconds:g} spent: {not_started[0]} trial(s) not started")
+    if search.not_started:
+        say(f"max_seconds={max_seconds:g} spent: {search.not_started} trial(s) not started")
     say(f"best: {best['factorizer']} mc={best['min_cooccurrence']:g} density={best['density']:.3g} l2={best['l2']:g} "
-        f"({metric_key} {best[metric_key]:.4f}) after {len(trials)} trials in {search_s:.1f}s")
-    cache_by_factorizer.clear()
+        f"({metric_key} {best[metric_key]:.4f}) after {len(search.trials)} trials in {search_s:.1f}s")
+    search.release_caches()
+    trials = search.trials
 
     ease_point = None
     if dense_ease:
-        from .ease import ease_fit_seconds
-
         left = None if max_seconds is None else max_seconds - (time.perf_counter() - t_start)
-        predicted = ease_fit_seconds(n)
-        if left is not None and predicted > left:
-            why = f"dense EASE: not fitted (predicted {predicted:.0f}s for {n} items > {max(0.0, left):.0f}s left)"
-            logger.info("tune: %s", why)
-            say(why)
-        else:
-            ease_point = _dense_ease_point(split, best["l2"], k, memory_cap)
+        ease_point = _dense_ease_point(split, best["l2"], k, memory_cap, left, say)
     model = None
     if refit:
-        model = SANSA(l2=best["l2"], density=best["density"], factorizer=best["factorizer"],
-                      min_cooccurrence=best["min_cooccurrence"] if best["factorizer"] == "icf" else 0.0,
-                      refine_sweeps=best["refine_sweeps"], device=device, max_gram_per_item=None)
-        if table is not None:
-            model.fit(table, user_col=user_col, item_col=item_col, value_col=value_col)
-        else:
-            model.fit(X)
+        model = _refit(best, X, table, device, user_col, item_col, value_col)
         say(f"refitted on all {X.shape[0]} users ({model.model_bytes / 1e6:.2f} MB of weights)")
     return TuneResult(trials=trials, best=best, model=model, metric=metric_key, k=k,
                       validation={"kind": validation, "fraction": validation_fraction, "seed": seed,
                                   "train_users": int(split.train.shape[0]), "validation_users": int(split.inputs.shape[0]),
                                   "train_nnz": int(split.train.nnz), "target_nnz": int(split.targets.nnz)},
-                      seconds=round(search_s, 3), dense_ease=ease_point, extra={"not_started": not_started[0]})
+                      seconds=round(search_s, 3), dense_ease=ease_point, extra={"not_started": search.not_started})
 
 
-def _dense_ease_point(split: ValidationSplit, l2: float, k: int, memory_cap: float) -> dict | None:
-    """Dense EASE at ``l2`` on the same split, when its n x n float64 matrices fit (3 n² x 8 B)."""
-    from .ease import EASE
+class _Search:
+    """The state of one :func:`tune` search and its phases, in the order ``tune`` calls them:
+    :meth:`grid` (ICF rungs and CHOLMOD blocks, cheapest predicted first), :meth:`refine_l2`,
+    :meth:`more_sweeps`, :meth:`speculative_trials`; then :meth:`best`. Every trial goes through
+    :meth:`run`, which applies the budgets, fits on ``split.train`` and scores ``split.inputs``.
+
+    trials : one dict per trial in the order run (what :class:`TuneResult` reports).
+    not_started : trials ``max_seconds`` left unstarted.
+    """
+
+    def __init__(self, split: ValidationSplit, *, k: int, metric_key: str, densities: list, l2_grid: list,
+                 mc_grid: list, factorizers: list, narrow_l2: bool, refine_sweeps: int, device: str,
+                 max_seconds: float | None, memory_cap: float, exact_seconds: float | None, counts: dict,
+                 t_start: float, say):
+        self.split, self.k, self.metric_key = split, k, metric_key
+        self.densities, self.l2_grid, self.mc_grid, self.factorizers = densities, l2_grid, mc_grid, factorizers
+        self.narrow_l2, self.refine_sweeps, self.device = narrow_l2, refine_sweeps, device
+        self.max_seconds, self.memory_cap, self.exact_seconds = max_seconds, memory_cap, exact_seconds
+        self.counts = counts  # (factorizer, min_cooccurrence) -> structural_counts
+        self.t_start, self.say = t_start, say
+        self.trials: list = []
+        self.not_started = 0
+        self.estimates: dict = {}  # (factorizer, min_cooccurrence, density) -> predicted peak bytes
+        self.caches = {f: FactorCache(max_grams=len(mc_grid) if f == "icf" else 1) for f in factorizers}
+        self.speculative: list = []  # the top rung's step-down l2: run after the refinement phases
+
+    # ------------------------------------------------------------------ facts of the trials so far
+    def ok(self) -> list:
+        return [t for t in self.trials if t["status"] == "ok"]
+
+    def best(self) -> dict:
+        """The best completed trial (ties: the smaller model); ValueError when none completed."""
+        ok = self.ok()
+        if not ok:
+            why = sorted({t["status"] for t in self.trials}) or ["max_seconds was spent before the first trial"]
+            raise ValueError(f"tune: no trial completed ({'; '.join(why)}): loosen max_memory or lower the densities")
+        return max(ok, key=lambda t: (t[self.metric_key], -t["model_bytes"]))
+
+    def held_factor_l2(self):
+        """The l2 whose exact factor the CHOLMOD cache holds: that of the last CHOLMOD fit."""
+        return next((t["l2"] for t in reversed(self.trials) if t["factorizer"] == "cholmod" and t["status"] == "ok"),
+                    None)
+
+    def out_of_time(self) -> bool:
+        """max_seconds spent (the first, cheapest trial always runs, so a model always comes back)."""
+        spent = self.max_seconds is not None and time.perf_counter() - self.t_start > self.max_seconds
+        return spent and bool(self.ok())
+
+    def predicted_peak(self, factorizer: str, mc: float, density: float) -> int:
+        """Predicted fit peak bytes of one trial: the bound first, exact counts when it does not fit."""
+        from .memory import estimate_memory, memory_upper_bound, structural_counts
+
+        key = (factorizer, mc, density)
+        if key not in self.estimates:
+            train = self.split.train
+            est = memory_upper_bound(train, density, factorizer)
+            if est["peak"] > self.memory_cap:  # count exactly; the counts do not depend on the density
+                ordering = "colamd" if factorizer == "cholmod" else "popularity"
+                if (factorizer, mc) not in self.counts:
+                    self.counts[(factorizer, mc)] = structural_counts(train, factorizer, mc, ordering)
+                est = estimate_memory(train, density, factorizer, mc, ordering, self.counts[(factorizer, mc)])
+            self.estimates[key] = int(est["peak"])
+        return self.estimates[key]
+
+    # ------------------------------------------------------------------ one trial
+    def run(self, factorizer: str, mc: float, density: float, l2: float, phase: str,
+            sweeps: int | None = None) -> dict | None:
+        """Run one trial unless it ran before or a budget leaves it out; its record, or None."""
+        sweeps = self.refine_sweeps if sweeps is None else sweeps
+        key = (factorizer, mc, density, l2, sweeps)
+        for t in self.trials:  # never the same trial twice (the l2 refinement may revisit a grid point)
+            if (t["factorizer"], t["min_cooccurrence"], t["density"], t["l2"], t["refine_sweeps"]) == key:
+                return t if t["status"] == "ok" else None
+        rec = {"trial": len(self.trials), "phase": phase, "factorizer": factorizer, "min_cooccurrence": mc,
+               "density": density, "l2": l2, "refine_sweeps": sweeps}
+        label = f"{factorizer} mc={mc:g} density={density:.3g} l2={l2:g}"
+        if not self._fits_time(factorizer, density, l2, label):
+            self.not_started += 1
+            return None
+        # the fit's own predicted peak, plus what the caches hold between fits
+        peak = self.predicted_peak(factorizer, mc, density) + sum(c.held_bytes() for c in self.caches.values())
+        rec["estimated_peak_bytes"] = peak
+        if peak > self.memory_cap:
+            rec["status"] = (f"skipped: predicted fit peak {peak / 1e9:.2f} GB > max_memory "
+                             f"{self.memory_cap / 1e9:.2f} GB")
+            logger.info("tune: trial %s %s", {k_: rec[k_] for k_ in ("factorizer", "min_cooccurrence", "density", "l2")},
+                        rec["status"])
+            return self._record(rec, label, rec["status"])
+        return self._fit_and_score(rec, label)
+
+    def _fits_time(self, factorizer: str, density: float, l2: float, label: str) -> bool:
+        """Whether a trial may start: time is left and it is not predicted to end past max_seconds (a
+        cheaper trial later may still fit)."""
+        if self.out_of_time():
+            return False
+        if self.max_seconds is None or not self.ok():
+            return True
+        left = self.max_seconds - (time.perf_counter() - self.t_start)
+        cached = factorizer != "cholmod" or self.held_factor_l2() == l2
+        predicted = predict_trial_seconds(self.trials, factorizer, density, factor_cached=cached,
+                                          densities=self.densities, exact_seconds=self.exact_seconds)
+        if predicted > left:
+            self.say(f"{label}: not started (predicted {predicted:.0f}s > {left:.0f}s left)")
+            return False
+        return True
+
+    def _fit_and_score(self, rec: dict, label: str) -> dict | None:
+        """Fit the trial's model on the training split (the caches shared), score the validation users."""
+        from .model import SANSA
+
+        factorizer, mc = rec["factorizer"], rec["min_cooccurrence"]
+        cache = self.caches[factorizer]
+        # the exact Gram (max_gram_per_item=None): one Gram serves every density of the search
+        model = SANSA(l2=rec["l2"], density=rec["density"], factorizer=factorizer,
+                      min_cooccurrence=mc if factorizer == "icf" else 0.0, refine_sweeps=rec["refine_sweeps"],
+                      device=self.device, max_gram_per_item=None)
+        reused_before = cache.hits["exact_factor"]
+        try:
+            t0 = time.perf_counter()
+            with PeakRss() as rss:
+                model.fit(self.split.train, check_memory=False, factor_cache=cache)
+            fit_s = time.perf_counter() - t0
+            ids, _ = model.recommend(self.split.inputs, k=self.k)
+            score_s = time.perf_counter() - t0 - fit_s
+        except (ArithmeticError, MemoryError, RuntimeError, ValueError) as exc:  # e.g. ICF breakdown past its restarts
+            rec["status"] = f"failed: {type(exc).__name__}: {exc}"
+            return self._record(rec, label, rec["status"])
+        scores = evaluate(ids, self.split.targets, ks=(self.k,))
+        rec.update(status="ok", **{key: round(float(v), 6) for key, v in scores.items()},
+                   model_bytes=model.model_bytes, model_nnz=model.model_nnz, fit_seconds=round(fit_s, 3),
+                   score_seconds=round(score_s, 3), seconds=round(fit_s + score_s, 3), peak_rss_bytes=rss.peak)
+        if factorizer == "cholmod":
+            rec["factor_reused"] = cache.hits["exact_factor"] > reused_before
+        self._record(rec, label, f"{self.metric_key} {rec[self.metric_key]:.4f}, {rec['model_bytes'] / 1e6:.2f} MB, "
+                                 f"{fit_s:.1f}s")
+        return rec
+
+    def _record(self, rec: dict, label: str, outcome: str) -> dict | None:
+        self.trials.append(rec)
+        self.say(f"#{rec['trial']} {label}: {outcome}")
+        return rec if rec.get("status") == "ok" else None
+
+    # ------------------------------------------------------------------ phase 1: the grid
+    def icf_rung(self, i: int) -> tuple[list, list]:
+        """((min_cooccurrence, l2) to run, speculative ones) of ICF rung i: the whole grid at the lowest
+        density; above it, per pruning level the KEEP_L2 best l2 of the density below (best first), and
+        as speculative the grid step below the smallest of them (a small l2 is the slowest ICF trial:
+        its breakdowns restart the factorisation; gowalla, 68 per item: 76 s at l2 = 1 against 15 s)."""
+        if i == 0 or not self.narrow_l2:
+            return [(mc, l2) for mc in self.mc_grid for l2 in self.l2_grid], []
+        kept_pairs, step_pairs = [], []
+        for mc in self.mc_grid:
+            below = [t for t in self.ok() if t["factorizer"] == "icf" and t["min_cooccurrence"] == mc
+                     and t["density"] == self.densities[i - 1]]
+            if not below:
+                kept_pairs += [(mc, l2) for l2 in self.l2_grid]
+                continue
+            kept = [t["l2"] for t in sorted(below, key=lambda t: -t[self.metric_key])[:KEEP_L2]]
+            kept_pairs += [(mc, l2) for l2 in kept]
+            step_pairs += [(mc, l2) for l2 in self.l2_grid if l2 < min(kept)][-1:]
+        return kept_pairs, step_pairs
+
+    def block_cost(self, block: tuple) -> float:
+        """Predicted seconds of a block: an ICF rung ('icf', i) or a CHOLMOD line point ('cholmod', l2)."""
+        kind, key = block
+        if kind == "icf":
+            kept, step = self.icf_rung(key)
+            n_trials = len(kept) + (len(step) if key + 1 < len(self.densities) else 0)
+            return n_trials * predict_trial_seconds(self.trials, "icf", self.densities[key])
+        return sum(predict_trial_seconds(self.trials, "cholmod", d, factor_cached=j > 0 or self.held_factor_l2() == key,
+                                         densities=self.densities, exact_seconds=self.exact_seconds)
+                   for j, d in enumerate(self.densities))
+
+    def grid(self) -> None:
+        """ICF rungs (ascending density, each ready once the one below has run) and CHOLMOD blocks (one
+        exact factor per l2, cut to every density), cheapest predicted block first. CHOLMOD's l2 is a
+        line search from the top of the grid (the exact factor's best l2 is EASE's, 100-2000 on the shared
+        datasets): a block whose best is below the block before ends the line."""
+        blocks = ([("icf", 0)] if "icf" in self.factorizers else []) + [
+            ("cholmod", l2) for l2 in (self.l2_grid[::-1] if "cholmod" in self.factorizers else [])]
+        cholmod_best = []  # (l2, best metric) of each CHOLMOD block run, in order
+        while blocks:
+            block = min(blocks, key=self.block_cost)  # ties: the earlier block (ICF rungs, then l2 descending)
+            blocks.remove(block)
+            kind, key = block
+            if kind == "icf":
+                kept, step = self.icf_rung(key)
+                if key + 1 < len(self.densities):
+                    kept = kept + step
+                    blocks.insert(0, ("icf", key + 1))
+                else:
+                    self.speculative = [(mc, self.densities[key], l2) for mc, l2 in step]
+                for mc, l2 in kept:
+                    self.run("icf", mc, self.densities[key], l2, "grid")
+                continue
+            if len(cholmod_best) >= 2 and cholmod_best[-1][1] < cholmod_best[-2][1]:
+                self.say(f"cholmod l2={key:g}: not tried (l2={cholmod_best[-1][0]:g} was worse than the l2 above it)")
+                continue
+            recs = [self.run("cholmod", 0.0, density, key, "grid") for density in self.densities]
+            done = [r[self.metric_key] for r in recs if r is not None]
+            if done:
+                cholmod_best.append((key, max(done)))
+        self.best()  # no trial completed: ValueError naming why
+
+    # ------------------------------------------------------------------ phases 2-4
+    def refine_l2(self) -> None:
+        """l2 refined around the best trial: log-steps of 10^±0.25, then 10^±0.125."""
+        for step in (0.25, 0.125):
+            best = self.best()
+            for l2 in (best["l2"] * 10 ** -step, best["l2"] * 10 ** step):
+                self.run(best["factorizer"], best["min_cooccurrence"], best["density"], float(f"{l2:.6g}"), "refine")
+
+    def more_sweeps(self, sweeps_grid) -> None:
+        """More refinement sweeps for the best trial while they improve it (the factor is reused: only
+        the refinement runs again)."""
+        for sweeps in sorted(s_ for s_ in sweeps_grid if s_ > self.refine_sweeps):
+            best = self.best()
+            rec = self.run(best["factorizer"], best["min_cooccurrence"], best["density"], best["l2"], "sweeps", sweeps)
+            if rec is None or rec[self.metric_key] <= best[self.metric_key]:
+                break
+
+    def speculative_trials(self) -> None:
+        """The top ICF rung's step-down l2, last: they are slow and rarely best."""
+        for mc, density, l2 in self.speculative:
+            self.run("icf", mc, density, l2, "grid")
+
+    def release_caches(self) -> None:
+        """Free the Grams and exact factors held between trials (before the refit)."""
+        self.caches.clear()
+
+
+def _dense_ease_point(split: ValidationSplit, l2: float, k: int, memory_cap: float, seconds_left: float | None = None,
+                      say=lambda msg: None) -> dict | None:
+    """Dense EASE at ``l2`` on the same split, when its predicted time (:func:`~sansa_gpu.ease.ease_fit_seconds`)
+    fits ``seconds_left`` (None: no limit) and its n x n float64 matrices fit (3 n² x 8 B)."""
+    from .ease import ease_fit_seconds
 
     n = split.train.shape[1]
+    predicted = ease_fit_seconds(n)
+    if seconds_left is not None and predicted > seconds_left:
+        why = f"dense EASE: not fitted (predicted {predicted:.0f}s for {n} items > {max(0.0, seconds_left):.0f}s left)"
+        logger.info("tune: %s", why)
+        say(why)
+        return None
+    from .ease import EASE
+
     need = 3 * 8 * n * n
     if need > memory_cap:
         logger.info("tune: dense EASE needs about %.1f GB > %.1f GB: not fitted", need / 1e9, memory_cap / 1e9)

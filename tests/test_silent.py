@@ -55,13 +55,13 @@ def test_model_file_with_cholmod_and_min_cooccurrence_still_loads(X, tmp_path, c
 def core_shifts(monkeypatch):
     """Record the diagonal shift of every incomplete Cholesky attempt (the 5th argument of the core)."""
     shifts = []
-    core = factorize._icf_core
+    core = factorize.incomplete._icf_core
 
     def recording(*args):
         shifts.append(float(args[4]))
         return core(*args)
 
-    monkeypatch.setattr(factorize, "_icf_core", recording)
+    monkeypatch.setattr(factorize.incomplete, "_icf_core", recording)
     return shifts
 
 
@@ -112,7 +112,7 @@ def test_model_refuses_when_every_icf_attempt_breaks_down(X, monkeypatch):
         tried.append(float(args[4]))
         return -1  # pivot 0 not positive
 
-    monkeypatch.setattr(factorize, "_icf_core", always_breaks)
+    monkeypatch.setattr(factorize.incomplete, "_icf_core", always_breaks)
     m = SANSA(l2=10.0, density=0.1, factorizer="icf", device="cpu")
     with pytest.raises(ValueError, match=r"pivot 0 .*not positive") as err:
         m.fit(X)

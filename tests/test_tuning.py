@@ -184,29 +184,29 @@ def test_auto_rule_follows_its_thresholds(X, monkeypatch):
     require("sksparse")
     n = X.shape[1]
     per_user = X.nnz / np.count_nonzero(np.diff(X.indptr))
-    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_NNZ_PER_ITEM", 30.0)
-    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user - 0.5)
+    monkeypatch.setattr(factorize.rule, "AUTO_CHOLMOD_MIN_NNZ_PER_ITEM", 30.0)
+    monkeypatch.setattr(factorize.rule, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user - 0.5)
     assert choose_factorizer(X, 31.0 / n)[0] == "cholmod"
-    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user + 0.5)
+    monkeypatch.setattr(factorize.rule, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user + 0.5)
     assert choose_factorizer(X, 31.0 / n)[0] == "icf"
-    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user - 0.5)
+    monkeypatch.setattr(factorize.rule, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user - 0.5)
     assert choose_factorizer(X, 29.0 / n)[0] == "icf"
     assert choose_factorizer(X, 31.0 / n, min_cooccurrence=2)[0] == "icf"
     assert choose_factorizer(X, 31.0 / n, ordering="popularity")[0] == "icf"
     # by the exact factor's predicted time and memory, not the catalogue size
     profile = exact_factor_profile(X, "colamd")
     seconds = factorize.predict_exact_seconds(profile)
-    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MAX_SECONDS", seconds * 0.99)
+    monkeypatch.setattr(factorize.rule, "AUTO_CHOLMOD_MAX_SECONDS", seconds * 0.99)
     name, reason = choose_factorizer(X, 31.0 / n)
     assert name == "icf" and f"{profile['fill']:,} nonzeros" in reason and "ICF is the fast default" in reason
-    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MAX_SECONDS", seconds * 1.01)
+    monkeypatch.setattr(factorize.rule, "AUTO_CHOLMOD_MAX_SECONDS", seconds * 1.01)
     assert choose_factorizer(X, 31.0 / n)[0] == "cholmod"
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1000)
     name, reason = choose_factorizer(X, 31.0 / n)
     assert name == "icf" and "GB available" in reason
     monkeypatch.undo()
-    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_NNZ_PER_ITEM", 30.0)
-    monkeypatch.setattr(factorize, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user - 0.5)
+    monkeypatch.setattr(factorize.rule, "AUTO_CHOLMOD_MIN_NNZ_PER_ITEM", 30.0)
+    monkeypatch.setattr(factorize.rule, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user - 0.5)
     # the model records the choice and saves / loads it
     m = SANSA(density=40.0 / n, refine_sweeps=1, device="cpu").fit(X)
     assert m.factorizer_ == "cholmod" and m.get_params()["factorizer"] == "auto"
@@ -395,7 +395,7 @@ def test_default_factorizers_take_cholmod_by_predicted_time_and_memory(X, monkey
     assert {t["factorizer"] for t in r.trials} == {"icf", "cholmod"}
     assert any("CHOLMOD tried: exact factor of" in rec.getMessage() for rec in caplog.records)
     caplog.clear()
-    monkeypatch.setattr(factorize, "EXACT_SECONDS_PER_GFLOP", 1e9)  # a factor predicted to take forever
+    monkeypatch.setattr(factorize.exact, "EXACT_SECONDS_PER_GFLOP", 1e9)  # a factor predicted to take forever
     with caplog.at_level(logging.INFO, logger="sansa_gpu.tuning"):
         r = tune(X, max_seconds=600.0, **kw)
     assert {t["factorizer"] for t in r.trials} == {"icf"}
@@ -405,7 +405,7 @@ def test_default_factorizers_take_cholmod_by_predicted_time_and_memory(X, monkey
     assert not keep and "> max_memory" in why
     keep, why, _ = tuning._exact_factor_fits(tune_split_train(X), 0.02, 1e12, None, {})  # no time limit
     assert keep
-    monkeypatch.setattr(factorize, "EXACT_PROFILE_MAX_ITEMS", X.shape[1] - 1)
+    monkeypatch.setattr(factorize.exact, "EXACT_PROFILE_MAX_ITEMS", X.shape[1] - 1)
     keep, why, seconds = tuning._exact_factor_fits(X, 0.02, 1e12, None, {})
     assert not keep and "not analysed" in why and seconds is None
 

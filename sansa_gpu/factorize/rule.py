@@ -1,0 +1,72 @@
+"""The rule of ``SANSA(factorizer="auto")``: which factoriser a fit uses, and why (:func:`choose_factorizer`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .exact import EXACT_PROFILE_MAX_ITEMS, cholmod_available, predict_exact_seconds
+
+#: ``choose_factorizer`` thresholds (see its docstring for the evidence). A default fit should take
+#: seconds, not minutes: the exact factor enters ``auto`` when predicted at most this long.
+AUTO_CHOLMOD_MAX_SECONDS = 30.0
+
+AUTO_CHOLMOD_MIN_NNZ_PER_ITEM = 16.0
+
+AUTO_CHOLMOD_MIN_ITEMS_PER_USER = 50.0
+
+
+def choose_factorizer(X: sp.csr_matrix, density: float, *, ordering: str | None = None,
+                      min_cooccurrence: float = 0.0) -> tuple[str, str]:
+    """The factoriser ``SANSA(factorizer="auto")`` uses for X at ``density``, and why.
+
+    'cholmod' when all of: scikit-sparse is installed; the model keeps at least
+    :data:`AUTO_CHOLMOD_MIN_NNZ_PER_ITEM` nonzeros per item column; users have at least
+    :data:`AUTO_CHOLMOD_MIN_ITEMS_PER_USER` interactions on average (dense co-occurrence); and the
+    exact factor is cheap: its time predicted from its structure (:func:`predict_exact_seconds` of
+    :func:`sansa_gpu.memory.exact_factor_profile`, the rule ``tune`` uses) is at most
+    :data:`AUTO_CHOLMOD_MAX_SECONDS` and the fit's predicted peak fits the available memory.
+    Otherwise 'icf'. An ICF-only option (``min_cooccurrence > 0``, ``ordering='popularity'``) selects
+    'icf'. The structural analysis (0.4-4 s on the shared datasets) runs only when the cheap tests pass.
+
+    Evidence (docs/benchmarks.md, "Choosing the factoriser"; benchmarks/results/tune.jsonl, factorizers.jsonl, exact_cost.jsonl,
+    auto_rule.jsonl): on ml-1m (133 items per user) the best CHOLMOD beat the best ICF on validation
+    by +0.022, +0.059 and +0.016 Recall@20 at 16, 64 and 256 nonzeros per item and lost by 0.039 at
+    4; on pinterest (21 per user) ICF beat CHOLMOD at every density at equal λ (+0.006 to +0.019 test
+    Recall@20) in a fifth of the time; on gowalla (27 per user) ICF at 5e-4 (test Recall@20 0.169,
+    4-5 s) beat CHOLMOD at 2e-3 and 1e-2 (0.153, 0.157; 216 s and 905 s). The items-per-user
+    threshold lies somewhere between 39 (lastfm-2k, where ICF led on validation) and 133: no shared
+    dataset in between was measured. Of the ten shared datasets only ml-1m passes it (exact factor
+    predicted 1.6 s, measured 0.9 s).
+    """
+    n = X.shape[1]
+    if min_cooccurrence > 0:
+        return "icf", "min_cooccurrence > 0 applies to ICF only"
+    if ordering == "popularity":
+        return "icf", "ordering='popularity' applies to ICF only"
+    if not cholmod_available():
+        return "icf", "CHOLMOD (scikit-sparse) is not installed"
+    per_item = density * n
+    n_users = max(1, int(np.count_nonzero(np.diff(X.indptr))))
+    per_user = X.nnz / n_users
+    if per_item < AUTO_CHOLMOD_MIN_NNZ_PER_ITEM:
+        return "icf", (f"{per_item:.1f} nonzeros per item column < {AUTO_CHOLMOD_MIN_NNZ_PER_ITEM:g}: ICF is the "
+                       f"more accurate at this density")
+    if per_user < AUTO_CHOLMOD_MIN_ITEMS_PER_USER:
+        return "icf", (f"{per_user:.0f} interactions per user < {AUTO_CHOLMOD_MIN_ITEMS_PER_USER:g}: on data this "
+                       f"sparse ICF matched or beat CHOLMOD")
+    if n > EXACT_PROFILE_MAX_ITEMS:
+        return "icf", f"{n} items > {EXACT_PROFILE_MAX_ITEMS}: the exact CHOLMOD factor is not analysed"
+    from ..memory import available_memory_bytes, estimate_memory, exact_factor_profile
+
+    prof = exact_factor_profile(X, ordering or "colamd")
+    seconds = predict_exact_seconds(prof)
+    facts = f"exact factor of {prof['fill']:,} nonzeros predicted {seconds:.1f} s"
+    if seconds > AUTO_CHOLMOD_MAX_SECONDS:
+        return "icf", f"{facts} > {AUTO_CHOLMOD_MAX_SECONDS:g} s: ICF is the fast default"
+    peak = estimate_memory(X, density, "cholmod", 0.0, ordering or "colamd", (prof["nnz_gram"], prof["fill"]))["peak"]
+    have = available_memory_bytes()
+    if peak > have:
+        return "icf", f"{facts}, but its fit peak {peak / 1e9:.2f} GB > {have / 1e9:.2f} GB available"
+    return "cholmod", (f"{per_item:.0f} nonzeros per item column, {per_user:.0f} interactions per user, {facts}: "
+                       f"the exact factor is cheap and the more accurate on data this dense")
