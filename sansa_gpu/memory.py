@@ -104,9 +104,10 @@ def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill
     """Bytes alive in each stage, given the structural counts (see estimate_memory)."""
     x_bytes = nnz_x * 8 + (n_users + 1) * 8
     threads = numba.get_num_threads()
-    # per-chunk O(n) scratch of the numba loops: the Gram's acc (8 B) and three int32 arrays (one chunk
-    # per thread); the refinement's two float64 accumulators and four int64 arrays (8 chunks per thread)
-    scratch = threads * n * 20
+    # per-chunk O(n) scratch of the numba loops: the Gram's acc (8 B), two int32 arrays and one int64
+    # (one chunk per thread); the refinement's two float64 accumulators and four int64 arrays (8 chunks
+    # per thread)
+    scratch = threads * n * 24
     refine_scratch = 8 * threads * n * 48
     out = {"budget": budget, "nnz_gram": nnz_g}
     out["input"] = 2 * x_bytes  # a second X (ICF column scaling, or the validated copy of a non-canonical input) + CSC copy

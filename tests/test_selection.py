@@ -34,3 +34,31 @@ def test_random_matches_sort():
     assert m.sum() == 137
     order = np.lexsort((np.arange(v.size), -np.abs(v)))
     assert np.array_equal(np.flatnonzero(m), np.sort(order[:137]))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int32, np.int64])
+def test_kth_smallest_is_numpys_partition_value(dtype):
+    """The numba quickselect every per-column cap uses (in place of numba's np.partition, which compiles
+    for seconds per dtype) returns np.partition's kth value, NaN last, ties and all, and leaves its
+    input unchanged."""
+    from sansa_gpu.cpu._accumulate import kth_smallest, magnitude_cut
+
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        n = int(rng.integers(1, 80))
+        if trial % 2:  # many ties
+            a = rng.integers(0, 5, n).astype(dtype)
+        elif np.issubdtype(dtype, np.floating):
+            a = rng.standard_normal(n).astype(dtype)
+            if trial % 4 == 0:
+                a[rng.integers(0, n, max(1, n // 3))] = np.nan
+        else:
+            a = rng.integers(-50, 50, n).astype(dtype)
+        before = a.copy()
+        for kth in {0, n - 1, int(rng.integers(0, n))}:
+            got, want = kth_smallest(a, kth), np.partition(a, kth)[kth]
+            assert got == want or (np.isnan(got) and np.isnan(want)), (a, kth, got, want)
+        np.testing.assert_array_equal(a, before)
+    mags = np.array([3.0, 1.0, 3.0, 2.0, 3.0])
+    assert magnitude_cut(mags, 2) == (3.0, 2)  # the 2nd largest is 3; both kept entries are tied at it
+    assert magnitude_cut(mags, 4) == (2.0, 1)  # three above it, one of the entries equal to it

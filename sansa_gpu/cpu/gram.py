@@ -25,7 +25,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from ._accumulate import accumulate_gram_column, lane_tree_sum, magnitude_cut
+from ._accumulate import accumulate_gram_column, kth_smallest, lane_tree_sum, magnitude_cut
 
 #: Slots (12 bytes each: int32 row + float64 value) of one block buffer: 400 MB of address space, of
 #: which only the pages holding kept entries become resident on the CPU (each thread appends its
@@ -123,7 +123,7 @@ def cap_rows(rows, m, j, val_of_row, max_keep):
                 tied[t] = rows[a]
                 t += 1
         if t > 0:  # (none when the values are not finite: a broken factorisation the caller reports)
-            row_bound = np.partition(tied[:t], n_ties - 1)[n_ties - 1] if n_ties < t else tied[:t].max()
+            row_bound = kth_smallest(tied[:t], min(n_ties, t) - 1)  # (all t tied kept: the largest)
     kept = 0
     for a in range(m):
         i = rows[a]
@@ -156,7 +156,7 @@ def _gram_block(b0, b1, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, X
             nt = accumulate_gram_column(item, j, 0, Xc_indptr, Xc_indices, Xc_data, Xr_indptr, Xr_indices, Xr_data,
                                         inv_perm, mark, touched, acc)
             sq_norms[item] = lane_tree_sum(acc, touched, nt)
-            m = 0
+            m = np.int64(0)  # not the literal 0: cap_rows would be compiled for Literal[int](0) as well
             n_off = 0
             for a in range(nt):
                 i = touched[a]
@@ -206,10 +206,12 @@ def gram_lower_and_norms(X: sp.csr_matrix, perm: np.ndarray | None = None, min_c
     bounds = column_bounds(X, perm, max_per_column)
     n_chunks = _n_chunks(n)
     acc = np.zeros((n_chunks, n), dtype=np.float64)
-    # int32 stamps and row lists: half the cache footprint of int64 in the pair loop
+    # int32 stamps and row lists: half the cache footprint of int64 in the pair loop; the kept rows
+    # (written once per kept entry) int64, the index type the other per-column caps and sorts use, so
+    # a first run compiles one specialisation of them, not two
     mark = np.full((n_chunks, n), -1, dtype=np.int32)
     touched = np.empty((n_chunks, n), dtype=np.int32)
-    kept = np.empty((n_chunks, n), dtype=np.int32)
+    kept = np.empty((n_chunks, n), dtype=np.int64)
     sq_norms = np.zeros(n, dtype=np.float64)
     max_keep = -1 if max_per_column is None else int(max_per_column)
     threshold = prune_threshold(min_cooccurrence, prune_scale)

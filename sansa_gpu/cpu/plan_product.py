@@ -212,9 +212,9 @@ def product_row_nnz(Wt: sp.csr_matrix, Z: sp.csr_matrix, cache: ScoringCache | N
     def count():
         indptr = np.zeros(Wt.shape[0] + 1, dtype=np.int64)
         chunks = _n_build_chunks(Wt.shape[0])
-        with parallel_call():
+        with parallel_call():  # empty outputs of the filling pass's dtypes: one compiled specialisation for both
             _sparse_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, Z.shape[1], chunks, True,
-                            indptr, np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float32),
+                            indptr, np.empty(0, dtype=sparse_index_dtype(Z.shape[1])), np.empty(0, dtype=np.float32),
                             np.zeros(chunks, dtype=np.int64))
         return indptr[1:]
 

@@ -88,7 +88,7 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
         cap = (budget - nnz - (n - j)) // (n - j) if budget < full else n
         # the nonzero candidates, then the cap (the package's rule: largest |value|, ties to the lower
         # row) before sorting, so that only what is kept gets sorted
-        m = 0
+        m = np.int64(0)  # not the literal 0: cap_rows would be compiled for Literal[int](0) as well
         for b in range(nt):
             if a[touched[b]] != 0.0:
                 touched[m] = touched[b]
@@ -96,7 +96,8 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
         if m > cap:
             m_all = m
             if rule == 1:
-                cand[:m_all] = touched[:m_all]
+                for b in range(m_all):  # (a slice assignment compiles numba's shape-mismatch error text)
+                    cand[b] = touched[b]
             m = cap_rows(touched, m, j, a, cap)
             if rule == 1:
                 for b in range(m):
