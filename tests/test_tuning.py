@@ -193,7 +193,9 @@ def test_auto_rule_follows_its_thresholds(X, monkeypatch):
     assert choose_factorizer(X, 29.0 / n)[0] == "icf"
     assert choose_factorizer(X, 31.0 / n, min_cooccurrence=2)[0] == "icf"
     assert choose_factorizer(X, 31.0 / n, ordering="popularity")[0] == "icf"
-    # by the exact factor's predicted time and memory, not the catalogue size
+    # by the exact factor's predicted time and memory, not the catalogue size; a catalogue whose fully
+    # dense factor is cheap is not analysed
+    assert "exact factor of at most" in choose_factorizer(X, 31.0 / n)[1]
     profile = exact_factor_profile(X, "colamd")
     seconds = factorize.predict_exact_seconds(profile)
     monkeypatch.setattr(factorize.rule, "AUTO_CHOLMOD_MAX_SECONDS", seconds * 0.99)

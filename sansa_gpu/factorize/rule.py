@@ -27,7 +27,8 @@ def choose_factorizer(X: sp.csr_matrix, density: float, *, ordering: str | None 
     :func:`sansa_gpu.memory.exact_factor_profile`, the rule ``tune`` uses) is at most
     :data:`AUTO_CHOLMOD_MAX_SECONDS` and the fit's predicted peak fits the available memory.
     Otherwise 'icf'. An ICF-only option (``min_cooccurrence > 0``, ``ordering='popularity'``) selects
-    'icf'. The structural analysis (0.4-4 s on the shared datasets) runs only when the cheap tests pass.
+    'icf'. The structural analysis (0.4-4 s on the shared datasets) runs only when the cheap tests pass and
+    even a fully dense factor of this catalogue would not be cheap (above about 16,000 items).
 
     Evidence (docs/benchmarks.md, "Choosing the factoriser"; benchmarks/results/tune.jsonl, factorizers.jsonl, exact_cost.jsonl,
     auto_rule.jsonl): on ml-1m (133 items per user) the best CHOLMOD beat the best ICF on validation
@@ -59,9 +60,16 @@ def choose_factorizer(X: sp.csr_matrix, density: float, *, ordering: str | None 
         return "icf", f"{n} items > {EXACT_PROFILE_MAX_ITEMS}: the exact CHOLMOD factor is not analysed"
     from ..memory import available_memory_bytes, estimate_memory, exact_factor_profile
 
-    prof = exact_factor_profile(X, ordering or "colamd")
+    # a fully dense factor bounds every other: when even that is cheap, no structural analysis (which
+    # takes longer than the exact factor itself on small catalogues: ml-1m 1.3 s against 0.9 s)
+    full = n * (n + 1) // 2
+    dense = {"nnz_gram": full, "fill": full, "flops": float(n) * (n + 1) * (2 * n + 1) / 6}
+    if predict_exact_seconds(dense) <= AUTO_CHOLMOD_MAX_SECONDS:
+        prof, bound = dense, "at most "
+    else:
+        prof, bound = exact_factor_profile(X, ordering or "colamd"), ""
     seconds = predict_exact_seconds(prof)
-    facts = f"exact factor of {prof['fill']:,} nonzeros predicted {seconds:.1f} s"
+    facts = f"exact factor of {bound}{prof['fill']:,} nonzeros predicted {bound}{seconds:.1f} s"
     if seconds > AUTO_CHOLMOD_MAX_SECONDS:
         return "icf", f"{facts} > {AUTO_CHOLMOD_MAX_SECONDS:g} s: ICF is the fast default"
     peak = estimate_memory(X, density, "cholmod", 0.0, ordering or "colamd", (prof["nnz_gram"], prof["fill"]))["peak"]
