@@ -5,7 +5,7 @@
 #define SANSA_NO_ITEM 0x7fffffff
 
 // SANSA_PHASE("name"): the calling thread's work from here on belongs to phase `name` in the CPU
-// executor's counts (sansa_gpu/testing, docs/executor_counts.md: busy lanes, memory sectors and
+// executor's counts (sansa_gpu/_testing, docs/executor_counts.md: busy lanes, memory sectors and
 // atomics per phase). Every thread that enters a phase should say so. On the device (nvcc /
 // NVRTC) it is nothing; `"" id` only accepts a string literal.
 #if defined(CUDA_EMU_EXECUTOR)

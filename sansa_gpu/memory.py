@@ -136,15 +136,22 @@ def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill
     return out
 
 
+def gram_nnz_upper_bound(X: sp.csr_matrix) -> int:
+    """At most this many entries in the lower triangle of X^T X (+ the diagonal): min(n(n+1)/2,
+    sum over users of |u|(|u|+1)/2 + n). O(users)."""
+    n = X.shape[1]
+    per_user = np.diff(X.indptr).astype(np.float64)
+    return int(min(n * (n + 1) // 2, (per_user * (per_user + 1) / 2).sum() + n))
+
+
 def memory_upper_bound(X: sp.csr_matrix, density: float, factorizer: str = "cholmod",
                        max_per_column: int | None = None) -> dict:
     """Like :func:`estimate_memory` but from worst-case counts only (O(users) time): the Gram has
     at most min(n(n+1)/2, sum_u |u|(|u|+1)/2, n (max_per_column + 1)) lower entries and the exact
     factor at most n(n+1)/2. When this bound fits, the exact counts are not needed."""
     n_users, n = X.shape
-    per_user = np.diff(X.indptr).astype(np.float64)
     full = n * (n + 1) // 2
-    nnz_g = int(min(full, (per_user * (per_user + 1) / 2).sum() + n))
+    nnz_g = gram_nnz_upper_bound(X)
     if max_per_column is not None:
         nnz_g = min(nnz_g, n * (int(max_per_column) + 1))
     return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, full, factorizer,

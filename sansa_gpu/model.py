@@ -7,7 +7,7 @@ import os
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -56,9 +56,9 @@ class _FitPlan:
     density: float
     budget: int  # nonzeros per factor
     gram_cap: int | None  # max_gram_per_item resolved
-    device: str  # 'cpu' or 'gpu'
-    backend: object  # sansa_gpu.cpu or sansa_gpu.gpu
     column_scaling: bool
+    device: str | None = None  # 'cpu' or 'gpu', resolved after the memory check
+    backend: object = None  # sansa_gpu.cpu or sansa_gpu.gpu
 
 
 class SANSA:
@@ -322,6 +322,8 @@ class SANSA:
         plan = self._fit_plan(X)
         if check_memory:
             self._check_fit_memory(X, plan)
+        device = resolve_device(self.device)  # (here, not deeper: its warning names the caller's line)
+        plan = replace(plan, device=device, backend=get_backend(device))
         logger.info("fit: %d users x %d items, nnz(X)=%d, l2=%g, density=%g -> budget %d nnz per factor, device=%s, "
                     "factorizer=%s (%s)", X.shape[0], plan.n, X.nnz, self.l2, plan.density, plan.budget, plan.device,
                     plan.factorizer, plan.reason)
@@ -329,7 +331,8 @@ class SANSA:
                        "density": plan.density, "budget": plan.budget, "factorizer": plan.factorizer,
                        "factorizer_reason": plan.reason, "max_gram_per_item": plan.gram_cap}
         t0 = time.perf_counter()
-        factor = self._factorize(X, plan, factor_cache, stats)  # X flows no further: the factor carries on
+        X = self._scaled_for_exact_factor(X, plan, factor_cache)  # rebound: the unscaled copy is freed
+        factor = self._factorize(X, plan, factor_cache, stats, t0)  # X flows no further: the factor carries on
         del X
         K, history = self._refine(factor, plan, stats)
         Wt, Z = self._assemble_weights(K, factor, plan, stats)
@@ -351,14 +354,12 @@ class SANSA:
     # seconds, sizes and device in ``stats``.
     def _fit_plan(self, X: sp.csr_matrix) -> "_FitPlan":
         """Every choice a fit on X makes before any work: factoriser (and why), ordering, density,
-        nonzero budget per factor, Gram cap, device and its backend."""
+        nonzero budget per factor, Gram cap, column scaling (the device is resolved after the memory check)."""
         factorizer, reason = self.choose_factorizer(X)
         n = X.shape[1]
         density = self.density_for(n)
-        device = resolve_device(self.device)
         return _FitPlan(factorizer=factorizer, reason=reason, ordering=self._ordering_for(factorizer), n=n,
                         density=density, budget=nnz_budget(density, n), gram_cap=self.gram_cap_for(n, factorizer),
-                        device=device, backend=get_backend(device),
                         column_scaling=(self.column_scaling if self.column_scaling is not None
                                         else factorizer == "icf"))
 
@@ -379,24 +380,31 @@ class SANSA:
         if est["peak"] > have:
             raise MemoryError(self._memory_advice(est, have, plan.factorizer, plan.n))
 
-    def _factorize(self, X: sp.csr_matrix, plan: "_FitPlan", factor_cache: FactorCache | None, stats: dict):
+    def _scaled_for_exact_factor(self, X: sp.csr_matrix, plan: "_FitPlan",
+                                 factor_cache: FactorCache | None) -> sp.csr_matrix:
+        """CHOLMOD factorises X^T X from X itself: with column scaling, X with its columns divided by the
+        scaling (CSR float32, sorted); otherwise X. (ICF scales the Gram instead, in its one pass.)"""
+        if plan.factorizer == "icf" or not plan.column_scaling:
+            return X
+        col_scale = icf_column_scaling(X) if factor_cache is None else factor_cache.column_scaling(X)
+        X = sp.csr_matrix(X @ sp.diags((1.0 / col_scale).astype(np.float32)), dtype=np.float32)
+        X.sort_indices()  # the product's rows come out unsorted
+        return X
+
+    def _factorize(self, X: sp.csr_matrix, plan: "_FitPlan", factor_cache: FactorCache | None, stats: dict,
+                   t0: float):
         """Stages 1-2: the item ordering and the LDL^T within the budget. ICF: ordering, then the Gram with
         its column norms in one pass (on the device when there is one; the column scaling applied to the
-        Gram), then the incomplete Cholesky. CHOLMOD factorises X^T X from X itself (its columns scaled
-        first when asked). Returns the :class:`~sansa_gpu.factorize.LDLFactor`."""
-        t0 = time.perf_counter()
+        Gram), then the incomplete Cholesky. CHOLMOD: X (already scaled when asked) factorised exactly,
+        then cut. ``t0``: when the factorisation stage began (the column scaling included). Returns the
+        :class:`~sansa_gpu.factorize.LDLFactor`."""
+        t_scaled = time.perf_counter() if plan.factorizer == "cholmod" else t0
         if plan.factorizer == "icf":
             factor = ldlt_icf(X, float(self.l2), plan.budget, float(self.min_cooccurrence), plan.ordering,
                               cache=factor_cache, column_scaling=plan.column_scaling, max_per_column=plan.gram_cap,
                               backend=plan.backend, working_fill=float(self.icf_fill))
             stats["stage_devices"] = {"ordering": "cpu", "gram": factor.devices["gram"], "factorize": "cpu"}
-            t_scaled = t0
         else:
-            if plan.column_scaling:
-                col_scale = icf_column_scaling(X) if factor_cache is None else factor_cache.column_scaling(X)
-                X = sp.csr_matrix(X @ sp.diags((1.0 / col_scale).astype(np.float32)), dtype=np.float32)
-                X.sort_indices()  # the product's rows come out unsorted
-            t_scaled = time.perf_counter()
             factor = ldlt_cholmod(X, float(self.l2), plan.budget, plan.ordering,
                                   cache=factor_cache if not plan.column_scaling else None)
             stats["stage_devices"] = {"ordering": "cpu", "factorize": "cpu"}

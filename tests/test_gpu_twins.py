@@ -335,6 +335,10 @@ def test_auto_stays_on_the_cpu_until_the_gpu_path_is_verified_on_a_device(small_
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             assert backend.resolve_device("gpu") == "gpu"  # warned once per process
+        backend._warned_unverified = False
+        with pytest.warns(RuntimeWarning, match="verified on the CPU executor only") as record:
+            SANSA(l2=10.0, density=0.1, refine_sweeps=1, factorizer="icf", device="gpu").fit(small_X)
+        assert record[0].filename == __file__  # the warning names the caller's fit, not a line inside the package
 
 
 def _random_weights(rng, n_items, n_latent, density, ties):

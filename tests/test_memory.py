@@ -117,3 +117,11 @@ def test_fit_refuses_when_estimate_exceeds_available_memory(small_X, monkeypatch
         SANSA(l2=10.0, density=0.1, device="cpu").fit(small_X)
     # the check can be skipped
     SANSA(l2=10.0, density=0.1, device="cpu").fit(small_X, check_memory=False)
+    # and it comes before the device is resolved: a GPU (missing here, or present) is not touched for a
+    # fit that is refused
+    from sansa_gpu import model as model_module
+
+    monkeypatch.setattr(model_module, "resolve_device",
+                        lambda device: pytest.fail("device resolved before the memory check"))
+    with pytest.raises(MemoryError):
+        SANSA(l2=10.0, density=0.1, device="gpu").fit(small_X)

@@ -62,3 +62,13 @@ def test_kth_smallest_is_numpys_partition_value(dtype):
     mags = np.array([3.0, 1.0, 3.0, 2.0, 3.0])
     assert magnitude_cut(mags, 2) == (3.0, 2)  # the 2nd largest is 3; both kept entries are tied at it
     assert magnitude_cut(mags, 4) == (2.0, 1)  # three above it, one of the entries equal to it
+
+
+def test_kth_smallest_refuses_a_kth_outside_the_array():
+    from sansa_gpu.cpu._accumulate import kth_smallest
+
+    for kth in (-1, 3):
+        with pytest.raises(IndexError, match="kth outside"):
+            kth_smallest(np.array([3.0, 1.0, 2.0]), kth)
+    with pytest.raises(IndexError):
+        kth_smallest(np.empty(0), 0)

@@ -204,8 +204,13 @@ def test_auto_rule_follows_its_thresholds(X, monkeypatch):
     monkeypatch.setattr(factorize.rule, "AUTO_CHOLMOD_MAX_SECONDS", seconds * 1.01)
     assert choose_factorizer(X, 31.0 / n)[0] == "cholmod"
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1000)
+
+    def not_analysed(*args, **kwargs):
+        raise AssertionError("the exact factor's structure was analysed although its Gram cannot fit")
+
+    monkeypatch.setattr(memory, "exact_factor_profile", not_analysed)
     name, reason = choose_factorizer(X, 31.0 / n)
-    assert name == "icf" and "GB available" in reason
+    assert name == "icf" and "GB available" in reason and "not analysed" in reason
     monkeypatch.undo()
     monkeypatch.setattr(factorize.rule, "AUTO_CHOLMOD_MIN_NNZ_PER_ITEM", 30.0)
     monkeypatch.setattr(factorize.rule, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user - 0.5)

@@ -27,8 +27,9 @@ def choose_factorizer(X: sp.csr_matrix, density: float, *, ordering: str | None 
     :func:`sansa_gpu.memory.exact_factor_profile`, the rule ``tune`` uses) is at most
     :data:`AUTO_CHOLMOD_MAX_SECONDS` and the fit's predicted peak fits the available memory.
     Otherwise 'icf'. An ICF-only option (``min_cooccurrence > 0``, ``ordering='popularity'``) selects
-    'icf'. The structural analysis (0.4-4 s on the shared datasets) runs only when the cheap tests pass and
-    even a fully dense factor of this catalogue would not be cheap (above about 16,000 items).
+    'icf'. The structural analysis (0.4-4 s on the shared datasets) runs only when the cheap tests pass,
+    even a fully dense factor of this catalogue would not be cheap or fit (above about 16,000 items), and
+    the Gram it builds surely fits the available memory.
 
     Evidence (docs/benchmarks.md, "Choosing the factoriser"; benchmarks/results/tune.jsonl, factorizers.jsonl, exact_cost.jsonl,
     auto_rule.jsonl): on ml-1m (133 items per user) the best CHOLMOD beat the best ICF on validation
@@ -58,22 +59,31 @@ def choose_factorizer(X: sp.csr_matrix, density: float, *, ordering: str | None 
                        f"sparse ICF matched or beat CHOLMOD")
     if n > EXACT_PROFILE_MAX_ITEMS:
         return "icf", f"{n} items > {EXACT_PROFILE_MAX_ITEMS}: the exact CHOLMOD factor is not analysed"
-    from ..memory import available_memory_bytes, estimate_memory, exact_factor_profile
+    from ..memory import available_memory_bytes, estimate_memory, exact_factor_profile, gram_nnz_upper_bound
 
-    # a fully dense factor bounds every other: when even that is cheap, no structural analysis (which
-    # takes longer than the exact factor itself on small catalogues: ml-1m 1.3 s against 0.9 s)
+    have = available_memory_bytes()
+    order = ordering or "colamd"
+    # a fully dense factor bounds every other: when even that is cheap and fits, no structural analysis
+    # (which takes longer than the exact factor itself on small catalogues: ml-1m 1.3 s against 0.9 s)
     full = n * (n + 1) // 2
     dense = {"nnz_gram": full, "fill": full, "flops": float(n) * (n + 1) * (2 * n + 1) / 6}
-    if predict_exact_seconds(dense) <= AUTO_CHOLMOD_MAX_SECONDS:
-        prof, bound = dense, "at most "
-    else:
-        prof, bound = exact_factor_profile(X, ordering or "colamd"), ""
+    seconds = predict_exact_seconds(dense)
+    if seconds <= AUTO_CHOLMOD_MAX_SECONDS and estimate_memory(X, density, "cholmod", 0.0, order,
+                                                               (full, full))["peak"] <= have:
+        return "cholmod", (f"{per_item:.0f} nonzeros per item column, {per_user:.0f} interactions per user, exact "
+                           f"factor of at most {full:,} nonzeros predicted at most {seconds:.1f} s: the exact factor "
+                           f"is cheap and the more accurate on data this dense")
+    # the analysis builds the whole Gram (int32 index + float64 value per entry): not when it cannot fit
+    gram_bytes = 12 * gram_nnz_upper_bound(X)
+    if gram_bytes > have:
+        return "icf", (f"the exact factor is not analysed: the Gram may hold {gram_bytes / 1e9:.2f} GB > "
+                       f"{have / 1e9:.2f} GB available")
+    prof = exact_factor_profile(X, order)
     seconds = predict_exact_seconds(prof)
-    facts = f"exact factor of {bound}{prof['fill']:,} nonzeros predicted {bound}{seconds:.1f} s"
+    facts = f"exact factor of {prof['fill']:,} nonzeros predicted {seconds:.1f} s"
     if seconds > AUTO_CHOLMOD_MAX_SECONDS:
         return "icf", f"{facts} > {AUTO_CHOLMOD_MAX_SECONDS:g} s: ICF is the fast default"
-    peak = estimate_memory(X, density, "cholmod", 0.0, ordering or "colamd", (prof["nnz_gram"], prof["fill"]))["peak"]
-    have = available_memory_bytes()
+    peak = estimate_memory(X, density, "cholmod", 0.0, order, (prof["nnz_gram"], prof["fill"]))["peak"]
     if peak > have:
         return "icf", f"{facts}, but its fit peak {peak / 1e9:.2f} GB > {have / 1e9:.2f} GB available"
     return "cholmod", (f"{per_item:.0f} nonzeros per item column, {per_user:.0f} interactions per user, {facts}: "

@@ -1,6 +1,6 @@
 // Host emulation of the CUDA subset used by kernels/*.cu (force-included with `-include`, so the
 // kernel sources compile unchanged as host C++). Test infrastructure: see
-// sansa_gpu/testing/cuda_executor.py for how it is built, launched and checked.
+// sansa_gpu/_testing/cuda_executor.py for how it is built, launched and checked.
 //
 // Semantics (runtime.cpp):
 //  * every CUDA thread of a block is a fiber of its own; the block's fibers run cooperatively on one

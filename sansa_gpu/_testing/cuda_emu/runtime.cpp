@@ -3,7 +3,7 @@
 // ThreadSanitizer instrumentation of the kernel (we provide the __tsan_* hooks ourselves, no TSan
 // runtime is linked), and on request the counts a device would pay (warp-level memory
 // instructions, 32-byte sectors, atomics, busy lanes per phase; see "counting" below). Never
-// instrumented itself. See sansa_gpu/testing/cuda_executor.py.
+// instrumented itself. See sansa_gpu/_testing/cuda_executor.py.
 #include "cuda_emu.h"
 
 #include <dlfcn.h>
