@@ -66,7 +66,7 @@ def _tune(data_dir, data, seed, max_seconds, max_model_bytes, plot_dir, validati
     if plot_dir is not None:
         path = Path(plot_dir) / f"tune_{data}.png"
         r.plot(path, title=f"{data}: validation Recall@20 against weights size (sansa_gpu.tune, seed {seed})")
-        rec["plot"] = str(path.relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+        rec["plot"] = (str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path))
     queue.put(rec)
 
 
