@@ -369,6 +369,48 @@ def tune(res: Records) -> str:
                    "official best at the chosen δ", "tuned − default", "tuned − official"], rows)
 
 
+def ease_ceiling(res: Records) -> str:
+    """Dense EASE at its best λ (test split) against the tuned, default and official models: issue 25's
+    acceptance (tuned >= 98% of EASE and >= the official's best; default >= 95%)."""
+    ease = [r for r in _all(res["ease_ceiling"], what="ease_ceiling") if "recall@20" in r]
+    tunes = _all(res["tune"], what="tune_vs_default_vs_official")
+    rows = []
+    for data in dict.fromkeys(r["data"] for r in ease):
+        per_l2 = {r["l2"]: r for r in ease if r["data"] == data}  # the last record of each λ
+        best = max(per_l2.values(), key=lambda r: r["recall@20"])
+        t = _last(tunes, data=data, case="tune")
+        d = _last(tunes, data=data, case="default")
+        found = [r for r in tunes if r["data"] == data and r.get("case") == "official"]
+        o = found[-1] if found else None
+        e = best["recall@20"]
+
+        def share(x, bar):
+            return f"{x:.4f} ({100 * x / e:.1f}%{'' if x >= bar * e else ', below ' + f'{100 * bar:g}%'})"
+
+        rows.append([data, f"{best['n_items']:,}", f"{e:.4f} (λ = {best['l2']:g}, best of {len(per_l2)})",
+                     share(t["recall@20"], 0.98), share(d["recall@20"], 0.95),
+                     (f"{o['recall@20']:.4f}" + ("" if t["recall@20"] >= o["recall@20"] else " (above tuned)"))
+                     if o else "not measured"])
+    return _table(["data", "items", "dense EASE: test R@20 (best λ)", "tuned (≥ 98%)", "default (≥ 95%)",
+                   "official best at the chosen δ"], rows)
+
+
+def sweeps(res: Records) -> str:
+    """Test Recall@20 per refinement sweeps, per (dataset, factoriser, λ, nonzeros per item)."""
+    recs = _all(res["sweeps"], what="sweeps_density")
+    keys = list(dict.fromkeys((r["data"], r["factorizer"], r["l2"], r["nnz_per_item"]) for r in recs))
+    counts = sorted({r["refine_sweeps"] for r in recs})
+    rows = []
+    for data, fac, l2, per in keys:
+        row = [data, "ICF" if fac == "icf" else "CHOLMOD", f"{l2:g}", f"{per:g}"]
+        for c in counts:
+            hit = [r for r in recs if (r["data"], r["factorizer"], r["l2"], r["nnz_per_item"], r["refine_sweeps"])
+                   == (data, fac, l2, per, c)]
+            row.append(f"{hit[-1]['recall@20']:.4f}" if hit else "—")
+        rows.append(row)
+    return _table(["data", "factoriser", "λ", "nonzeros per item"] + [f"{c} sweeps" for c in counts], rows)
+
+
 def tune_factorizers(res: Records) -> str:
     """From the tune trials (validation split): per dataset and density, the best ICF (any pruning) and the
     best CHOLMOD trial, each at its own best λ."""
@@ -564,7 +606,7 @@ def pruning(res: Records) -> str:
 
 TABLES = {f.__name__: f for f in (compare_official, compare_official_targets, compare_official_stages, refine_tol,
                                   score, score_plans, score_synthetic, scale_icf, scale_icf_targets, synthetic, memory_estimate,
-                                  pruning, distributed, factorizers, auto_rule, tune, tune_factorizers, scaling, device_share)}
+                                  pruning, distributed, factorizers, auto_rule, ease_ceiling, sweeps, tune, tune_factorizers, scaling, device_share)}
 
 
 # ------------------------------------------------------------------------------------ page markers
