@@ -411,6 +411,23 @@ def sweeps(res: Records) -> str:
     return _table(["data", "factoriser", "λ", "nonzeros per item"] + [f"{c} sweeps" for c in counts], rows)
 
 
+def near_tie(res: Records) -> str:
+    """The one-standard-error rule against tune's plain maximum: what it picks and its test Recall@20."""
+    recs = _all(res["near_tie"], what="near_tie_rule")
+    rows = []
+    for data in dict.fromkeys(r["data"] for r in recs):
+        r = _last(recs, data=data)
+        p = r["rule"]
+        pick = (f"{'ICF' if p['factorizer'] == 'icf' else 'CHOLMOD'}, δ = {p['density']:.2g}, λ = {p['l2']:.3g}"
+                + (f", min_cooccurrence {p['min_cooccurrence']:g}" if p["min_cooccurrence"] else "")
+                + f", {p['refine_sweeps']} sweeps")
+        rows.append([data, f"{r['validation_se']:.4f}", f"{r['within_one_se']} of {r['trials']}", pick,
+                     f"{r['rule_model_bytes'] / r['tuned_model_bytes']:.2f}×", f"{r['tuned_test_recall@20']:.4f}",
+                     f"{r['rule_test_recall@20']:.4f}", _delta(r["rule_test_recall@20"], r["tuned_test_recall@20"])])
+    return _table(["data", "validation SE", "trials within 1 SE", "the rule's pick (smallest within 1 SE)",
+                   "its weights ÷ tuned", "tuned: test R@20", "rule: test R@20", "rule − tuned"], rows)
+
+
 def tune_factorizers(res: Records) -> str:
     """From the tune trials (validation split): per dataset and density, the best ICF (any pruning) and the
     best CHOLMOD trial, each at its own best λ."""
@@ -606,7 +623,7 @@ def pruning(res: Records) -> str:
 
 TABLES = {f.__name__: f for f in (compare_official, compare_official_targets, compare_official_stages, refine_tol,
                                   score, score_plans, score_synthetic, scale_icf, scale_icf_targets, synthetic, memory_estimate,
-                                  pruning, distributed, factorizers, auto_rule, ease_ceiling, sweeps, tune, tune_factorizers, scaling, device_share)}
+                                  pruning, distributed, factorizers, auto_rule, ease_ceiling, sweeps, near_tie, tune, tune_factorizers, scaling, device_share)}
 
 
 # ------------------------------------------------------------------------------------ page markers
