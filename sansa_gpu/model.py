@@ -295,7 +295,8 @@ class SANSA:
         factorizer, _ = self.choose_factorizer(X)
         return estimate_memory(X, self.density_for(X.shape[1]), factorizer, float(self.min_cooccurrence),
                                self._ordering_for(factorizer),
-                               max_per_column=self.gram_cap_for(X.shape[1], factorizer))
+                               max_per_column=self.gram_cap_for(X.shape[1], factorizer),
+                               working_fill=float(self.icf_fill))
 
     def fit(self, X, check_memory: bool = True, *, user_col: str = "user_id", item_col: str = "item_id",
             value_col: str | None = None, factor_cache: FactorCache | None = None) -> "SANSA":
@@ -370,10 +371,10 @@ class SANSA:
 
         t_est = time.perf_counter()
         have = available_memory_bytes()
-        est = memory_upper_bound(X, plan.density, plan.factorizer, plan.gram_cap)
+        est = memory_upper_bound(X, plan.density, plan.factorizer, plan.gram_cap, float(self.icf_fill))
         if est["peak"] > have:  # the worst case does not fit: count exactly
             est = estimate_memory(X, plan.density, plan.factorizer, float(self.min_cooccurrence), plan.ordering,
-                                  max_per_column=plan.gram_cap)
+                                  max_per_column=plan.gram_cap, working_fill=float(self.icf_fill))
         logger.info("fit: estimated peak %.2f GB (%s), available %.2f GB (%.2fs)", est["peak"] / 1e9,
                     ", ".join(f"{k} {est[k] / 1e9:.2f}" for k in ("gram", "factorize", "refine", "weights")),
                     have / 1e9, time.perf_counter() - t_est)

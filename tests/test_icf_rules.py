@@ -78,3 +78,26 @@ def test_model_parameters_are_checked_at_fit(small_X):
     wide = SANSA(l2=5.0, density=0.1, factorizer="icf", refine_sweeps=1, device="cpu", icf_fill=3.0).fit(small_X)
     assert wide.stats_["nnz_L"] <= wide.stats_["budget"] == plain.stats_["budget"]  # cut back to the budget
     assert wide.get_params()["icf_fill"] == 3.0 and plain.get_params()["icf_fill"] == 1.0
+
+
+def test_the_memory_estimate_counts_the_wider_working_factor(small_X, monkeypatch):
+    """icf_fill keeps up to icf_fill x the budget while the ICF runs: the preflight must count it, or a fit
+    it lets through can run out of memory."""
+    est = {f: SANSA(l2=5.0, density=0.05, factorizer="icf", device="cpu", icf_fill=f).estimate_memory(small_X)
+           for f in (1.0, 4.0)}
+    budget = est[1.0]["budget"]
+    assert est[4.0]["budget"] == budget
+    assert est[4.0]["factorize"] - est[1.0]["factorize"] >= 3 * budget * 12  # three budgets more of L's slots
+    assert est[4.0]["gram"] == est[1.0]["gram"] and est[4.0]["refine"] == est[1.0]["refine"]
+    # and fit's preflight asks for that estimate
+    from sansa_gpu import memory
+
+    asked = []
+
+    def bound(X, density, factorizer, max_per_column=None, working_fill=1.0):
+        asked.append(working_fill)
+        return dict.fromkeys(("peak", "gram", "factorize", "refine", "weights"), 0)
+
+    monkeypatch.setattr(memory, "memory_upper_bound", bound)
+    SANSA(l2=5.0, density=0.05, factorizer="icf", device="cpu", icf_fill=4.0, refine_sweeps=1).fit(small_X)
+    assert asked == [4.0]
