@@ -17,7 +17,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from .factorize import item_ordering, nnz_budget
+from .factorize import item_ordering, nnz_budget, working_budget
 from .cpu.gram import BLOCK_SLOTS, pair_visits
 from .gram import gram_lower, gram_lower_nnz
 
@@ -122,7 +122,7 @@ def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill
     if factorizer == "icf":
         # Gram alive + L slots (int32 + float64; working_fill x the budget while it factorises, as
         # ldlt_icf keeps) + cut: float32 magnitudes x2 and two masks over those slots, the kept copy
-        work = int(min(n * (n + 1) // 2, max(budget, np.ceil(float(working_fill) * budget))))
+        work = working_budget(budget, n, working_fill)
         out["factorize"] = out["input"] + gram_bytes + work * 12 + n * 48
         out["factorize"] = max(out["factorize"], out["input"] + work * (12 + 8 + 2) + budget * 8)
     else:

@@ -15,7 +15,7 @@ The names below are the package's interface; import them from here.
 from .cache import FactorCache
 from .exact import (CHOLMOD_INSTALL_HINT, CHOLMOD_ORDERINGS, EXACT_PROFILE_MAX_ITEMS, EXACT_SECONDS_PER_GFLOP,
                     EXACT_SECONDS_PER_MNNZ, cholmod_available, import_cholmod, ldlt_cholmod, predict_exact_seconds)
-from .factor import LDLFactor, nnz_budget, sparsify_cholesky_factor
+from .factor import LDLFactor, nnz_budget, sparsify_cholesky_factor, working_budget
 from .incomplete import (ICF_BREAKDOWN_RULES, ICF_MAX_RESTARTS, ICFResult, icf, icf_column_scaling,
                          incomplete_cholesky, ldlt_icf)
 from .ordering import ORDERINGS, item_ordering
@@ -27,4 +27,4 @@ __all__ = ["AUTO_CHOLMOD_MAX_SECONDS", "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", "AUTO_
            "EXACT_SECONDS_PER_MNNZ", "FactorCache", "ICFResult", "ICF_BREAKDOWN_RULES", "ICF_MAX_RESTARTS", "LDLFactor",
            "ORDERINGS", "choose_factorizer", "cholmod_available", "icf", "icf_column_scaling", "import_cholmod",
            "incomplete_cholesky", "item_ordering", "ldlt_cholmod", "ldlt_icf", "nnz_budget", "predict_exact_seconds",
-           "sparsify_cholesky_factor"]
+           "sparsify_cholesky_factor", "working_budget"]

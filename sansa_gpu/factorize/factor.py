@@ -65,6 +65,12 @@ def nnz_budget(density: float, n: int) -> int:
     at most n(n+1)/2 (a full lower triangle)."""
     return int(min(n * (n + 1) // 2, max(n, int(np.ceil(density * float(n) * float(n))))))
 
+
+def working_budget(budget: int, n: int, working_fill: float = 1.0) -> int:
+    """Nonzeros the incomplete Cholesky may keep while it factorises (``SANSA(icf_fill=)``):
+    ``working_fill`` x the factor's budget, at least the budget, at most a full lower triangle."""
+    return int(min(n * (n + 1) // 2, max(budget, np.ceil(float(working_fill) * budget))))
+
 @numba.njit(cache=True, nogil=True)
 def _keep_and_scale_columns(indptr, indices, data, keep, out_indptr, out_indices, out_data):
     """Compact the kept entries of a CSC Cholesky factor and divide each column by its diagonal

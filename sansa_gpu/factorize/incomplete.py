@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from ..cpu._accumulate import touch
 from ..cpu.gram import cap_rows
 from ..gram import gram_column_norms, gram_lower, scaled_gram
-from .factor import LDLFactor, sparsify_cholesky_factor
+from .factor import LDLFactor, sparsify_cholesky_factor, working_budget
 from .ordering import item_ordering
 
 logger = logging.getLogger("sansa_gpu.factorize")  # one logger name for every factorisation stage
@@ -285,8 +285,7 @@ def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float =
         p, A = cache.gram(key, build)
     t1 = time.perf_counter()
     n = A.shape[0]
-    work_budget = int(min(n * (n + 1) // 2, max(budget, np.ceil(float(working_fill) * budget))))
-    res = incomplete_cholesky(A, float(l2), work_budget, breakdown_rule=breakdown_rule)
+    res = incomplete_cholesky(A, float(l2), working_budget(budget, n, working_fill), breakdown_rule=breakdown_rule)
     del A
     t2 = time.perf_counter()
     logger.info("factorize: ordering=%s + gram %.2fs, ICF %.2fs (shift %.4g, %d restart(s)), nnz(L)=%d "
