@@ -44,7 +44,6 @@ logger = logging.getLogger(__name__)
 _CACHE_CREATION = threading.Lock()  # guards only the creation of a model's scoring cache (see SANSA._cache_for)
 
 
-
 @dataclass(frozen=True)
 class _FitPlan:
     """What :meth:`SANSA.fit` decided before any work (:meth:`SANSA._fit_plan`)."""

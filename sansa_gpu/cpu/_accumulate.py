@@ -87,7 +87,6 @@ def magnitude_cut(mags, n_keep):
     return tau, n_keep - n_above
 
 
-
 @numba.njit(inline="always")
 def lane_tree_dot(a_vals, a_idx, b_vals, b_idx, n):
     """sum(a_vals[a_idx[k]] * b_vals[b_idx[k]] for k < n) in the fixed order of a 32-lane warp: lane l

@@ -103,5 +103,6 @@ def score_sparse(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix) -> sp.cs
     """Raw scores ``(X Wt) Z`` as a (users, items) CSR float32 (no masking)."""
     return ((X @ Wt) @ Z).astype(np.float32).tocsr()
 
+
 #: Where :func:`score_sparse` of this backend runs.
 SCORE_SPARSE_DEVICE = "cpu"

@@ -27,6 +27,7 @@ def _n_build_chunks(n_rows: int) -> int:
     item: 2.6 GB at 10M items if there were 16 chunks)."""
     return int(max(1, min(n_rows, numba.get_num_threads())))
 
+
 @numba.njit(parallel=True, cache=True)
 def _dense_product(Wt_indptr, Wt_indices, Wt_data, Z_indptr, Z_indices, Z_data, n_chunks, B, mask):
     """B[i] = Wt[i] Z (float64 sums, rounded once to float32) and mask[i] = its structure as bits."""
@@ -44,6 +45,7 @@ def _dense_product(Wt_indptr, Wt_indices, Wt_data, Z_indptr, Z_indices, Z_data, 
             for j in range(n_items):
                 B[i, j] = np.float32(acc[j])
                 acc[j] = 0.0
+
 
 @numba.njit(parallel=True, cache=True)
 def _recommend_product(X_indptr, X_indices, X_data, B, mask, allowed, exclude_seen, k, tile, n_chunks, out_ids,
@@ -103,6 +105,7 @@ def _recommend_product(X_indptr, X_indices, X_data, B, mask, allowed, exclude_se
             out_ids[u, a] = -1
             out_scores[u, a] = -np.inf
 
+
 @numba.njit(parallel=True, cache=True)
 def _sparse_product(Wt_indptr, Wt_indices, Wt_data, Z_indptr, Z_indices, Z_data, n_items, n_chunks, count_only,
                     B_indptr, B_indices, B_data, mismatch):
@@ -139,6 +142,7 @@ def _sparse_product(Wt_indptr, Wt_indices, Wt_data, Z_indptr, Z_indices, Z_data,
                 j = lst[a]
                 B_indices[base + a] = j
                 B_data[base + a] = np.float32(acc[j])
+
 
 @numba.njit(parallel=True, cache=True)
 def _recommend_sparse_product(X_indptr, X_indices, X_data, B_indptr, B_indices, B_data, blocked, exclude_seen, k,
@@ -187,24 +191,29 @@ def _recommend_sparse_product(X_indptr, X_indices, X_data, B_indptr, B_indices, 
                 excluded[X_indices[p]] = blocked[X_indices[p]]
             _write_padded(out_ids, out_scores, u, ids, scores, count, k)
 
+
 def product_bytes(n_items: int) -> int:
     """Bytes of the product plan's cache: B (float32) and its structure bitmask."""
     return int(n_items) * int(n_items) * 4 + int(n_items) * ((int(n_items) + 63) // 64) * 8
+
 
 def sparse_index_dtype(n_items: int) -> np.dtype:
     """Index dtype of the sparse product plan's B: uint16 when every item id fits (a quarter fewer
     bytes streamed per update: 2.4 s against 2.7 s on gowalla at 5e-4), else int32."""
     return np.dtype(np.uint16) if int(n_items) <= 1 << 16 else np.dtype(np.int32)
 
+
 def sparse_product_bytes(nnz_B: int, n_items: int) -> int:
     """Bytes of the sparse product plan's cache: B's indices, float32 values and int64 row pointers."""
     return int(nnz_B) * (sparse_index_dtype(n_items).itemsize + 4) + (int(n_items) + 1) * 8
+
 
 def product_tile(n_rows: int, n_items: int) -> int:
     """Items per column tile of the product plan: a multiple of 64 whose (n_rows, tile) float32 slice
     of B fits :data:`PRODUCT_TILE_BYTES` (at least 64, at most the catalogue rounded up)."""
     per = PRODUCT_TILE_BYTES // max(1, 4 * int(n_rows))
     return int(max(64, min((int(n_items) + 63) // 64 * 64, per // 64 * 64)))
+
 
 def product_row_nnz(Wt: sp.csr_matrix, Z: sp.csr_matrix, cache: ScoringCache | None = None) -> np.ndarray:
     """Entries per row of B = Wt Z (its structure counted, B not formed), int64 (items,); kept in
@@ -221,6 +230,7 @@ def product_row_nnz(Wt: sp.csr_matrix, Z: sp.csr_matrix, cache: ScoringCache | N
     # a budget smaller than the count itself: counted, not kept
     return ScoringCache.or_for_call(cache).get_or_build("B_row_nnz", 8 * Wt.shape[0], count, oversize="build")
 
+
 def _form_dense_B(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> tuple:
     n_items = Z.shape[1]
     B = np.empty((Wt.shape[0], n_items), dtype=np.float32)
@@ -228,6 +238,7 @@ def _form_dense_B(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> tuple:
     with parallel_call():
         _dense_product(Wt.indptr, Wt.indices, Wt.data, Z.indptr, Z.indices, Z.data, n_chunks(Wt.shape[0]), B, mask)
     return B, mask
+
 
 def _form_sparse_B(Wt: sp.csr_matrix, Z: sp.csr_matrix, row_nnz: np.ndarray, cache: ScoringCache) -> tuple:
     n_items = Z.shape[1]
@@ -246,6 +257,7 @@ def _form_sparse_B(Wt: sp.csr_matrix, Z: sp.csr_matrix, row_nnz: np.ndarray, cac
                            f"counted: the weights changed in place; call release_scoring_cache() on the model after "
                            f"modifying them")
     return indptr, indices, data
+
 
 def _product_state(Wt: sp.csr_matrix, Z: sp.csr_matrix, plan: str, cache: ScoringCache) -> tuple:
     """The formed B of ``plan`` for these weights, kept in ``cache`` (formed now, once, unless there):

@@ -49,9 +49,11 @@ def product_cache_bytes_cap() -> int:
     (:func:`sansa_gpu.set_scoring_cache_budget`; by default 25% of the available memory, at most 4 GB)."""
     return scoring_cache_info()["budget_bytes"]
 
+
 def _build_updates(Wt: sp.csr_matrix, Z: sp.csr_matrix) -> float:
     """Σ over the entries of Wt of |Z row|: the updates of forming B = Wt Z (either layout)."""
     return float(np.diff(Z.indptr)[Wt.indices].sum())
+
 
 def plan_costs(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, B_row_nnz: np.ndarray | None = None) -> dict:
     """Predicted seconds (one core) of scoring the rows of X by each plan, from the work of a
@@ -72,11 +74,13 @@ def plan_costs(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, B_row_nnz:
         cost.update(_sparse_product_costs(X, B_row_nnz, cost["sparse_build_min"]))
     return cost
 
+
 def _plan_sample(n_users: int) -> tuple[np.ndarray, float]:
     """The rows :func:`plan_costs` measures (:data:`PLAN_SAMPLE_USERS` spread over all) and the
     factor from their work to all rows'."""
     sample = np.unique(np.linspace(0, n_users - 1, min(n_users, PLAN_SAMPLE_USERS)).astype(np.int64))
     return sample, n_users / max(1, sample.size)
+
 
 def _sparse_product_costs(X: sp.csr_matrix, B_row_nnz: np.ndarray, sparse_build_min: float) -> dict:
     """{'sparse_product', 'sparse_build'} seconds of :func:`plan_costs`, given the rows' entries of B
@@ -85,6 +89,7 @@ def _sparse_product_costs(X: sp.csr_matrix, B_row_nnz: np.ndarray, sparse_build_
     updates = float(np.asarray(B_row_nnz, dtype=np.float64)[X[sample].indices].sum())
     return {"sparse_product": NS_SPARSE_SCATTER * updates * per * 1e-9,
             "sparse_build": sparse_build_min + NS_SPARSE_WRITE * float(np.sum(B_row_nnz)) * 1e-9}
+
 
 def choose_plan(X: sp.csr_matrix, Wt: sp.csr_matrix, Z: sp.csr_matrix, cached: str | None = None,
                 cache: ScoringCache | None = None) -> tuple[str, str]:

@@ -35,6 +35,7 @@ def _push_topk(ids, scores, count, k, item, score):
     ids[pos] = item
     return count
 
+
 @numba.njit(inline="always")
 def _write_padded(out_ids, out_scores, u, ids, scores, count, k):
     for a in range(count):
@@ -44,6 +45,7 @@ def _write_padded(out_ids, out_scores, u, ids, scores, count, k):
         out_ids[u, a] = -1
         out_scores[u, a] = -np.inf
 
+
 @numba.njit(inline="always")
 def _scatter_flagged(s, reached, indices, data, lo, hi, v):
     """Dense mode: s[item] += v * data[q] over entries lo..hi of a row, flagging each item reached
@@ -52,6 +54,7 @@ def _scatter_flagged(s, reached, indices, data, lo, hi, v):
         item = indices[q]
         s[item] += v * data[q]
         reached[item] = 1
+
 
 @numba.njit(inline="always")
 def _scatter_listed(s, reached, s_list, ns, indices, data, lo, hi, v):
@@ -66,6 +69,7 @@ def _scatter_listed(s, reached, s_list, ns, indices, data, lo, hi, v):
         s[item] += v * data[q]
     return ns
 
+
 @numba.njit(inline="always")
 def _add_own(s, reached, X_indices, X_data, lo, hi):
     """Scores of the user's own items reached (``exclude_seen`` off): s[i] += x_i, the identity of
@@ -74,6 +78,7 @@ def _add_own(s, reached, X_indices, X_data, lo, hi):
         i = X_indices[p]
         if reached[i]:
             s[i] += np.float32(X_data[p])
+
 
 @numba.njit(inline="always")
 def _take_flagged(s, reached, excluded, ids, scores, k):
@@ -88,6 +93,7 @@ def _take_flagged(s, reached, excluded, ids, scores, k):
             reached[item] = 0
     return count
 
+
 @numba.njit(inline="always")
 def _take_listed(s, reached, excluded, s_list, ns, ids, scores, k):
     """Top-k of the listed items s_list[:ns] not excluded, clearing s / flags; returns how many are held."""
@@ -99,6 +105,7 @@ def _take_listed(s, reached, excluded, s_list, ns, ids, scores, k):
         s[item] = 0
         reached[item] = 0
     return count
+
 
 @numba.njit(parallel=True, cache=True)
 def _topk_dense_rows(S, X_indptr, X_indices, blocked, exclude_seen, k, out_ids, out_scores, row_offset):
@@ -119,9 +126,11 @@ def _topk_dense_rows(S, X_indptr, X_indices, blocked, exclude_seen, k, out_ids, 
                 count = _push_topk(ids, scores, count, k, item, np.float32(S[r, item]))
         _write_padded(out_ids, out_scores, u, ids, scores, count, k)
 
+
 def no_blocked(n_items: int) -> np.ndarray:
     """The ``blocked`` array that blocks nothing: uint8 zeros (items,)."""
     return np.zeros(int(n_items), dtype=np.uint8)
+
 
 def topk_dense(S: np.ndarray, X: sp.csr_matrix, k: int, out_ids: np.ndarray, out_scores: np.ndarray, row_offset: int = 0,
                *, blocked: np.ndarray | None = None, exclude_seen: bool = True) -> None:

@@ -32,8 +32,10 @@ def _owned_transpose(X: sp.csr_matrix) -> sp.csc_matrix:
     Xt.sort_indices()
     return Xt
 
+
 CHOLMOD_INSTALL_HINT = ("install SuiteSparse and the extra: apt-get install libsuitesparse-dev (Debian/Ubuntu; "
                         "suitesparse on conda/brew), then pip install 'sansa_gpu[cholmod]'")
+
 
 def cholmod_available() -> bool:
     """Whether scikit-sparse's CHOLMOD can be imported (the optional extra ``sansa_gpu[cholmod]``)."""
@@ -42,6 +44,7 @@ def cholmod_available() -> bool:
     except ImportError:
         return False
     return True
+
 
 def import_cholmod():
     """``sksparse.cholmod``, or an ImportError that names the extra and the system package."""
@@ -71,6 +74,7 @@ def predict_exact_seconds(profile: dict) -> float:
     """Predicted seconds of the exact CHOLMOD factor from :func:`sansa_gpu.memory.exact_factor_profile`."""
     return float(EXACT_SECONDS_PER_GFLOP * profile["flops"] / 1e9 + EXACT_SECONDS_PER_MNNZ * profile["fill"] / 1e6)
 
+
 def ldlt_cholmod(X: sp.csr_matrix, l2: float, budget: int, ordering: str = "colamd",
                  cache=None) -> LDLFactor:
     """Exact CHOLMOD factorisation of ``A = X^T X + l2*I`` (the Gram is never formed: CHOLMOD
@@ -94,6 +98,7 @@ def ldlt_cholmod(X: sp.csr_matrix, l2: float, budget: int, ordering: str = "cola
     t3 = time.perf_counter()
     logger.info("factorize: cut L to %d nnz (budget %d) in %.2fs", L.nnz, budget, t3 - t2)
     return LDLFactor(L=L, d=d, p=p, seconds={"exact": t2 - t0, "cut": t3 - t2})
+
 
 def _exact_cholmod(X: sp.csr_matrix, l2: float, ordering: str) -> tuple[np.ndarray, sp.csc_matrix]:
     """(p, exact CHOLMOD factor L with L L^T = P A P^T) of A = X^T X + l2 I."""

@@ -60,6 +60,7 @@ class LDLFactor:
         if not np.allclose(L.data[starts], 1.0):
             raise ValueError("L must have a unit diagonal")
 
+
 def nnz_budget(density: float, n: int) -> int:
     """Number of nonzeros allowed in each factor: ceil(density * n^2), at least n (the diagonal),
     at most n(n+1)/2 (a full lower triangle)."""
@@ -70,6 +71,7 @@ def working_budget(budget: int, n: int, working_fill: float = 1.0) -> int:
     """Nonzeros the incomplete Cholesky may keep while it factorises (``SANSA(icf_fill=)``):
     ``working_fill`` x the factor's budget, at least the budget, at most a full lower triangle."""
     return int(min(n * (n + 1) // 2, max(budget, np.ceil(float(working_fill) * budget))))
+
 
 @numba.njit(cache=True, nogil=True)
 def _keep_and_scale_columns(indptr, indices, data, keep, out_indptr, out_indices, out_data):
@@ -86,6 +88,7 @@ def _keep_and_scale_columns(indptr, indices, data, keep, out_indptr, out_indices
                 out_data[pos] = np.float32(data[s] / diag)
                 pos += 1
         out_indptr[j + 1] = pos
+
 
 def sparsify_cholesky_factor(L_chol: sp.csc_matrix, budget: int) -> tuple[sp.csc_matrix, np.ndarray]:
     """Keep the ``budget`` largest-|entry| values of a CSC Cholesky factor (diagonal always kept,

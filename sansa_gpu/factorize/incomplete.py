@@ -133,6 +133,7 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
             head[r] = j
     return nnz
 
+
 @dataclass
 class ICFResult:
     """An incomplete Cholesky ``L L^T ~= A + shift I`` and how it was reached.
@@ -152,6 +153,7 @@ class ICFResult:
     @property
     def restarts(self) -> int:
         return len(self.breakdowns)
+
 
 def incomplete_cholesky(A_lower: sp.csc_matrix, shift: float, budget: int, shift_step: float = 1e-3,
                         shift_growth: float = 2.0, max_restarts: int | None = None,
@@ -212,6 +214,7 @@ def incomplete_cholesky(A_lower: sp.csc_matrix, shift: float, budget: int, shift
         f"non-finite entries); raise l2 or density"
     )
 
+
 def icf(A_lower: sp.csc_matrix, shift: float, budget: int, shift_step: float = 1e-3, shift_growth: float = 2.0,
         max_restarts: int | None = None) -> tuple[sp.csc_matrix, float]:
     """Incomplete Cholesky ``L L^T ~= A + shift I`` within ``budget`` nonzeros:
@@ -220,6 +223,7 @@ def icf(A_lower: sp.csc_matrix, shift: float, budget: int, shift_step: float = 1
     res = incomplete_cholesky(A_lower, shift, budget, shift_step, shift_growth, max_restarts)
     return res.L, res.shift
 
+
 def icf_column_scaling(X: sp.csr_matrix) -> np.ndarray:
     """(n,) float64 s_j = sqrt(||(X^T X)[:, j]||_2) (1 for empty items). Dividing the columns of X
     by s makes the Gram's columns comparable before entries are dropped (the official package's
@@ -227,6 +231,7 @@ def icf_column_scaling(X: sp.csr_matrix) -> np.ndarray:
     s = np.sqrt(gram_column_norms(X))
     s[s == 0] = 1.0
     return s
+
 
 def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float = 0.0,
              ordering: str = "colamd", prune_scale: np.ndarray | None = None,
