@@ -56,6 +56,7 @@ class _FitPlan:
     budget: int  # nonzeros per factor
     gram_cap: int | None  # max_gram_per_item resolved
     column_scaling: bool
+    exact_counts: tuple | None = None  # (nnz_gram, fill) when the auto rule analysed this exact factor
     device: str | None = None  # 'cpu' or 'gpu', resolved after the memory check
     backend: object = None  # sansa_gpu.cpu or sansa_gpu.gpu
 
@@ -243,14 +244,15 @@ class SANSA:
             return self.ordering
         return "colamd" if factorizer == "cholmod" else "popularity"
 
-    def choose_factorizer(self, X) -> tuple[str, str]:
-        """(factoriser, reason) a fit on X would use: ``factorizer`` itself unless it is 'auto'."""
+    def choose_factorizer(self, X, counts: dict | None = None) -> tuple[str, str]:
+        """(factoriser, reason) a fit on X would use: ``factorizer`` itself unless it is 'auto'.
+        ``counts``: see :func:`sansa_gpu.factorize.choose_factorizer`."""
         if self.factorizer != "auto":
             return self.factorizer, "set by the caller"
         if self.max_gram_per_item is not None and self.max_gram_per_item != "auto":
             return "icf", "max_gram_per_item applies to ICF only"
         return choose_factorizer(X, self.density_for(X.shape[1]), ordering=self.ordering,
-                                 min_cooccurrence=float(self.min_cooccurrence))
+                                 min_cooccurrence=float(self.min_cooccurrence), counts=counts)
 
     _PARAM_NAMES = ("l2", "density", "factorizer", "refine_sweeps", "device", "ordering", "column_scaling",
                     "min_cooccurrence", "refine_tol", "max_gram_per_item", "icf_fill")
@@ -291,10 +293,9 @@ class SANSA:
 
         self._check_params()
         X = check_interactions(X, require_nonempty=True)
-        factorizer, _ = self.choose_factorizer(X)
-        return estimate_memory(X, self.density_for(X.shape[1]), factorizer, float(self.min_cooccurrence),
-                               self._ordering_for(factorizer),
-                               max_per_column=self.gram_cap_for(X.shape[1], factorizer),
+        plan = self._fit_plan(X)
+        return estimate_memory(X, plan.density, plan.factorizer, float(self.min_cooccurrence), plan.ordering,
+                               counts=plan.exact_counts, max_per_column=plan.gram_cap,
                                working_fill=float(self.icf_fill))
 
     def fit(self, X, check_memory: bool = True, *, user_col: str = "user_id", item_col: str = "item_id",
@@ -355,13 +356,16 @@ class SANSA:
     def _fit_plan(self, X: sp.csr_matrix) -> "_FitPlan":
         """Every choice a fit on X makes before any work: factoriser (and why), ordering, density,
         nonzero budget per factor, Gram cap, column scaling (the device is resolved after the memory check)."""
-        factorizer, reason = self.choose_factorizer(X)
+        analysed: dict = {}
+        factorizer, reason = self.choose_factorizer(X, counts=analysed)
         n = X.shape[1]
         density = self.density_for(n)
-        return _FitPlan(factorizer=factorizer, reason=reason, ordering=self._ordering_for(factorizer), n=n,
+        ordering = self._ordering_for(factorizer)
+        return _FitPlan(factorizer=factorizer, reason=reason, ordering=ordering, n=n,
                         density=density, budget=nnz_budget(density, n), gram_cap=self.gram_cap_for(n, factorizer),
                         column_scaling=(self.column_scaling if self.column_scaling is not None
-                                        else factorizer == "icf"))
+                                        else factorizer == "icf"),
+                        exact_counts=analysed.get((factorizer, ordering)))
 
     def _check_fit_memory(self, X: sp.csr_matrix, plan: "_FitPlan") -> None:
         """MemoryError naming the numbers when the fit's predicted peak exceeds the available memory
@@ -373,7 +377,8 @@ class SANSA:
         est = memory_upper_bound(X, plan.density, plan.factorizer, plan.gram_cap, float(self.icf_fill))
         if est["peak"] > have:  # the worst case does not fit: count exactly
             est = estimate_memory(X, plan.density, plan.factorizer, float(self.min_cooccurrence), plan.ordering,
-                                  max_per_column=plan.gram_cap, working_fill=float(self.icf_fill))
+                                  counts=plan.exact_counts, max_per_column=plan.gram_cap,
+                                  working_fill=float(self.icf_fill))
         logger.info("fit: estimated peak %.2f GB (%s), available %.2f GB (%.2fs)", est["peak"] / 1e9,
                     ", ".join(f"{k} {est[k] / 1e9:.2f}" for k in ("gram", "factorize", "refine", "weights")),
                     have / 1e9, time.perf_counter() - t_est)

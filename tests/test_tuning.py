@@ -220,6 +220,32 @@ def test_auto_rule_follows_its_thresholds(X, monkeypatch):
     assert m.stats_["nnz_L"] <= nnz_budget(40.0 / n, n)
 
 
+def test_a_fit_analyses_the_exact_factor_once(X, monkeypatch):
+    """When the auto rule analysed the exact factor's structure, the fit's exact memory count reuses it."""
+    require("sksparse")
+    n = X.shape[1]
+    per_user = X.nnz / np.count_nonzero(np.diff(X.indptr))
+    seconds = factorize.predict_exact_seconds(exact_factor_profile(X, "colamd"))
+    monkeypatch.setattr(factorize.rule, "AUTO_CHOLMOD_MIN_NNZ_PER_ITEM", 30.0)
+    monkeypatch.setattr(factorize.rule, "AUTO_CHOLMOD_MIN_ITEMS_PER_USER", per_user - 0.5)
+    monkeypatch.setattr(factorize.rule, "AUTO_CHOLMOD_MAX_SECONDS", seconds * 1.01)  # below the dense bound: analysed
+    calls = []
+    real = memory.exact_factor_profile
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(memory, "exact_factor_profile", counting)
+    monkeypatch.setattr(memory, "memory_upper_bound", lambda *a, **k: {"peak": float("inf")})  # count exactly
+    model = SANSA(density=40.0 / n, refine_sweeps=1, device="cpu")
+    exact = model.estimate_memory(X)
+    assert len(calls) == 1 and exact["nnz_exact_L"] == exact_factor_profile(X, "colamd")["fill"]
+    calls.clear()
+    model.fit(X)
+    assert model.factorizer_ == "cholmod" and len(calls) == 1
+
+
 def test_plot_and_trials_file(X, tmp_path):
     require("matplotlib")
     r = tune(X, densities=(0.02, 0.08), factorizers=("icf",), dense_ease=True, **FAST)

@@ -17,8 +17,11 @@ AUTO_CHOLMOD_MIN_ITEMS_PER_USER = 50.0
 
 
 def choose_factorizer(X: sp.csr_matrix, density: float, *, ordering: str | None = None,
-                      min_cooccurrence: float = 0.0) -> tuple[str, str]:
-    """The factoriser ``SANSA(factorizer="auto")`` uses for X at ``density``, and why.
+                      min_cooccurrence: float = 0.0, counts: dict | None = None) -> tuple[str, str]:
+    """The factoriser ``SANSA(factorizer="auto")`` uses for X at ``density``, and why. ``counts``: when
+    given, the structural counts of an analysed exact factor are recorded there as
+    ``counts[("cholmod", ordering)] = (nnz_gram, fill)`` (what :func:`sansa_gpu.memory.estimate_memory`
+    takes), so that a fit's memory check does not analyse the same structure again.
 
     'cholmod' when all of: scikit-sparse is installed; the model keeps at least
     :data:`AUTO_CHOLMOD_MIN_NNZ_PER_ITEM` nonzeros per item column; users have at least
@@ -79,6 +82,8 @@ def choose_factorizer(X: sp.csr_matrix, density: float, *, ordering: str | None 
         return "icf", (f"the exact factor is not analysed: the Gram may hold {gram_bytes / 1e9:.2f} GB > "
                        f"{have / 1e9:.2f} GB available")
     prof = exact_factor_profile(X, order)
+    if counts is not None:
+        counts[("cholmod", order)] = (prof["nnz_gram"], prof["fill"])
     seconds = predict_exact_seconds(prof)
     facts = f"exact factor of {prof['fill']:,} nonzeros predicted {seconds:.1f} s"
     if seconds > AUTO_CHOLMOD_MAX_SECONDS:
