@@ -283,20 +283,18 @@ def _exact_factor_fits(X: sp.csr_matrix, density: float, memory_cap: float, max_
     recorded in ``counts`` for the memory estimates), its predicted time
     (:func:`sansa_gpu.factorize.predict_exact_seconds`) must fit :data:`EXACT_FACTOR_SHARE` of
     ``max_seconds`` (no limit without one) and the predicted peak of a fit at the lowest ``density``
-    must fit ``memory_cap``. Catalogues above :data:`~sansa_gpu.factorize.EXACT_PROFILE_MAX_ITEMS`
-    are not analysed (the ordering alone takes minutes there and the exact factor does not fit)."""
-    from .factorize.exact import EXACT_PROFILE_MAX_ITEMS, predict_exact_seconds
-    from .memory import estimate_memory, exact_factor_profile
+    must fit ``memory_cap``. Not analysed (:func:`sansa_gpu.factorize.rule.exact_factor_cost`, the analysis the
+    ``auto`` rule uses too): catalogues above :data:`~sansa_gpu.factorize.EXACT_PROFILE_MAX_ITEMS`, and a Gram
+    that may not fit ``memory_cap``."""
+    from .factorize.rule import exact_factor_cost
 
-    n = X.shape[1]
-    if n > EXACT_PROFILE_MAX_ITEMS:
-        return False, f"{n} items > {EXACT_PROFILE_MAX_ITEMS}: the exact factor is not analysed", None
-    prof = exact_factor_profile(X, "colamd")
-    counts[("cholmod", 0.0)] = (prof["nnz_gram"], prof["fill"])
-    seconds = predict_exact_seconds(prof)
-    peak = estimate_memory(X, density, "cholmod", 0.0, "colamd", counts[("cholmod", 0.0)])["peak"]
-    facts = (f"exact factor of {prof['fill']:,} nonzeros, {prof['flops'] / 1e9:.3g} GFlop: predicted {seconds:.0f} s "
-             f"and a {peak / 1e9:.2f} GB fit peak (analysed in {prof['seconds']:.1f} s)")
+    cost = exact_factor_cost(X, density, memory_cap, "colamd", f"max_memory {memory_cap / 1e9:.2f} GB")
+    if not cost["analysed"]:
+        return False, cost["why"], None
+    counts[("cholmod", 0.0)] = (cost["nnz_gram"], cost["fill"])
+    seconds, peak = cost["predicted_seconds"], cost["peak"]
+    facts = (f"exact factor of {cost['fill']:,} nonzeros, {cost['flops'] / 1e9:.3g} GFlop: predicted {seconds:.0f} s "
+             f"and a {peak / 1e9:.2f} GB fit peak (analysed in {cost['seconds']:.1f} s)")
     if peak > memory_cap:
         return False, f"{facts} > max_memory {memory_cap / 1e9:.2f} GB", seconds
     if max_seconds is not None and seconds > EXACT_FACTOR_SHARE * max_seconds:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .exact import EXACT_PROFILE_MAX_ITEMS, cholmod_available, predict_exact_seconds
+from . import exact  # its limits read at call time, so that they can be set (and patched) in one place
+from .exact import cholmod_available, predict_exact_seconds
 
 #: ``choose_factorizer`` thresholds (see its docstring for the evidence). A default fit should take
 #: seconds, not minutes: the exact factor enters ``auto`` when predicted at most this long.
@@ -14,6 +15,31 @@ AUTO_CHOLMOD_MAX_SECONDS = 30.0
 AUTO_CHOLMOD_MIN_NNZ_PER_ITEM = 16.0
 
 AUTO_CHOLMOD_MIN_ITEMS_PER_USER = 50.0
+
+
+def exact_factor_cost(X: sp.csr_matrix, density: float, memory_cap: float, ordering: str = "colamd",
+                      cap_text: str | None = None) -> dict:
+    """What the exact CHOLMOD factor of X would cost, from its structure: {'analysed': True, 'nnz_gram', 'fill',
+    'flops', 'seconds' (of the analysis), 'predicted_seconds' (:func:`predict_exact_seconds`), 'peak' (a fit's
+    predicted peak bytes at ``density``)}; or {'analysed': False, 'why'} when it is not analysed: catalogues above
+    :data:`~sansa_gpu.factorize.exact.EXACT_PROFILE_MAX_ITEMS` (the ordering alone takes minutes there), or a
+    Gram (which the analysis builds whole: int32 index + float64 value per entry) that may not fit
+    ``memory_cap`` (described in 'why' by ``cap_text``, default "<cap> GB available"). The one analysis the
+    ``auto`` rule and ``tune`` both price the exact factor by."""
+    from ..memory import estimate_memory, exact_factor_profile, gram_nnz_upper_bound
+
+    n = X.shape[1]
+    if n > exact.EXACT_PROFILE_MAX_ITEMS:
+        return {"analysed": False,
+                "why": f"{n} items > {exact.EXACT_PROFILE_MAX_ITEMS}: the exact factor is not analysed"}
+    gram_bytes = 12 * gram_nnz_upper_bound(X)
+    if gram_bytes > memory_cap:
+        cap_text = f"{memory_cap / 1e9:.2f} GB available" if cap_text is None else cap_text
+        return {"analysed": False,
+                "why": f"the exact factor is not analysed: the Gram may hold {gram_bytes / 1e9:.2f} GB > {cap_text}"}
+    prof = exact_factor_profile(X, ordering)
+    return {"analysed": True, **prof, "predicted_seconds": predict_exact_seconds(prof),
+            "peak": estimate_memory(X, density, "cholmod", 0.0, ordering, (prof["nnz_gram"], prof["fill"]))["peak"]}
 
 
 def choose_factorizer(X: sp.csr_matrix, density: float, *, ordering: str | None = None,
@@ -60,9 +86,7 @@ def choose_factorizer(X: sp.csr_matrix, density: float, *, ordering: str | None 
     if per_user < AUTO_CHOLMOD_MIN_ITEMS_PER_USER:
         return "icf", (f"{per_user:.0f} interactions per user < {AUTO_CHOLMOD_MIN_ITEMS_PER_USER:g}: on data this "
                        f"sparse ICF matched or beat CHOLMOD")
-    if n > EXACT_PROFILE_MAX_ITEMS:
-        return "icf", f"{n} items > {EXACT_PROFILE_MAX_ITEMS}: the exact CHOLMOD factor is not analysed"
-    from ..memory import available_memory_bytes, estimate_memory, exact_factor_profile, gram_nnz_upper_bound
+    from ..memory import available_memory_bytes, estimate_memory
 
     have = available_memory_bytes()
     order = ordering or "colamd"
@@ -76,20 +100,16 @@ def choose_factorizer(X: sp.csr_matrix, density: float, *, ordering: str | None 
         return "cholmod", (f"{per_item:.0f} nonzeros per item column, {per_user:.0f} interactions per user, exact "
                            f"factor of at most {full:,} nonzeros predicted at most {seconds:.1f} s: the exact factor "
                            f"is cheap and the more accurate on data this dense")
-    # the analysis builds the whole Gram (int32 index + float64 value per entry): not when it cannot fit
-    gram_bytes = 12 * gram_nnz_upper_bound(X)
-    if gram_bytes > have:
-        return "icf", (f"the exact factor is not analysed: the Gram may hold {gram_bytes / 1e9:.2f} GB > "
-                       f"{have / 1e9:.2f} GB available")
-    prof = exact_factor_profile(X, order)
+    cost = exact_factor_cost(X, density, have, order)
+    if not cost["analysed"]:
+        return "icf", cost["why"]
     if counts is not None:
-        counts[("cholmod", order)] = (prof["nnz_gram"], prof["fill"])
-    seconds = predict_exact_seconds(prof)
-    facts = f"exact factor of {prof['fill']:,} nonzeros predicted {seconds:.1f} s"
+        counts[("cholmod", order)] = (cost["nnz_gram"], cost["fill"])
+    seconds = cost["predicted_seconds"]
+    facts = f"exact factor of {cost['fill']:,} nonzeros predicted {seconds:.1f} s"
     if seconds > AUTO_CHOLMOD_MAX_SECONDS:
         return "icf", f"{facts} > {AUTO_CHOLMOD_MAX_SECONDS:g} s: ICF is the fast default"
-    peak = estimate_memory(X, density, "cholmod", 0.0, order, (prof["nnz_gram"], prof["fill"]))["peak"]
-    if peak > have:
-        return "icf", f"{facts}, but its fit peak {peak / 1e9:.2f} GB > {have / 1e9:.2f} GB available"
+    if cost["peak"] > have:
+        return "icf", f"{facts}, but its fit peak {cost['peak'] / 1e9:.2f} GB > {have / 1e9:.2f} GB available"
     return "cholmod", (f"{per_item:.0f} nonzeros per item column, {per_user:.0f} interactions per user, {facts}: "
                        f"the exact factor is cheap and the more accurate on data this dense")
