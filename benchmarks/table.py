@@ -379,7 +379,9 @@ def ease_ceiling(res: Records) -> str:
         per_l2 = {r["l2"]: r for r in ease if r["data"] == data}  # the last record of each λ
         best = max(per_l2.values(), key=lambda r: r["recall@20"])
         t = _last(tunes, data=data, case="tune")
-        d = _last(tunes, data=data, case="default")
+        # SANSA() as default_rule.py last measured it, else as tune_bench.py did
+        newer = [new for d_, _, new in _default_rule_pairs(res) if d_ == data]
+        d = newer[-1] if newer else _last(tunes, data=data, case="default")
         found = [r for r in tunes if r["data"] == data and r.get("case") == "official"]
         o = found[-1] if found else None
         e = best["recall@20"]
@@ -393,6 +395,54 @@ def ease_ceiling(res: Records) -> str:
                      if o else "not measured"])
     return _table(["data", "items", "dense EASE: test R@20 (best λ)", "tuned (≥ 98%)", "default (≥ 95%)",
                    "official best at the chosen δ"], rows)
+
+
+def _default_rule_pairs(res: Records) -> list:
+    """(data, old, new) per dataset: the last run of default_rule.py that measured both the old default and
+    ``SANSA()`` of its checkout, in order of first appearance."""
+    recs = _all(res["default_rule"], what="default_rule")
+    out = []
+    for data in dict.fromkeys(r["data"] for r in recs):
+        new = _last(recs, data=data, case="default")
+        old = _last(recs, data=data, case="old", commit=new["commit"])
+        out.append((data, old, new))
+    return out
+
+
+def default_rule(res: Records) -> str:
+    """The old default (λ 20, 16 per item, 2 sweeps, no pruning) against ``SANSA()`` now: what each resolves to,
+    test Recall@20 and fit seconds, measured side by side in one run of default_rule.py."""
+    ease = [r for r in _all(res["ease_ceiling"], what="ease_ceiling") if "recall@20" in r]
+    rows = []
+    for data, old, new in _default_rule_pairs(res):
+        e = [r["recall@20"] for r in ease if r["data"] == data]
+        p = new["params"]
+        setting = (f"{'ICF' if new['factorizer_'] == 'icf' else 'CHOLMOD'}, {new['nnz_per_item']:g} per item, "
+                   f"λ = {new['l2_']:.3g}, min_cooccurrence {new['min_cooccurrence_']:g}, "
+                   f"{new['refine_sweeps_']} sweeps") if p["l2"] is None else "—"
+        rows.append([data, f"{old['recall@20']:.4f} ({old['fit_seconds']:.2f} s)", setting,
+                     f"{new['recall@20']:.4f} ({new['fit_seconds']:.2f} s)", _delta(new["recall@20"], old["recall@20"]),
+                     f"{new['fit_seconds'] / old['fit_seconds']:.2f}×",
+                     (f"{100 * new['recall@20'] / max(e):.1f}%" + ("" if new["recall@20"] >= 0.95 * max(e)
+                                                                     else ", below 95%")) if e else "—"])
+    return _table(["data", "old default: test R@20 (fit)", "SANSA() now resolves to", "SANSA() now: test R@20 (fit)",
+                   "now − old", "fit time ÷ old", "of dense EASE"], rows)
+
+
+def default_candidates(res: Records) -> str:
+    """Every candidate default measured by default_rule.py: test Recall@20 per dataset (last record of each)."""
+    recs = _all(res["default_rule"], what="default_rule")
+    cases = [c for c in dict.fromkeys(r["case"] for r in recs) if c not in ("old", "default")]
+    rows = []
+    for data in dict.fromkeys(r["data"] for r in recs):
+        old = _last(recs, data=data, case="old")
+        row = [data, f"{old['recall@20']:.4f}"]
+        for c in cases:
+            hit = _all(recs, data=data, case=c)
+            row.append(f"{hit[-1]['recall@20']:.4f} ({_delta(hit[-1]['recall@20'], old['recall@20'])})" if hit else "—")
+        rows.append(row)
+    specs = {c: next(r["spec"] for r in recs if r["case"] == c) for c in cases}
+    return _table(["data", "old default"] + [f"{c}: {json.dumps(specs[c])}" for c in cases], rows)
 
 
 def sweeps(res: Records) -> str:
@@ -623,7 +673,7 @@ def pruning(res: Records) -> str:
 
 TABLES = {f.__name__: f for f in (compare_official, compare_official_targets, compare_official_stages, refine_tol,
                                   score, score_plans, score_synthetic, scale_icf, scale_icf_targets, synthetic, memory_estimate,
-                                  pruning, distributed, factorizers, auto_rule, ease_ceiling, sweeps, near_tie, tune, tune_factorizers, scaling, device_share)}
+                                  pruning, distributed, factorizers, auto_rule, ease_ceiling, default_rule, default_candidates, sweeps, near_tie, tune, tune_factorizers, scaling, device_share)}
 
 
 # ------------------------------------------------------------------------------------ page markers

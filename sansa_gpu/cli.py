@@ -27,10 +27,15 @@ import numpy as np
 from . import __version__
 from .defaults import (
     DEFAULT_L2,
+    DEFAULT_MIN_COOCCURRENCE,
     DEFAULT_NNZ_PER_ITEM,
     DEFAULT_REFINE_SWEEPS,
+    DENSE_DATA_ITEMS_PER_USER,
+    DENSE_NNZ_PER_ITEM,
+    DENSE_REFINE_SWEEPS,
     DEVICES,
     FACTORIZERS,
+    L2_PER_MEAN_DIAGONAL,
     TUNE_L2_GRID,
     TUNE_MIN_COOCCURRENCE,
 )
@@ -339,16 +344,23 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("input", help="interactions (.csv / .tsv / .parquet)")
     f.add_argument("-o", "--output", required=True, help="model file to write (.npz)")
     _add_columns(f)
-    f.add_argument("--l2", type=float, default=DEFAULT_L2)
+    f.add_argument("--l2", type=float, default=None,
+                   help=f"ridge lambda (default: {DEFAULT_L2:g} on the column-scaled Gram of ICF, "
+                        f"{L2_PER_MEAN_DIAGONAL:g} x the mean item popularity on the unscaled Gram of CHOLMOD)")
     f.add_argument("--density", type=float, default=None,
                    help=f"weight density (default: {DEFAULT_NNZ_PER_ITEM} nonzeros per item column, i.e. "
-                        f"{DEFAULT_NNZ_PER_ITEM} / n_items)")
+                        f"{DEFAULT_NNZ_PER_ITEM} / n_items; {DENSE_NNZ_PER_ITEM} per item with at least "
+                        f"{DENSE_DATA_ITEMS_PER_USER:g} interactions per user)")
     f.add_argument("--factorizer", choices=FACTORIZERS, default="auto",
                    help="default auto: the rule of sansa_gpu.factorize.choose_factorizer")
     f.add_argument("--ordering", default=None, help="item ordering (default: colamd for cholmod, popularity for icf)")
-    f.add_argument("--refine-sweeps", type=int, default=DEFAULT_REFINE_SWEEPS)
+    f.add_argument("--refine-sweeps", type=int, default=None,
+                   help=f"refinement sweeps (default: {DEFAULT_REFINE_SWEEPS}; {DENSE_REFINE_SWEEPS} with at least "
+                        f"{DENSE_DATA_ITEMS_PER_USER:g} interactions per user)")
     f.add_argument("--refine-tol", type=float, default=None)
-    f.add_argument("--min-cooccurrence", type=float, default=0.0)
+    f.add_argument("--min-cooccurrence", type=float, default=None,
+                   help=f"ICF: drop Gram entries below this (default: {DEFAULT_MIN_COOCCURRENCE:g} for 0/1 data, "
+                        f"i.e. pairs seen by one user only; 0 for weighted data)")
     f.add_argument("--max-gram-per-item", type=_gram_cap, default="auto", metavar="auto|none|N",
                    help="ICF: Gram entries kept per item column (default auto: 16 per factor nonzero; none: all)")
     f.add_argument("--device", choices=DEVICES, default="auto")

@@ -12,12 +12,37 @@ FACTORIZERS = ("auto", "cholmod", "icf")
 :func:`sansa_gpu.factorize.choose_factorizer`."""
 
 DEFAULT_L2 = 20.0
-"""Default ridge ``l2`` of ``SANSA`` (``tune`` searches :data:`TUNE_L2_GRID`)."""
+"""Ridge ``l2`` of ``SANSA(l2=None)`` on the column-scaled Gram (ICF's problem; ``tune`` searches
+:data:`TUNE_L2_GRID`)."""
+L2_PER_MEAN_DIAGONAL = 4.0
+"""``SANSA(l2=None)`` on the unscaled Gram (the exact factor's problem, EASE's own): l2 is this many times the
+mean of the Gram's diagonal over the items with an interaction (for 0/1 data: the mean item popularity).
+The unscaled Gram's diagonal grows with the data, so a fixed l2 does not carry over: dense EASE's best l2 is
+3-5 mean diagonals on ml-1m, pinterest and citeulike-a; on ml-1m (CHOLMOD, 64 per item, 4 sweeps) 2 / 4 / 8
+mean diagonals give test Recall@20 0.386 / 0.400 / 0.399 against 0.335 at l2 = 20
+(benchmarks/results/default_rule.jsonl)."""
+DEFAULT_MIN_COOCCURRENCE = 2.0
+"""``SANSA(min_cooccurrence=None)`` for ICF on 0/1 data: Gram entries of item pairs seen together by one user
+only are dropped while the Gram is built. Against 0 at the other defaults, test Recall@20 on the nine shared
+datasets ICF fits by default (benchmarks/results/default_rule.jsonl): better on six (yelp-diffnet +50%,
+epinions +32%, amazon-videogames-sasrec +13%, lastfm-2k +1.5%, gowalla and pinterest +0.1-0.2%), worse on three
+(citeulike-t -15%, citeulike-a -2.2%, amazon-book-kgat -0.2%); and the Gram is smaller. Weighted data keeps 0:
+its Gram entries are not counts."""
 DEFAULT_NNZ_PER_ITEM = 16
 """Default density as nonzeros per item column of each factor (``density=None``): 16 per item is
 where the validation curves of the shared datasets bend (see ``SANSA``)."""
 DEFAULT_REFINE_SWEEPS = 2
-"""Default minimal-residual sweeps refining K."""
+"""Default minimal-residual sweeps refining K (``refine_sweeps=None``)."""
+DENSE_DATA_ITEMS_PER_USER = 50.0
+"""Interactions per user from which training data counts as dense: the ``auto`` factoriser rule then
+allows the exact factor, and ``SANSA()`` keeps :data:`DENSE_NNZ_PER_ITEM` nonzeros per item and refines
+:data:`DENSE_REFINE_SWEEPS` sweeps."""
+DENSE_NNZ_PER_ITEM = 64
+"""Default nonzeros per item column on dense data. On ml-1m (133 interactions per user) no 16-per-item
+model reaches 95% of dense EASE at any l2 or sweep count (at most 0.359 against EASE's 0.413); 64 per item
+with 4 sweeps reaches 0.400 (97%) in 1.7x the old default's fit time (benchmarks/results/default_rule.jsonl)."""
+DENSE_REFINE_SWEEPS = 4
+"""Default refinement sweeps on dense data: at 64 per item on ml-1m, 2 sweeps reach 0.375 and 4 reach 0.400."""
 REFINE_TOL = 1e-2
 """Default ``refine_tol``: columns of K within 1% of their target (``||e_j - L k_j|| <= 0.01``) are
 not refined. Against 1e-7: the same recall@20 within 0.0004 on ml-1m (CHOLMOD), gowalla and

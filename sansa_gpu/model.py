@@ -18,15 +18,21 @@ from .candidates import blocked_items
 from .defaults import (  # noqa: F401  (FACTORIZERS, REFINE_TOL, ... are also read from here by older code)
     DEFAULT_BATCH_USERS,
     DEFAULT_L2,
+    DEFAULT_MIN_COOCCURRENCE,
     DEFAULT_NNZ_PER_ITEM,
     DEFAULT_REFINE_SWEEPS,
+    DENSE_DATA_ITEMS_PER_USER,
+    DENSE_NNZ_PER_ITEM,
+    DENSE_REFINE_SWEEPS,
     DEVICES,
     FACTORIZERS,
     GRAM_PER_FACTOR_ENTRY,
+    L2_PER_MEAN_DIAGONAL,
     REFINE_TOL,
 )
 from .errors import GPUOutOfMemory, NotFittedError
 from .factorize import ORDERINGS, FactorCache, choose_factorizer, icf_column_scaling, ldlt_cholmod, ldlt_icf, nnz_budget
+from .factorize.rule import interactions_per_user
 from .ids import IdMap, encode_interactions, is_table
 from .io import csr_from_arrays, csr_to_arrays, load_arrays, save_arrays
 from .refine import refine_inverse
@@ -56,6 +62,9 @@ class _FitPlan:
     budget: int  # nonzeros per factor
     gram_cap: int | None  # max_gram_per_item resolved
     column_scaling: bool
+    l2: float  # l2 resolved (SANSA.l2_for)
+    refine_sweeps: int  # refine_sweeps resolved
+    min_cooccurrence: float  # min_cooccurrence resolved (0 for CHOLMOD)
     exact_counts: tuple | None = None  # (nnz_gram, fill) when the auto rule analysed this exact factor
     device: str | None = None  # 'cpu' or 'gpu', resolved after the memory check
     backend: object = None  # sansa_gpu.cpu or sansa_gpu.gpu
@@ -69,13 +78,20 @@ class SANSA:
 
     Parameters
     ----------
-    l2 : float > 0
-        Ridge regularisation lambda of EASE.
+    l2 : float > 0, or None
+        Ridge regularisation lambda of EASE, added to the diagonal of the Gram that is factorised. None
+        (default): resolved per fit (``l2_``) for the problem the fit solves: :data:`DEFAULT_L2` (20) on the
+        column-scaled Gram (``column_scaling``, the ICF default), whose diagonal is at most 1; on the
+        unscaled Gram (the CHOLMOD default), :data:`L2_PER_MEAN_DIAGONAL` (4) times the mean of its diagonal
+        over the items with an interaction (the mean item popularity of 0/1 data), because that diagonal,
+        and with it EASE's best lambda, grows with the data (700 on ml-1m, 50 on citeulike-a).
     density : float in (0, 1], or None
         Weight density delta: each factor (L, then K ~= L^{-1}) keeps about ``delta * n_items**2``
         nonzeros (at least the diagonal). 1 keeps everything: the model then equals EASE. None
         (default): :data:`DEFAULT_NNZ_PER_ITEM` nonzeros per item column, delta = 16 / n_items
-        (capped at 1), resolved per fit (``density_``). A fixed delta scales badly with the
+        (capped at 1), or :data:`DENSE_NNZ_PER_ITEM` (64) per item on dense data (at least
+        :data:`DENSE_DATA_ITEMS_PER_USER`, 50, interactions per user: no 16-per-item model comes within 5%
+        of EASE on ml-1m), resolved per fit (``density_``). A fixed delta scales badly with the
         catalogue (5e-4 is 2 per item on ml-1m, 500 on a million items); 16 per item is where the
         validation curves of the shared datasets bend (``sansa_gpu.tune`` trials, docs/benchmarks.md: gowalla
         0.187 / 0.195 / 0.195 validation Recall@20 at 4 / 16 / 64 per item, pinterest 0.120 / 0.140
@@ -86,8 +102,10 @@ class SANSA:
         never exceeds the budget (no SuiteSparse needed). 'auto' (default) picks one per fit by the
         measured rule of :func:`sansa_gpu.factorize.choose_factorizer`; the choice and its reason are in
         ``factorizer_`` and ``stats_["factorizer_reason"]``.
-    refine_sweeps : int >= 0
-        Minimal-residual sweeps refining K from K0 = 2I - L.
+    refine_sweeps : int >= 0, or None
+        Minimal-residual sweeps refining K from K0 = 2I - L. None (default): :data:`DEFAULT_REFINE_SWEEPS`
+        (2), or :data:`DENSE_REFINE_SWEEPS` (4) on dense data, where the denser K converges more slowly;
+        resolved per fit (``refine_sweeps_``).
     device : 'auto' | 'cpu' | 'gpu'
         Where the refinement, weight assembly and inference run. The factorisation always runs on
         the CPU.
@@ -102,11 +120,13 @@ class SANSA:
         Divide item column j of X by sqrt(||(X^T X)[:, j]||_2) before fitting (the official ICF
         preprocessing: it evens out the Gram before entries are dropped and, since scoring uses the
         unscaled X, damps popular items). None = True for 'icf', False for 'cholmod'.
-    min_cooccurrence : float >= 0
+    min_cooccurrence : float >= 0, or None
         'icf' only: drop Gram entries below this value while building it (for 0/1 data, items seen
         together by fewer users; the test is on the unscaled Gram even with column_scaling). 0 keeps
         the exact Gram. A positive value with factorizer='cholmod' (which factorises the exact Gram)
-        is a ValueError.
+        is a ValueError. None (default): resolved per fit (``min_cooccurrence_``):
+        :data:`DEFAULT_MIN_COOCCURRENCE` (2: pairs seen by one user only are dropped) for ICF on 0/1 data,
+        else 0 (weighted data, where the values are not counts, and CHOLMOD).
     max_gram_per_item : 'auto', int > 0 or None
         'icf' only: keep at most this many off-diagonal Gram entries per item column while the Gram
         is built (the largest co-occurrences, ties to the earlier item in the ordering), so that a few
@@ -146,14 +166,14 @@ class SANSA:
 
     def __init__(
         self,
-        l2: float = DEFAULT_L2,
+        l2: float | None = None,
         density: float | None = None,
         factorizer: str = "auto",
-        refine_sweeps: int = DEFAULT_REFINE_SWEEPS,
+        refine_sweeps: int | None = None,
         device: str = "auto",
         ordering: str | None = None,
         column_scaling: bool | None = None,
-        min_cooccurrence: float = 0.0,
+        min_cooccurrence: float | None = None,
         refine_tol: float = REFINE_TOL,
         max_gram_per_item: int | str | None = "auto",
         icf_fill: float = 1.0,
@@ -171,10 +191,12 @@ class SANSA:
         self.icf_fill = icf_fill
 
     def _check_params(self) -> None:
-        check_positive_float(self.l2, "l2")
+        if self.l2 is not None:
+            check_positive_float(self.l2, "l2")
         if self.density is not None:
             check_density(self.density)
-        check_nonnegative_int(self.refine_sweeps, "refine_sweeps")
+        if self.refine_sweeps is not None:
+            check_nonnegative_int(self.refine_sweeps, "refine_sweeps")
         check_positive_float(self.refine_tol, "refine_tol")
         if self.factorizer not in FACTORIZERS:
             raise ValueError(f"factorizer must be one of {FACTORIZERS}, got {self.factorizer!r}")
@@ -184,9 +206,11 @@ class SANSA:
             raise ValueError("ordering='popularity' needs factorizer='icf' (CHOLMOD computes its own orderings)")
         if self.column_scaling not in (None, True, False):
             raise TypeError(f"column_scaling must be None, True or False, got {self.column_scaling!r}")
-        if not (isinstance(self.min_cooccurrence, (int, float)) and np.isfinite(self.min_cooccurrence) and self.min_cooccurrence >= 0):
-            raise ValueError(f"min_cooccurrence must be a finite number >= 0, got {self.min_cooccurrence!r}")
-        if self.min_cooccurrence > 0 and self.factorizer == "cholmod":
+        if self.min_cooccurrence is not None and not (
+                isinstance(self.min_cooccurrence, (int, float)) and not isinstance(self.min_cooccurrence, bool)
+                and np.isfinite(self.min_cooccurrence) and self.min_cooccurrence >= 0):
+            raise ValueError(f"min_cooccurrence must be None or a finite number >= 0, got {self.min_cooccurrence!r}")
+        if self.min_cooccurrence and self.factorizer == "cholmod":
             raise ValueError(f"min_cooccurrence applies to factorizer='icf' only (CHOLMOD factorises the exact Gram); "
                              f"got min_cooccurrence={self.min_cooccurrence!r} with factorizer={self.factorizer!r}")
         if self.max_gram_per_item is not None and not (isinstance(self.max_gram_per_item, str)
@@ -204,34 +228,87 @@ class SANSA:
         if self.device not in DEVICES:
             raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {self.device!r}")
 
-    def gram_cap_for(self, n_items: int, factorizer: str = "icf") -> int | None:
-        """The per-item cap on the Gram a fit on ``n_items`` items uses (``max_gram_per_item`` resolved;
-        None: no cap, as always with CHOLMOD)."""
+    def gram_cap_for(self, n_items: int, factorizer: str = "icf", density: float | None = None) -> int | None:
+        """The per-item cap on the Gram a fit on ``n_items`` items at ``density`` (default:
+        :meth:`density_for` on sparse data) uses (``max_gram_per_item`` resolved; None: no cap, as always
+        with CHOLMOD)."""
         if factorizer != "icf" or self.max_gram_per_item is None:
             return None
         if self.max_gram_per_item != "auto":
             return int(self.max_gram_per_item)
-        return self._auto_gram_cap(n_items)
+        return self._auto_gram_cap(n_items, self.density_for(n_items) if density is None else density)
 
-    def _auto_gram_cap(self, n_items: int) -> int | None:
-        """``max_gram_per_item='auto'`` at this density: GRAM_PER_FACTOR_ENTRY per factor nonzero of an
+    @staticmethod
+    def _auto_gram_cap(n_items: int, density: float) -> int | None:
+        """``max_gram_per_item='auto'`` at ``density``: GRAM_PER_FACTOR_ENTRY per factor nonzero of an
         item column; None when that keeps every entry anyway."""
-        per_item = max(1, int(np.ceil(self.density_for(n_items) * n_items)))
+        per_item = max(1, int(np.ceil(density * n_items)))
         cap = GRAM_PER_FACTOR_ENTRY * per_item
         return None if cap >= n_items - 1 else int(cap)
 
-    def density_for(self, n_items: int) -> float:
+    def density_for(self, n_items: int, interactions_per_user: float = 0.0) -> float:
         """The density a fit on ``n_items`` items uses: ``density``, or by default
-        :data:`DEFAULT_NNZ_PER_ITEM` / n_items (at most 1)."""
+        :data:`DEFAULT_NNZ_PER_ITEM` / n_items, :data:`DENSE_NNZ_PER_ITEM` / n_items when the training
+        data has at least :data:`DENSE_DATA_ITEMS_PER_USER` ``interactions_per_user`` (at most 1)."""
         if self.density is not None:
             return float(self.density)
-        return min(1.0, DEFAULT_NNZ_PER_ITEM / max(1, int(n_items)))
+        per_item = DENSE_NNZ_PER_ITEM if interactions_per_user >= DENSE_DATA_ITEMS_PER_USER else DEFAULT_NNZ_PER_ITEM
+        return min(1.0, per_item / max(1, int(n_items)))
+
+    def refine_sweeps_for(self, interactions_per_user: float = 0.0) -> int:
+        """The refinement sweeps a fit uses: ``refine_sweeps``, or by default :data:`DEFAULT_REFINE_SWEEPS`,
+        :data:`DENSE_REFINE_SWEEPS` on dense data (as :meth:`density_for`)."""
+        if self.refine_sweeps is not None:
+            return int(self.refine_sweeps)
+        return DENSE_REFINE_SWEEPS if interactions_per_user >= DENSE_DATA_ITEMS_PER_USER else DEFAULT_REFINE_SWEEPS
+
+    def l2_for(self, X: sp.csr_matrix, column_scaling: bool) -> float:
+        """The l2 a fit on X (users, items) uses: ``l2``, or by default :data:`DEFAULT_L2` when the Gram is
+        column-scaled, else :data:`L2_PER_MEAN_DIAGONAL` times the mean diagonal of X^T X over the items with
+        an interaction (X's squared values summed per column, one pass over X.data)."""
+        if self.l2 is not None:
+            return float(self.l2)
+        if column_scaling:
+            return DEFAULT_L2
+        diag = np.bincount(X.indices, weights=np.square(X.data, dtype=np.float64), minlength=X.shape[1])
+        seen = diag > 0
+        return float(L2_PER_MEAN_DIAGONAL * diag[seen].mean()) if seen.any() else DEFAULT_L2
+
+    def min_cooccurrence_for(self, X: sp.csr_matrix, factorizer: str) -> float:
+        """The Gram pruning a fit on X with ``factorizer`` uses: ``min_cooccurrence``, or by default
+        :data:`DEFAULT_MIN_COOCCURRENCE` for 'icf' when every stored value of X is 1 (then Gram entries are
+        co-occurrence counts), else 0."""
+        if self.min_cooccurrence is not None:
+            return float(self.min_cooccurrence)
+        binary = X.nnz > 0 and bool(np.all(X.data == 1))
+        return float(DEFAULT_MIN_COOCCURRENCE) if factorizer == "icf" and binary else 0.0
+
+    def _fitted_setting(self, name: str, fallback):
+        """A setting the last fit resolved (recorded in ``stats_``; models saved before it was recorded:
+        ``fallback()``)."""
+        self._check_fitted()
+        value = self.stats_.get(name)
+        return fallback() if value is None else value
 
     @property
     def density_(self) -> float:
         """The density the last fit used (see ``density``)."""
-        self._check_fitted()
-        return self.density_for(self.n_items_)
+        return float(self._fitted_setting("density", lambda: self.density_for(self.n_items_)))
+
+    @property
+    def l2_(self) -> float:
+        """The l2 the last fit used (see ``l2``)."""
+        return float(self._fitted_setting("l2", lambda: DEFAULT_L2 if self.l2 is None else self.l2))
+
+    @property
+    def min_cooccurrence_(self) -> float:
+        """The Gram pruning the last fit used (see ``min_cooccurrence``)."""
+        return float(self._fitted_setting("min_cooccurrence", lambda: self.min_cooccurrence or 0.0))
+
+    @property
+    def refine_sweeps_(self) -> int:
+        """The refinement sweeps the last fit used (see ``refine_sweeps``)."""
+        return int(self._fitted_setting("refine_sweeps", self.refine_sweeps_for))
 
     @property
     def ordering_(self) -> str:
@@ -251,8 +328,8 @@ class SANSA:
             return self.factorizer, "set by the caller"
         if self.max_gram_per_item is not None and self.max_gram_per_item != "auto":
             return "icf", "max_gram_per_item applies to ICF only"
-        return choose_factorizer(X, self.density_for(X.shape[1]), ordering=self.ordering,
-                                 min_cooccurrence=float(self.min_cooccurrence), counts=counts)
+        return choose_factorizer(X, self.density_for(X.shape[1], interactions_per_user(X)), ordering=self.ordering,
+                                 min_cooccurrence=float(self.min_cooccurrence or 0.0), counts=counts)
 
     _PARAM_NAMES = ("l2", "density", "factorizer", "refine_sweeps", "device", "ordering", "column_scaling",
                     "min_cooccurrence", "refine_tol", "max_gram_per_item", "icf_fill")
@@ -277,10 +354,13 @@ class SANSA:
         p = self.get_params()
         cap = p["max_gram_per_item"]
         return {
-            "l2": float(p["l2"]), "density": None if p["density"] is None else float(p["density"]),
-            "factorizer": p["factorizer"], "refine_sweeps": int(p["refine_sweeps"]), "device": p["device"],
+            "l2": None if p["l2"] is None else float(p["l2"]),
+            "density": None if p["density"] is None else float(p["density"]),
+            "factorizer": p["factorizer"],
+            "refine_sweeps": None if p["refine_sweeps"] is None else int(p["refine_sweeps"]), "device": p["device"],
             "ordering": p["ordering"], "column_scaling": p["column_scaling"],
-            "min_cooccurrence": float(p["min_cooccurrence"]), "refine_tol": float(p["refine_tol"]),
+            "min_cooccurrence": None if p["min_cooccurrence"] is None else float(p["min_cooccurrence"]),
+            "refine_tol": float(p["refine_tol"]),
             "max_gram_per_item": cap if cap in (None, "auto") else int(cap),
             "icf_fill": float(p["icf_fill"]),
         }
@@ -294,7 +374,7 @@ class SANSA:
         self._check_params()
         X = check_interactions(X, require_nonempty=True)
         plan = self._fit_plan(X)
-        return estimate_memory(X, plan.density, plan.factorizer, float(self.min_cooccurrence), plan.ordering,
+        return estimate_memory(X, plan.density, plan.factorizer, plan.min_cooccurrence, plan.ordering,
                                counts=plan.exact_counts, max_per_column=plan.gram_cap,
                                working_fill=float(self.icf_fill))
 
@@ -326,10 +406,12 @@ class SANSA:
         device = resolve_device(self.device)  # (here, not deeper: its warning names the caller's line)
         plan = replace(plan, device=device, backend=get_backend(device))
         logger.info("fit: %d users x %d items, nnz(X)=%d, l2=%g, density=%g -> budget %d nnz per factor, device=%s, "
-                    "factorizer=%s (%s)", X.shape[0], plan.n, X.nnz, self.l2, plan.density, plan.budget, plan.device,
+                    "factorizer=%s (%s)", X.shape[0], plan.n, X.nnz, plan.l2, plan.density, plan.budget, plan.device,
                     plan.factorizer, plan.reason)
         stats: dict = {"n_users": int(X.shape[0]), "n_items": int(plan.n), "nnz_X": int(X.nnz),
-                       "density": plan.density, "budget": plan.budget, "factorizer": plan.factorizer,
+                       "l2": plan.l2, "density": plan.density, "refine_sweeps": plan.refine_sweeps,
+                       "min_cooccurrence": plan.min_cooccurrence,
+                       "budget": plan.budget, "factorizer": plan.factorizer,
                        "factorizer_reason": plan.reason, "max_gram_per_item": plan.gram_cap}
         t0 = time.perf_counter()
         X = self._scaled_for_exact_factor(X, plan, factor_cache)  # rebound: the unscaled copy is freed
@@ -355,16 +437,20 @@ class SANSA:
     # seconds, sizes and device in ``stats``.
     def _fit_plan(self, X: sp.csr_matrix) -> "_FitPlan":
         """Every choice a fit on X makes before any work: factoriser (and why), ordering, density,
-        nonzero budget per factor, Gram cap, column scaling (the device is resolved after the memory check)."""
+        nonzero budget per factor, Gram cap, column scaling, l2, sweeps (the device is resolved after the memory
+        check)."""
         analysed: dict = {}
         factorizer, reason = self.choose_factorizer(X, counts=analysed)
         n = X.shape[1]
-        density = self.density_for(n)
+        per_user = interactions_per_user(X)
+        density = self.density_for(n, per_user)
         ordering = self._ordering_for(factorizer)
+        scaling = self.column_scaling if self.column_scaling is not None else factorizer == "icf"
         return _FitPlan(factorizer=factorizer, reason=reason, ordering=ordering, n=n,
-                        density=density, budget=nnz_budget(density, n), gram_cap=self.gram_cap_for(n, factorizer),
-                        column_scaling=(self.column_scaling if self.column_scaling is not None
-                                        else factorizer == "icf"),
+                        density=density, budget=nnz_budget(density, n),
+                        gram_cap=self.gram_cap_for(n, factorizer, density), column_scaling=scaling,
+                        l2=self.l2_for(X, scaling), refine_sweeps=self.refine_sweeps_for(per_user),
+                        min_cooccurrence=self.min_cooccurrence_for(X, factorizer),
                         exact_counts=analysed.get((factorizer, ordering)))
 
     def _check_fit_memory(self, X: sp.csr_matrix, plan: "_FitPlan") -> None:
@@ -376,14 +462,14 @@ class SANSA:
         have = available_memory_bytes()
         est = memory_upper_bound(X, plan.density, plan.factorizer, plan.gram_cap, float(self.icf_fill))
         if est["peak"] > have:  # the worst case does not fit: count exactly
-            est = estimate_memory(X, plan.density, plan.factorizer, float(self.min_cooccurrence), plan.ordering,
+            est = estimate_memory(X, plan.density, plan.factorizer, plan.min_cooccurrence, plan.ordering,
                                   counts=plan.exact_counts, max_per_column=plan.gram_cap,
                                   working_fill=float(self.icf_fill))
         logger.info("fit: estimated peak %.2f GB (%s), available %.2f GB (%.2fs)", est["peak"] / 1e9,
                     ", ".join(f"{k} {est[k] / 1e9:.2f}" for k in ("gram", "factorize", "refine", "weights")),
                     have / 1e9, time.perf_counter() - t_est)
         if est["peak"] > have:
-            raise MemoryError(self._memory_advice(est, have, plan.factorizer, plan.n))
+            raise MemoryError(self._memory_advice(est, have, plan))
 
     def _scaled_for_exact_factor(self, X: sp.csr_matrix, plan: "_FitPlan",
                                  factor_cache: FactorCache | None) -> sp.csr_matrix:
@@ -405,12 +491,12 @@ class SANSA:
         :class:`~sansa_gpu.factorize.LDLFactor`."""
         t_scaled = time.perf_counter() if plan.factorizer == "cholmod" else t0
         if plan.factorizer == "icf":
-            factor = ldlt_icf(X, float(self.l2), plan.budget, float(self.min_cooccurrence), plan.ordering,
+            factor = ldlt_icf(X, plan.l2, plan.budget, plan.min_cooccurrence, plan.ordering,
                               cache=factor_cache, column_scaling=plan.column_scaling, max_per_column=plan.gram_cap,
                               backend=plan.backend, working_fill=float(self.icf_fill))
             stats["stage_devices"] = {"ordering": "cpu", "gram": factor.devices["gram"], "factorize": "cpu"}
         else:
-            factor = ldlt_cholmod(X, float(self.l2), plan.budget, plan.ordering,
+            factor = ldlt_cholmod(X, plan.l2, plan.budget, plan.ordering,
                                   cache=factor_cache if not plan.column_scaling else None)
             stats["stage_devices"] = {"ordering": "cpu", "factorize": "cpu"}
         stats.update(factorize_seconds=time.perf_counter() - t0, nnz_L=int(factor.L.nnz))
@@ -426,7 +512,7 @@ class SANSA:
     def _refine(self, factor, plan: "_FitPlan", stats: dict) -> tuple:
         """Stage 3: K ~= L^{-1} within the budget (:func:`sansa_gpu.refine.refine_inverse`); (K, history)."""
         t0 = time.perf_counter()
-        K, history = refine_inverse(factor.L, plan.budget, int(self.refine_sweeps), plan.backend,
+        K, history = refine_inverse(factor.L, plan.budget, plan.refine_sweeps, plan.backend,
                                     float(self.refine_tol))
         stats.update(refine_seconds=time.perf_counter() - t0, nnz_K=int(K.nnz))
         devices = [h["device"] for h in history] + [history[-1]["residual_device"]]
@@ -447,8 +533,9 @@ class SANSA:
         stats.update(weights_seconds=time.perf_counter() - t0, nnz_Wt=int(Wt.nnz), nnz_Z=int(Z.nnz))
         return Wt, Z
 
-    def _memory_advice(self, est: dict, have: int, factorizer: str, n: int) -> str:
+    def _memory_advice(self, est: dict, have: int, plan: "_FitPlan") -> str:
         """The refusal of a fit that does not fit: the numbers, and only settings that would help."""
+        factorizer, n = plan.factorizer, plan.n
         stage = max(("gram", "factorize", "refine", "weights"), key=lambda k: est[k])
         msg = (f"fitting needs about {est['peak'] / 1e9:.1f} GB (stage '{stage}'), only {have / 1e9:.1f} GB are "
                f"available")
@@ -459,10 +546,10 @@ class SANSA:
             # the measured default ('auto'), or less when the Gram would still take over a quarter of
             # what is available (12 bytes per entry)
             fits = max(1, int(have / 4 / 12 / max(1, n)) - 1)
-            auto = self._auto_gram_cap(n) or fits
+            auto = self._auto_gram_cap(n, plan.density) or fits
             cap = min(fits, auto)
             hint = f"max_gram_per_item={cap} (at most {n * (cap + 1) * 12 / 1e9:.1f} GB of Gram)"
-            if not self.min_cooccurrence:
+            if not plan.min_cooccurrence:
                 hint = f"min_cooccurrence=2 (drop pairs seen once), or {hint}"
             return msg + (f"; the Gram X^T X keeps {est['nnz_gram']:,} entries (a few users with many items make "
                           f"it dense): prune it while it is built with {hint}")
@@ -718,3 +805,4 @@ class SANSA:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"SANSA({args})"
+

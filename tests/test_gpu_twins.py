@@ -455,7 +455,7 @@ def test_gpu_full_density_equals_dense_ease(small_X, gpu_device):
     from conftest import dense_ease_minus_identity
 
     model = SANSA(l2=10.0, density=1.0, factorizer="icf", column_scaling=False, refine_sweeps=12, refine_tol=1e-7,
-                  device="gpu").fit(small_X)
+                  min_cooccurrence=0, device="gpu").fit(small_X)
     assert model.stats_["stage_devices"]["gram"] == "gpu" and model.stats_["stage_devices"]["refine"] == "gpu"
     Wt, Z = model.weights_
     exact = dense_ease_minus_identity(small_X, 10.0)

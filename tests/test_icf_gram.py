@@ -83,7 +83,7 @@ def test_icf_model_approaches_cholmod_model_with_density(medium_X):
     users = s.eval_users
     for fz, density in (("cholmod", 0.05), ("icf", 0.05), ("icf", 0.3)):
         m = SANSA(l2=20.0, density=density, factorizer=fz, column_scaling=False, refine_sweeps=2, device="cpu",
-                  ordering="colamd").fit(s.train)
+                  ordering="colamd", min_cooccurrence=0).fit(s.train)
         ids, _ = m.recommend(s.train, k=20)
         rec[fz, density] = recall_at_k(ids[users], s.test[users], 20)
     # dropping during the factorisation costs accuracy at low density, and less as density grows
@@ -155,7 +155,7 @@ def test_column_scaled_fit_equals_fit_on_prescaled_input(medium_X, factorizer):
     from sansa_gpu.factorize import icf_column_scaling, ldlt_cholmod
 
     m = SANSA(l2=20.0, density=0.05, factorizer=factorizer, column_scaling=True, refine_sweeps=0, device="cpu",
-              ordering="colamd").fit(medium_X)
+              ordering="colamd", min_cooccurrence=0).fit(medium_X)
     s = icf_column_scaling(medium_X)
     Xs = sp.csr_matrix(medium_X @ sp.diags((1.0 / s).astype(np.float32)), dtype=np.float32)
     Xs.sort_indices()
@@ -254,5 +254,9 @@ def test_max_gram_per_item_bounds_the_gram_and_is_named_when_memory_is_short(med
     monkeypatch.setattr(model_module, "available_memory_bytes", lambda: 10_000, raising=False)
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 10_000)
     with pytest.raises(MemoryError, match=r"stage .* min_cooccurrence=2 .* max_gram_per_item=\d+") as info:
-        SANSA(l2=20.0, density=0.001, factorizer="icf").fit(medium_X)
+        SANSA(l2=20.0, density=0.001, factorizer="icf", min_cooccurrence=0).fit(medium_X)
     assert "factorizer='icf'" not in str(info.value)
+    # the default already drops pairs seen once on 0/1 data: the refusal does not suggest it again
+    with pytest.raises(MemoryError, match=r"stage .* max_gram_per_item=\d+") as info:
+        SANSA(l2=20.0, density=0.001, factorizer="icf").fit(medium_X)
+    assert "min_cooccurrence=2" not in str(info.value)

@@ -6,6 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import exact  # its limits read at call time, so that they can be set (and patched) in one place
+from ..defaults import DENSE_DATA_ITEMS_PER_USER
 from .exact import cholmod_available, predict_exact_seconds
 
 #: ``choose_factorizer`` thresholds (see its docstring for the evidence). A default fit should take
@@ -14,7 +15,13 @@ AUTO_CHOLMOD_MAX_SECONDS = 30.0
 
 AUTO_CHOLMOD_MIN_NNZ_PER_ITEM = 16.0
 
-AUTO_CHOLMOD_MIN_ITEMS_PER_USER = 50.0
+AUTO_CHOLMOD_MIN_ITEMS_PER_USER = DENSE_DATA_ITEMS_PER_USER  # the one threshold of "dense data" (sansa_gpu.defaults)
+
+
+def interactions_per_user(X: sp.csr_matrix) -> float:
+    """Mean interactions per user of X (users, items) CSR, over the users with at least one: what makes
+    training data dense (:data:`~sansa_gpu.defaults.DENSE_DATA_ITEMS_PER_USER`)."""
+    return X.nnz / max(1, int(np.count_nonzero(np.diff(X.indptr))))
 
 
 def exact_factor_cost(X: sp.csr_matrix, density: float, memory_cap: float, ordering: str = "colamd",
@@ -78,8 +85,7 @@ def choose_factorizer(X: sp.csr_matrix, density: float, *, ordering: str | None 
     if not cholmod_available():
         return "icf", "CHOLMOD (scikit-sparse) is not installed"
     per_item = density * n
-    n_users = max(1, int(np.count_nonzero(np.diff(X.indptr))))
-    per_user = X.nnz / n_users
+    per_user = interactions_per_user(X)
     if per_item < AUTO_CHOLMOD_MIN_NNZ_PER_ITEM:
         return "icf", (f"{per_item:.1f} nonzeros per item column < {AUTO_CHOLMOD_MIN_NNZ_PER_ITEM:g}: ICF is the "
                        f"more accurate at this density")
