@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _isolated import emit, git_commit  # noqa: E402
@@ -39,6 +38,7 @@ def main(argv=None) -> None:
     from sansa_gpu.data import load_split
     from sansa_gpu.factorize import (AUTO_CHOLMOD_MAX_SECONDS, AUTO_CHOLMOD_MIN_ITEMS_PER_USER,
                                      AUTO_CHOLMOD_MIN_NNZ_PER_ITEM, EXACT_PROFILE_MAX_ITEMS, predict_exact_seconds)
+    from sansa_gpu.factorize.rule import interactions_per_user
     from sansa_gpu.memory import exact_factor_profile
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,8 +52,8 @@ def main(argv=None) -> None:
         X.data[:] = 1.0
         model = SANSA()
         n = X.shape[1]
-        per_user = X.nnz / max(1, int(np.count_nonzero(np.diff(X.indptr))))
-        per_item = model.density_for(n) * n
+        per_user = interactions_per_user(X)
+        per_item = model.density_for(n, per_user) * n  # what SANSA() would use on this data
         t0 = time.perf_counter()
         choice, reason = model.choose_factorizer(X)
         choose_s = time.perf_counter() - t0

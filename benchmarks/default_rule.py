@@ -5,8 +5,8 @@ dataset, every fit in its own process after a warm-up (so numba's cache load is 
 A candidate is ``name=JSON`` of ``SANSA`` parameters plus two data-relative keys:
 ``per_item`` (density = per_item / n_items) and ``l2_per_diag`` (l2 = that many times the mean diagonal of
 X^T X over the items with an interaction, i.e. the mean item popularity of binary data). Without ``--case``
-the script runs the old default (``old``: l2 20, 16 per item, 2 sweeps, the auto factoriser) and ``SANSA()``
-of this checkout (``default``).
+the script runs the old default (``old``: l2 20, 16 per item, 2 sweeps, no Gram pruning, the auto factoriser) and
+``SANSA()`` of this checkout (``default``).
 
     python benchmarks/default_rule.py --data ml-1m-implicit pinterest ... \\
         --case 'unscaled={"column_scaling": false, "l2_per_diag": 4}' --out benchmarks/results/default_rule.jsonl
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _isolated import emit, git_commit, peak_rss_gb, run_isolated, test_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-OLD_DEFAULT = {"l2": 20.0, "per_item": 16, "refine_sweeps": 2}
+OLD_DEFAULT = {"l2": 20.0, "per_item": 16, "refine_sweeps": 2, "min_cooccurrence": 0}
 
 
 def _resolve(spec: dict, X) -> dict:

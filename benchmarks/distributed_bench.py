@@ -60,7 +60,8 @@ def prepare(args, work: Path) -> dict:
     comm = max(50, args.items // 2000)
     t0 = time.perf_counter()
     train = _table(args.train_users, args.items, args.per_user, 0, comm)
-    model = SANSA(l2=20.0, density=args.density, factorizer="icf", refine_sweeps=1, device="cpu").fit(train)
+    model = SANSA(l2=20.0, density=args.density, factorizer="icf", refine_sweeps=1, min_cooccurrence=0,
+                  device="cpu").fit(train)
     fit_s = time.perf_counter() - t0
     model.save(work / "model.npz")
     t0 = time.perf_counter()

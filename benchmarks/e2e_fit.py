@@ -49,7 +49,7 @@ def fit_one(X, device: str, args):
 
     def make(density=args.density):
         return SANSA(l2=args.l2, density=density, factorizer="icf", refine_sweeps=args.sweeps,
-                     refine_tol=args.refine_tol, device=device)
+                     refine_tol=args.refine_tol, min_cooccurrence=0, device=device)
 
     tiny = synthetic_interactions(n_users=2000, n_items=300, mean_items_per_user=8, n_communities=5, seed=1)
     make(0.05).fit(tiny, check_memory=False)  # load numba's / CuPy's compiled code; not timed

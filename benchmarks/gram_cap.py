@@ -39,7 +39,7 @@ def main(argv=None) -> int:
         for cap in args.caps:
             cap = None if cap == "none" else int(cap)
             t = time.perf_counter()
-            m = SANSA(factorizer="icf", max_gram_per_item=cap, device="cpu").fit(X)
+            m = SANSA(factorizer="icf", max_gram_per_item=cap, l2=20.0, min_cooccurrence=0, device="cpu").fit(X)
             fit = time.perf_counter() - t
             ids, _ = m.recommend(X[users], k=20)
             r = evaluate(ids, split.test[users], ks=(20,))

@@ -51,7 +51,7 @@ def run(args) -> None:
                 for name, kw in variants:
                     t0 = time.perf_counter()
                     model = SANSA(l2=l2, density=rec["density"], refine_sweeps=2, device="cpu", max_gram_per_item=None,
-                                  **kw).fit(X)
+                                  min_cooccurrence=0, **kw).fit(X)
                     fit_s = time.perf_counter() - t0
                     ids, _ = model.recommend(X[users], k=20)
                     rec[name] = round(evaluate(ids, split.test[users], ks=(20,))["recall@20"], 5)

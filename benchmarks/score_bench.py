@@ -69,7 +69,7 @@ def _fit(X, density, l2, ordering):
 
     t0 = time.perf_counter()
     model = SANSA(l2=l2, density=density, factorizer="icf", ordering=ordering, refine_sweeps=1, refine_tol=1e-2,
-                  device="cpu").fit(X, check_memory=False)
+                  min_cooccurrence=0, device="cpu").fit(X, check_memory=False)
     return model, time.perf_counter() - t0
 
 

@@ -43,7 +43,7 @@ def main(argv=None) -> None:
         for sweeps in args.sweeps:
             t0 = time.perf_counter()
             model = SANSA(l2=args.l2, density=min(1.0, per / n), factorizer=args.factorizer, refine_sweeps=sweeps,
-                          device="cpu").fit(split.train, factor_cache=cache)
+                          min_cooccurrence=0, device="cpu").fit(split.train, factor_cache=cache)
             emit({"what": "sweeps_density", "data": args.data, "factorizer": args.factorizer, "l2": args.l2,
                   "nnz_per_item": per, "density": model.density_, "refine_sweeps": sweeps,
                   **test_metrics(model, split), "loss": round(model.history_[-1]["loss"], 7),

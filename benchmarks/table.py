@@ -362,7 +362,7 @@ def tune(res: Records) -> str:
                      + (f"δ = {d['params']['density']:g}" if d["params"]["density"] is not None
                         # the default density (16 nonzeros per item column) resolved, where recorded
                         else f"δ = {d['density_']:.2g} (default)" if "density_" in d else "default δ, 16 per item")
-                     + f", λ = {d['params']['l2']:g})",
+                     + f", λ = {d['l2_'] if d['params']['l2'] is None else d['params']['l2']:.3g})",
                      f"{o['recall@20']:.4f} (λ = {o['best']['l2']:.3g} of {len(o['per_l2'])})" if o else "not measured",
                      _delta(t["recall@20"], d["recall@20"]), _delta(t["recall@20"], o["recall@20"]) if o else "—"])
     return _table(["data", "chosen on validation", "trials, search time", "tuned: test R@20", "default: test R@20",
@@ -403,9 +403,10 @@ def _default_rule_pairs(res: Records) -> list:
     recs = _all(res["default_rule"], what="default_rule")
     out = []
     for data in dict.fromkeys(r["data"] for r in recs):
-        new = _last(recs, data=data, case="default")
-        old = _last(recs, data=data, case="old", commit=new["commit"])
-        out.append((data, old, new))
+        pairs = [(old, new) for new in _all(recs, data=data, case="default")
+                 for old in _all(recs, data=data, case="old", commit=new["commit"])]
+        if pairs:
+            out.append((data, *pairs[-1]))
     return out
 
 

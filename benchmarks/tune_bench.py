@@ -78,6 +78,7 @@ def _default(data_dir, data, queue):
     t0 = time.perf_counter()
     model.fit(split.train)
     queue.put({"case": "default", "params": model.get_params(), "factorizer_": model.factorizer_,
+               "l2_": model.l2_, "refine_sweeps_": model.refine_sweeps_, "min_cooccurrence_": model.min_cooccurrence_,
                "density_": model.density_,
                "fit_seconds": round(time.perf_counter() - t0, 2), "model_bytes": model.model_bytes,
                **test_metrics(model, split), "peak_rss_gb": round(peak_rss_gb(), 3)})

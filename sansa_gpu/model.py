@@ -84,7 +84,8 @@ class SANSA:
         column-scaled Gram (``column_scaling``, the ICF default), whose diagonal is at most 1; on the
         unscaled Gram (the CHOLMOD default), :data:`L2_PER_MEAN_DIAGONAL` (4) times the mean of its diagonal
         over the items with an interaction (the mean item popularity of 0/1 data), because that diagonal,
-        and with it EASE's best lambda, grows with the data (700 on ml-1m, 50 on citeulike-a).
+        and with it EASE's best lambda, grows with the data (mean diagonal 218 and best lambda 700 on ml-1m;
+        9.7 and 50 on citeulike-a).
     density : float in (0, 1], or None
         Weight density delta: each factor (L, then K ~= L^{-1}) keeps about ``delta * n_items**2``
         nonzeros (at least the diagonal). 1 keeps everything: the model then equals EASE. None
@@ -125,14 +126,15 @@ class SANSA:
         together by fewer users; the test is on the unscaled Gram even with column_scaling). 0 keeps
         the exact Gram. A positive value with factorizer='cholmod' (which factorises the exact Gram)
         is a ValueError. None (default): resolved per fit (``min_cooccurrence_``):
-        :data:`DEFAULT_MIN_COOCCURRENCE` (2: pairs seen by one user only are dropped) for ICF on 0/1 data,
-        else 0 (weighted data, where the values are not counts, and CHOLMOD).
+        :data:`DEFAULT_MIN_COOCCURRENCE` (2: pairs seen by one user only are dropped) for ICF below density 1
+        on 0/1 or count data (whole numbers >= 1, repeated interactions summed), else 0 (fractional weights,
+        whose Gram entries are not counts; density 1, which then stays EASE; CHOLMOD).
     max_gram_per_item : 'auto', int > 0 or None
         'icf' only: keep at most this many off-diagonal Gram entries per item column while the Gram
         is built (the largest co-occurrences, ties to the earlier item in the ordering), so that a few
         users with thousands of items cannot make the stored Gram dense: its memory is then at most
         ``n_items * (max_gram_per_item + 1)`` entries. 'auto' (default): :data:`GRAM_PER_FACTOR_ENTRY`
-        (16) times the factor's nonzeros per item column, 256 at the default density, no cap at density
+        (16) times the factor's nonzeros per item column, 256 at the default density (1024 on dense data), no cap at density
         1 (resolved per fit: ``stats_["max_gram_per_item"]``). Measured at the default density on six
         shared datasets (docs/gpu_training.md): 256 changed test Recall@20 by at most 0.0001 against no
         cap and sped up the ICF up to 7x; 64 cost 0.0018 on ml-1m, 32 cost 0.024 there. None: no cap.
@@ -152,11 +154,12 @@ class SANSA:
     duplicates are summed and explicit zeros ignored. Items without interactions are never
     recommended.
 
-    Fitted attributes: ``weights_`` (Wt, Z), ``n_items_``, ``history_`` (loss per sweep, with the
+    Fitted attributes: ``l2_``, ``density_``, ``refine_sweeps_``, ``min_cooccurrence_`` (the values the fit
+    used, the defaults resolved), ``weights_`` (Wt, Z), ``n_items_``, ``history_`` (loss per sweep, with the
     device each sweep ran on), ``stats_`` (seconds and nnz per stage; ``stats_["stage_devices"]``:
     where each fitting stage actually ran -- after a GPU out-of-memory fallback too; scoring never
     modifies the model, and logs where it ran at DEBUG level; for 'icf' also ``icf_shift``, the diagonal shift the incomplete
-    Cholesky was computed with -- ``l2`` unless it restarted --, ``icf_restarts`` and
+    Cholesky was computed with -- ``l2_`` unless it restarted --, ``icf_restarts`` and
     ``icf_breakdowns``, one ``{"pivot", "shift"}`` per failed attempt: a non-positive pivot
     restarts it with a larger shift, i.e. more regularisation than asked, with a logged warning),
     ``device_`` (the device the model was set to use), ``item_ids_`` (an :class:`~sansa_gpu.ids.IdMap`
@@ -274,14 +277,18 @@ class SANSA:
         seen = diag > 0
         return float(L2_PER_MEAN_DIAGONAL * diag[seen].mean()) if seen.any() else DEFAULT_L2
 
-    def min_cooccurrence_for(self, X: sp.csr_matrix, factorizer: str) -> float:
-        """The Gram pruning a fit on X with ``factorizer`` uses: ``min_cooccurrence``, or by default
-        :data:`DEFAULT_MIN_COOCCURRENCE` for 'icf' when every stored value of X is 1 (then Gram entries are
-        co-occurrence counts), else 0."""
+    def min_cooccurrence_for(self, X: sp.csr_matrix, factorizer: str, density: float = 0.0) -> float:
+        """The Gram pruning a fit on X with ``factorizer`` at ``density`` uses: ``min_cooccurrence``, or by
+        default :data:`DEFAULT_MIN_COOCCURRENCE` for 'icf' below density 1 when every stored value of X is a
+        whole number >= 1 (0/1 data, or counts, repeated interactions summed: a Gram entry below 2 is then a
+        pair seen by one user once), else 0 (fractional weights, whose Gram entries are not counts; density 1,
+        which is EASE itself; CHOLMOD, which factorises the exact Gram)."""
         if self.min_cooccurrence is not None:
             return float(self.min_cooccurrence)
-        binary = X.nnz > 0 and bool(np.all(X.data == 1))
-        return float(DEFAULT_MIN_COOCCURRENCE) if factorizer == "icf" and binary else 0.0
+        if factorizer != "icf" or density >= 1.0 or X.nnz == 0:
+            return 0.0
+        counts = bool(np.all(X.data >= 1)) and bool(np.all(X.data == np.floor(X.data)))
+        return float(DEFAULT_MIN_COOCCURRENCE) if counts else 0.0
 
     def _fitted_setting(self, name: str, fallback):
         """A setting the last fit resolved (recorded in ``stats_``; models saved before it was recorded:
@@ -450,7 +457,7 @@ class SANSA:
                         density=density, budget=nnz_budget(density, n),
                         gram_cap=self.gram_cap_for(n, factorizer, density), column_scaling=scaling,
                         l2=self.l2_for(X, scaling), refine_sweeps=self.refine_sweeps_for(per_user),
-                        min_cooccurrence=self.min_cooccurrence_for(X, factorizer),
+                        min_cooccurrence=self.min_cooccurrence_for(X, factorizer, density),
                         exact_counts=analysed.get((factorizer, ordering)))
 
     def _check_fit_memory(self, X: sp.csr_matrix, plan: "_FitPlan") -> None:

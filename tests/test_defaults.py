@@ -110,7 +110,12 @@ def test_default_pruning_is_2_for_icf_on_binary_data_and_0_on_weighted_data_or_c
     for a, b in zip(binary.weights_, pruned.weights_):
         assert (a != b).nnz == 0  # the same model as the value given
     assert SANSA(factorizer="icf", min_cooccurrence=0, device="cpu").fit(X).min_cooccurrence_ == 0.0
+    counts = X.copy()
+    counts.data[:3] = 2.0  # a repeated interaction summed: still counts, still pruned
+    assert SANSA(factorizer="icf", device="cpu").fit(counts).min_cooccurrence_ == defaults.DEFAULT_MIN_COOCCURRENCE
     weighted = X.copy()
     weighted.data[::2] = 0.5  # values are not counts: nothing is pruned by default
     assert SANSA(factorizer="icf", device="cpu").fit(weighted).min_cooccurrence_ == 0.0
     assert SANSA().min_cooccurrence_for(X, "cholmod") == 0.0
+    # density 1 stays EASE: nothing is pruned
+    assert SANSA(factorizer="icf", density=1.0, device="cpu").fit(X).min_cooccurrence_ == 0.0
