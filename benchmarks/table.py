@@ -349,7 +349,7 @@ def tune(res: Records) -> str:
     rows = []
     for data in dict.fromkeys(r["data"] for r in recs):
         t = _last(recs, data=data, case="tune")
-        d = _last(recs, data=data, case="default")
+        d = _default_record(res, data, recs)
         found = _all(recs, data=data, case="official")
         o = found[-1] if found else None
         c = t["chosen"]
@@ -379,9 +379,7 @@ def ease_ceiling(res: Records) -> str:
         per_l2 = {r["l2"]: r for r in ease if r["data"] == data}  # the last record of each λ
         best = max(per_l2.values(), key=lambda r: r["recall@20"])
         t = _last(tunes, data=data, case="tune")
-        # SANSA() as default_rule.py last measured it, else as tune_bench.py did
-        newer = [new for d_, _, new in _default_rule_pairs(res) if d_ == data]
-        d = newer[-1] if newer else _last(tunes, data=data, case="default")
+        d = _default_record(res, data, tunes)
         found = [r for r in tunes if r["data"] == data and r.get("case") == "official"]
         o = found[-1] if found else None
         e = best["recall@20"]
@@ -408,6 +406,12 @@ def _default_rule_pairs(res: Records) -> list:
         if pairs:
             out.append((data, *pairs[-1]))
     return out
+
+
+def _default_record(res: Records, data: str, tunes: list) -> dict:
+    """``SANSA()`` on ``data`` as default_rule.py last measured it, else as tune_bench.py did."""
+    newer = [new for d, _, new in _default_rule_pairs(res) if d == data]
+    return newer[-1] if newer else _last(tunes, data=data, case="default")
 
 
 def default_rule(res: Records) -> str:
