@@ -141,7 +141,10 @@ def _cmd_fit(args) -> int:
         model.save(args.output)
     summary = {"model": args.output, "n_items": model.n_items_, "model_nnz": model.model_nnz,
                "model_bytes": model.model_bytes, "fit_seconds": round(model.stats_["fit_seconds"], 3),
-               "n_users": model.stats_["n_users"], "nnz_X": model.stats_["nnz_X"]}
+               "n_users": model.stats_["n_users"], "nnz_X": model.stats_["nnz_X"],
+               # what the fit used, the defaults resolved from the data
+               "factorizer": model.factorizer_, "l2": model.l2_, "density": model.density_,
+               "refine_sweeps": model.refine_sweeps_, "min_cooccurrence": model.min_cooccurrence_}
     print(json.dumps(summary))
     return 0
 

@@ -43,6 +43,9 @@ def test_fit_recommend_evaluate_round_trip(files, capsys):
     assert main(["fit", str(d / "train.csv"), "-o", str(d / "m.npz"), "--density", "0.02", "--device", "cpu", "-q", *cols]) == 0
     fit = json.loads(capsys.readouterr().out)
     assert fit["n_items"] == split.train.shape[1] and fit["nnz_X"] == split.train.nnz
+    # the summary says what the fit used: the density given, the other defaults resolved from the data
+    assert fit["density"] == 0.02 and fit["l2"] > 0 and fit["refine_sweeps"] >= 0 and fit["min_cooccurrence"] >= 0
+    assert fit["factorizer"] in ("icf", "cholmod")
 
     assert main(["recommend", str(d / "m.npz"), str(d / "train.csv"), "-o", str(d / "top.parquet"), "--k", "10",
                  "--batch-size", "500", "-q", *cols]) == 0
