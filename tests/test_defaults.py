@@ -119,3 +119,12 @@ def test_default_pruning_is_2_for_icf_on_binary_data_and_0_on_weighted_data_or_c
     assert SANSA().min_cooccurrence_for(X, "cholmod") == 0.0
     # density 1 stays EASE: nothing is pruned
     assert SANSA(factorizer="icf", density=1.0, device="cpu").fit(X).min_cooccurrence_ == 0.0
+
+
+def test_the_memory_estimate_counts_the_resolved_dense_default():
+    from sansa_gpu.factorize import nnz_budget
+
+    dense, sparse = _dense_and_sparse()
+    for X, per_item in ((dense, defaults.DENSE_NNZ_PER_ITEM), (sparse, defaults.DEFAULT_NNZ_PER_ITEM)):
+        est = SANSA(factorizer="icf").estimate_memory(X)
+        assert est["budget"] == nnz_budget(per_item / X.shape[1], X.shape[1])
