@@ -5,7 +5,8 @@ of full fits (2 sweeps, exact Gram, binary training split), one JSON line per (d
 exact factor of the same scaled matrix, cut to the budget) beside ICF with ``icf_fill`` 1 (the default),
 4 and 16 (a larger working budget, then the same cut as CHOLMOD's). ``--mode unscaled`` (EASE's own
 problem): CHOLMOD with ``column_scaling=False`` beside ICF on the same unscaled matrix, with the shift
-its restarts needed (``*_shift`` = used / asked).
+its restarts needed (``*_shift`` = used / asked), and with ``--intermediate F ...`` ICF with an intermediate
+fill of F times the budget (``sansa_gpu.factorize.incomplete_cholesky(intermediate_fill=F)``).
 
     python benchmarks/icf_vs_exact.py --mode scaled --data ml-1m-implicit pinterest lastfm-2k citeulike-a \\
         --per-item 16 64 --l2 10 100 --out benchmarks/results/icf_vs_exact.jsonl
@@ -28,8 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(args) -> None:
     import numpy as np
 
+    import functools
+
+    import sansa_gpu.model as model_module
     from sansa_gpu import SANSA
     from sansa_gpu.data import load_split
+    from sansa_gpu.factorize.incomplete import ldlt_icf
     from sansa_gpu.metrics import evaluate
 
     if args.mode == "scaled":
@@ -37,7 +42,9 @@ def run(args) -> None:
             (f"icf_fill{f:g}", dict(factorizer="icf", column_scaling=True, icf_fill=f)) for f in args.fills]
     else:
         variants = [("cholmod", dict(factorizer="cholmod", column_scaling=False)),
-                    ("icf_fill1", dict(factorizer="icf", column_scaling=False))]
+                    ("icf_fill1", dict(factorizer="icf", column_scaling=False))] + [
+            (f"icf_intermediate{f:g}", dict(factorizer="icf", column_scaling=False, intermediate_fill=f))
+            for f in args.intermediate]
     for data in args.data:
         split = load_split(Path(args.data_dir) / data)
         X = split.train.tocsr()
@@ -49,6 +56,11 @@ def run(args) -> None:
                 rec = {"what": "icf_vs_exact", "mode": args.mode, "data": data, "n_items": n, "per_item": per,
                        "density": min(1.0, per / n), "l2": l2, "commit": git_commit()}
                 for name, kw in variants:
+                    kw = dict(kw)
+                    intermediate = kw.pop("intermediate_fill", 0.0)
+                    # the intermediate fill of the incomplete Cholesky is not a SANSA parameter (a study
+                    # option of sansa_gpu.factorize.ldlt_icf): the fit's factoriser is given it here
+                    model_module.ldlt_icf = functools.partial(ldlt_icf, intermediate_fill=intermediate)
                     t0 = time.perf_counter()
                     model = SANSA(l2=l2, density=rec["density"], refine_sweeps=2, device="cpu", max_gram_per_item=None,
                                   min_cooccurrence=0, **kw).fit(X)
@@ -70,6 +82,8 @@ def main(argv=None) -> int:
     ap.add_argument("--per-item", nargs="+", type=float, default=[16.0, 64.0])
     ap.add_argument("--l2", nargs="+", type=float, default=[10.0, 100.0])
     ap.add_argument("--fills", nargs="+", type=float, default=[1.0, 4.0, 16.0])
+    ap.add_argument("--intermediate", nargs="*", type=float, default=[],
+                    help="--mode unscaled: also ICF with these intermediate fills (Tismenetsky-Kaporin)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "icf_vs_exact.jsonl"))
     run(ap.parse_args(argv))
     return 0

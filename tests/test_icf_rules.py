@@ -101,3 +101,36 @@ def test_the_memory_estimate_counts_the_wider_working_factor(small_X, monkeypatc
     monkeypatch.setattr(memory, "memory_upper_bound", bound)
     SANSA(l2=5.0, density=0.05, factorizer="icf", device="cpu", icf_fill=4.0, refine_sweeps=1).fit(small_X)
     assert asked == [4.0]
+
+
+@pytest.fixture(scope="module")
+def unscaled_gram():
+    """The lower triangle of the unscaled Gram of dense synthetic data (60 items per user over 300 items):
+    the plain incomplete Cholesky at 16 per item breaks down there again and again."""
+    X = synthetic_interactions(n_users=2000, n_items=300, mean_items_per_user=60, n_communities=5, seed=0)
+    A = gram_lower(X, 0.0).tocsc()
+    A.sort_indices()
+    return A
+
+
+def test_intermediate_fill_is_exact_at_full_budget_and_stops_the_breakdowns(unscaled_gram):
+    A = unscaled_gram
+    n = A.shape[0]
+    full = n * (n + 1) // 2
+    exact = incomplete_cholesky(A, 10.0, full, intermediate_fill=2.0)
+    L = exact.L.toarray()
+    np.testing.assert_allclose(L @ L.T, _full(A, 10.0), rtol=0, atol=1e-9 * np.abs(_full(A, 10.0)).max())
+    plain = incomplete_cholesky(A, 100.0, 16 * n)
+    wide = incomplete_cholesky(A, 100.0, 16 * n, intermediate_fill=32.0)
+    assert plain.restarts >= 10 and plain.shift > 4 * 100.0  # the plain factor regularises far more than asked
+    assert wide.restarts == 0 and wide.shift == 100.0 and wide.L.nnz <= 16 * n  # R is discarded: L keeps the budget
+    M = _full(A, 100.0)
+    res = [np.linalg.norm(r.L.toarray() @ r.L.toarray().T - M) / np.linalg.norm(M) for r in (plain, wide)]
+    assert res[1] < 0.5 * res[0], res
+    # some intermediate fill, less breakdown: the shift needed falls as the intermediate fill grows
+    mid = incomplete_cholesky(A, 100.0, 16 * n, intermediate_fill=8.0)
+    assert wide.shift <= mid.shift <= plain.shift and mid.restarts < plain.restarts
+    with pytest.raises(ValueError, match="intermediate_fill applies with breakdown_rule='shift' only"):
+        incomplete_cholesky(A, 100.0, 16 * n, intermediate_fill=2.0, breakdown_rule="compensate")
+    with pytest.raises(ValueError, match="intermediate_fill must be a finite number >= 0"):
+        incomplete_cholesky(A, 100.0, 16 * n, intermediate_fill=-1.0)

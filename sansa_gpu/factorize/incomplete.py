@@ -134,6 +134,146 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
     return nnz
 
 
+@numba.njit(cache=True, nogil=True)
+def _icf_intermediate_core(n, Ap, Ai, Ax, shift, budget, rbudget, Lp, Li, Lx, Rp, Ri, Rx, a, mark, touched, head,
+                           link, pos, rhead, rlink, rpos, cand, kept):
+    """Left-looking incomplete Cholesky with intermediate fill (Tismenetsky 1991; Kaporin 1998): every column
+    is split into its kept part (L: the diagonal and at most the per-column share of ``budget``, the rule of
+    :func:`_icf_core`), an intermediate part (R: the next largest entries, at most the per-column share of
+    ``rbudget``) and the rest, which is dropped. R takes part in the updates of later columns through the
+    products L R^T and R L^T, but R R^T is never formed and R never touches a pivot: what is left out is
+    then (up to the dropped rest) the positive semidefinite R R^T, so the pivots are those of A plus a
+    positive semidefinite term and do not break down the way a plain drop does. R is discarded at the end.
+
+    Returns nnz(L), or -(j + 1) if pivot j is not positive. pos[k] / rpos[k]: the index of the first entry
+    of L[:, k] / R[:, k] in a row not yet factorised (the end of the column when there is none); head /
+    rhead link the columns by that row, as in :func:`_icf_core`.
+    """
+    for i in range(n):
+        head[i] = -1
+        rhead[i] = -1
+        mark[i] = -1
+        kept[i] = -1
+    full = n * (n + 1) // 2
+    nnz = 0
+    rnnz = 0
+    Lp[0] = 0
+    Rp[0] = 0
+    for j in range(n):
+        nt = 0
+        diag = shift
+        for idx in range(Ap[j], Ap[j + 1]):
+            i = Ai[idx]
+            if i == j:
+                diag += Ax[idx]
+            elif i > j:
+                nt = touch(mark, touched, nt, i, j, a)
+                a[i] += Ax[idx]
+        k = head[j]  # the columns k with L[j, k] != 0: subtract L[:, k] L[j, k] and R[:, k] L[j, k]
+        while k != -1:
+            next_k = link[k]
+            p = pos[k]
+            ljk = np.float64(Lx[p])
+            diag -= ljk * ljk
+            end = Lp[k + 1]
+            for idx in range(p + 1, end):
+                i = Li[idx]
+                nt = touch(mark, touched, nt, i, j, a)
+                a[i] -= np.float64(Lx[idx]) * ljk
+            for idx in range(rpos[k], Rp[k + 1]):  # R[j, k] == 0, so these rows are all below j
+                i = Ri[idx]
+                nt = touch(mark, touched, nt, i, j, a)
+                a[i] -= np.float64(Rx[idx]) * ljk
+            if p + 1 < end:
+                pos[k] = p + 1
+                r = Li[p + 1]
+                link[k] = head[r]
+                head[r] = k
+            else:
+                pos[k] = end
+            k = next_k
+        k = rhead[j]  # the columns k with R[j, k] != 0: subtract L[:, k] R[j, k] (never R R^T, never the pivot)
+        while k != -1:
+            next_k = rlink[k]
+            q = rpos[k]
+            rjk = np.float64(Rx[q])
+            for idx in range(pos[k], Lp[k + 1]):  # L[j, k] == 0: these rows are all below j
+                i = Li[idx]
+                nt = touch(mark, touched, nt, i, j, a)
+                a[i] -= np.float64(Lx[idx]) * rjk
+            rend = Rp[k + 1]
+            if q + 1 < rend:
+                rpos[k] = q + 1
+                r = Ri[q + 1]
+                rlink[k] = rhead[r]
+                rhead[r] = k
+            else:
+                rpos[k] = rend
+            k = next_k
+        if not diag > 0.0 or not np.isfinite(diag):
+            return -(j + 1)
+        ljj = np.sqrt(diag)
+        cap = (budget - nnz - (n - j)) // (n - j) if budget < full else n
+        rcap = max(np.int64(0), (rbudget - rnnz) // (n - j))
+        m = np.int64(0)
+        for b in range(nt):
+            if a[touched[b]] != 0.0:
+                touched[m] = touched[b]
+                m += 1
+        m_l = m
+        m_r = np.int64(0)
+        if m > cap:
+            m = cap_rows(touched, m, j, a, cap + rcap)  # the kept and the intermediate entries
+            for b in range(m):
+                cand[b] = touched[b]
+            m_l = cap_rows(cand, m, j, a, cap)  # the kept ones
+            for b in range(m_l):
+                kept[cand[b]] = j
+            for b in range(m):
+                i = touched[b]
+                if kept[i] != j:
+                    touched[m_r] = i  # the intermediate rows, compacted in place (m_r <= b)
+                    m_r += 1
+            for b in range(m_l):
+                touched[m - m_l + b] = cand[b]  # ... and the kept rows after them
+        lrows = touched[m - m_l:m] if m > cap else touched[:m_l]
+        lrows.sort()
+        Li[nnz] = j
+        Lx[nnz] = ljj
+        nnz += 1
+        first = nnz
+        for b in range(m_l):
+            i = lrows[b]
+            Li[nnz] = i
+            Lx[nnz] = a[i] / ljj
+            nnz += 1
+        Lp[j + 1] = nnz
+        if nnz > first:
+            pos[j] = first
+            r = Li[first]
+            link[j] = head[r]
+            head[r] = j
+        else:
+            pos[j] = nnz
+        rrows = touched[:m_r]
+        rrows.sort()
+        rfirst = rnnz
+        for b in range(m_r):
+            i = rrows[b]
+            Ri[rnnz] = i
+            Rx[rnnz] = a[i] / ljj
+            rnnz += 1
+        Rp[j + 1] = rnnz
+        if rnnz > rfirst:
+            rpos[j] = rfirst
+            r = Ri[rfirst]
+            rlink[j] = rhead[r]
+            rhead[r] = j
+        else:
+            rpos[j] = rnnz
+    return nnz
+
+
 @dataclass
 class ICFResult:
     """An incomplete Cholesky ``L L^T ~= A + shift I`` and how it was reached.
@@ -157,7 +297,7 @@ class ICFResult:
 
 def incomplete_cholesky(A_lower: sp.csc_matrix, shift: float, budget: int, shift_step: float = 1e-3,
                         shift_growth: float = 2.0, max_restarts: int | None = None,
-                        breakdown_rule: str = "shift") -> ICFResult:
+                        breakdown_rule: str = "shift", intermediate_fill: float = 0.0) -> ICFResult:
     """Incomplete Cholesky ``L L^T ~= A + shift I`` within ``budget`` nonzeros, restarting on breakdown.
 
     A_lower : (n, n) CSC lower triangle of a symmetric matrix, sorted rows. When a pivot is not
@@ -170,10 +310,16 @@ def incomplete_cholesky(A_lower: sp.csc_matrix, shift: float, budget: int, shift
     ``breakdown_rule``: 'shift' (the above), 'compensate' (diagonal compensation of the dropped
     entries, :func:`_icf_core`; a restart then remains only for a matrix that is not positive
     definite, which a pruned Gram can be) or 'local' (a broken pivot alone replaced by its
-    unfactorised diagonal; ``local_fixes`` counts them).
+    unfactorised diagonal; ``local_fixes`` counts them). ``intermediate_fill`` > 0: the factorisation also
+    keeps up to ``intermediate_fill * budget`` intermediate entries that feed the later columns and are then
+    discarded (:func:`_icf_intermediate_core`; Tismenetsky-Kaporin); only with the 'shift' rule.
     """
     if breakdown_rule not in ICF_BREAKDOWN_RULES:
         raise ValueError(f"breakdown_rule must be one of {ICF_BREAKDOWN_RULES}, got {breakdown_rule!r}")
+    if not (np.isfinite(intermediate_fill) and intermediate_fill >= 0):
+        raise ValueError(f"intermediate_fill must be a finite number >= 0, got {intermediate_fill!r}")
+    if intermediate_fill > 0 and breakdown_rule != "shift":
+        raise ValueError(f"intermediate_fill applies with breakdown_rule='shift' only, got {breakdown_rule!r}")
     n = A_lower.shape[0]
     budget = max(int(budget), n)
     max_restarts = ICF_MAX_RESTARTS if max_restarts is None else int(max_restarts)
@@ -191,8 +337,19 @@ def incomplete_cholesky(A_lower: sp.csc_matrix, shift: float, budget: int, shift
     used = float(shift)
     diag_mean = float(diag_A.mean()) or 1.0
     breakdowns: list[dict] = []
+    if intermediate_fill > 0:
+        rbudget = max(1, int(intermediate_fill * budget))
+        second = (np.zeros(n + 1, np.int64), np.empty(rbudget, np.int32), np.empty(rbudget, np.float64))
+        second_work = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64),
+                       np.empty(n, np.int64))
     for restart in range(max_restarts + 1):
-        nnz = _icf_core(n, Ap, Ai, Ax, used, budget, Lp, Li, Lx, *work, *compensation)
+        if intermediate_fill > 0:
+            a, mark, touched, head, link, pos = work
+            rhead, rlink, rpos, cand, kept = second_work
+            nnz = _icf_intermediate_core(n, Ap, Ai, Ax, used, budget, rbudget, Lp, Li, Lx, *second, a, mark,
+                                         touched, head, link, pos, rhead, rlink, rpos, cand, kept)
+        else:
+            nnz = _icf_core(n, Ap, Ai, Ax, used, budget, Lp, Li, Lx, *work, *compensation)
         if nnz >= 0:
             if breakdowns:
                 logger.warning("icf: %d pivot breakdown(s) at the budget of %d nnz; factorised with diagonal shift "
@@ -237,7 +394,7 @@ def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float =
              ordering: str = "colamd", prune_scale: np.ndarray | None = None,
              cache=None, column_scaling: bool = False,
              max_per_column: int | None = None, backend=None, breakdown_rule: str = "shift",
-             working_fill: float = 1.0) -> LDLFactor:
+             working_fill: float = 1.0, intermediate_fill: float = 0.0) -> LDLFactor:
     """Ordering (:func:`item_ordering`), the Gram of the permuted X with its column norms in one pass
     (:func:`sansa_gpu.gram.scaled_gram`, on ``backend``: the CPU by default, or the GPU), incomplete
     Cholesky within ``budget``: the factor never exceeds the budget, so catalogues whose exact factor
@@ -290,7 +447,8 @@ def ldlt_icf(X: sp.csr_matrix, l2: float, budget: int, min_cooccurrence: float =
         p, A = cache.gram(key, build)
     t1 = time.perf_counter()
     n = A.shape[0]
-    res = incomplete_cholesky(A, float(l2), working_budget(budget, n, working_fill), breakdown_rule=breakdown_rule)
+    res = incomplete_cholesky(A, float(l2), working_budget(budget, n, working_fill), breakdown_rule=breakdown_rule,
+                              intermediate_fill=intermediate_fill)
     del A
     t2 = time.perf_counter()
     logger.info("factorize: ordering=%s + gram %.2fs, ICF %.2fs (shift %.4g, %d restart(s)), nnz(L)=%d "
