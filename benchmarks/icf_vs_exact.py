@@ -6,7 +6,7 @@ exact factor of the same scaled matrix, cut to the budget) beside ICF with ``icf
 4 and 16 (a larger working budget, then the same cut as CHOLMOD's). ``--mode unscaled`` (EASE's own
 problem): CHOLMOD with ``column_scaling=False`` beside ICF on the same unscaled matrix, with the shift
 its restarts needed (``*_shift`` = used / asked), and with ``--intermediate F ...`` ICF with an intermediate
-fill of F times the budget (``sansa_gpu.factorize.incomplete_cholesky(intermediate_fill=F)``).
+fill of F times the budget (``SANSA(icf_intermediate_fill=F)``).
 
     python benchmarks/icf_vs_exact.py --mode scaled --data ml-1m-implicit pinterest lastfm-2k citeulike-a \\
         --per-item 16 64 --l2 10 100 --out benchmarks/results/icf_vs_exact.jsonl
@@ -29,12 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(args) -> None:
     import numpy as np
 
-    import functools
-
-    import sansa_gpu.model as model_module
     from sansa_gpu import SANSA
     from sansa_gpu.data import load_split
-    from sansa_gpu.factorize.incomplete import ldlt_icf
     from sansa_gpu.metrics import evaluate
 
     if args.mode == "scaled":
@@ -43,7 +39,7 @@ def run(args) -> None:
     else:
         variants = [("cholmod", dict(factorizer="cholmod", column_scaling=False)),
                     ("icf_fill1", dict(factorizer="icf", column_scaling=False))] + [
-            (f"icf_intermediate{f:g}", dict(factorizer="icf", column_scaling=False, intermediate_fill=f))
+            (f"icf_intermediate{f:g}", dict(factorizer="icf", column_scaling=False, icf_intermediate_fill=f))
             for f in args.intermediate]
     for data in args.data:
         split = load_split(Path(args.data_dir) / data)
@@ -56,11 +52,6 @@ def run(args) -> None:
                 rec = {"what": "icf_vs_exact", "mode": args.mode, "data": data, "n_items": n, "per_item": per,
                        "density": min(1.0, per / n), "l2": l2, "commit": git_commit()}
                 for name, kw in variants:
-                    kw = dict(kw)
-                    intermediate = kw.pop("intermediate_fill", 0.0)
-                    # the intermediate fill of the incomplete Cholesky is not a SANSA parameter (a study
-                    # option of sansa_gpu.factorize.ldlt_icf): the fit's factoriser is given it here
-                    model_module.ldlt_icf = functools.partial(ldlt_icf, intermediate_fill=intermediate)
                     t0 = time.perf_counter()
                     model = SANSA(l2=l2, density=rec["density"], refine_sweeps=2, device="cpu", max_gram_per_item=None,
                                   min_cooccurrence=0, **kw).fit(X)

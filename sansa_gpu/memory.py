@@ -100,7 +100,8 @@ def gram_bound_slots(X: sp.csr_matrix, max_per_column: int | None) -> int:
 
 
 def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill: int | None, factorizer: str,
-                 bound_slots: int | None = None, working_fill: float = 1.0) -> dict:
+                 bound_slots: int | None = None, working_fill: float = 1.0,
+                 intermediate_fill: float = 0.0) -> dict:
     """Bytes alive in each stage, given the structural counts (see estimate_memory)."""
     x_bytes = nnz_x * 8 + (n_users + 1) * 8
     threads = numba.get_num_threads()
@@ -123,7 +124,10 @@ def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill
         # Gram alive + L slots (int32 + float64; working_fill x the budget while it factorises, as
         # ldlt_icf keeps) + cut: float32 magnitudes x2 and two masks over those slots, the kept copy
         work = working_budget(budget, n, working_fill)
-        out["factorize"] = out["input"] + gram_bytes + work * 12 + n * 48
+        # the intermediate tier (intermediate_fill x the working budget, int32 + float64) and its five
+        # O(n) int64 work arrays
+        second = int(intermediate_fill * work) * 12 + n * 48 if intermediate_fill > 0 else 0
+        out["factorize"] = out["input"] + gram_bytes + work * 12 + n * 48 + second
         out["factorize"] = max(out["factorize"], out["input"] + work * (12 + 8 + 2) + budget * 8)
     else:
         out["nnz_exact_L"] = fill
@@ -147,7 +151,8 @@ def gram_nnz_upper_bound(X: sp.csr_matrix) -> int:
 
 
 def memory_upper_bound(X: sp.csr_matrix, density: float, factorizer: str = "cholmod",
-                       max_per_column: int | None = None, working_fill: float = 1.0) -> dict:
+                       max_per_column: int | None = None, working_fill: float = 1.0,
+                       intermediate_fill: float = 0.0) -> dict:
     """Like :func:`estimate_memory` but from worst-case counts only (O(users) time): the Gram has
     at most min(n(n+1)/2, sum_u |u|(|u|+1)/2, n (max_per_column + 1)) lower entries and the exact
     factor at most n(n+1)/2. When this bound fits, the exact counts are not needed."""
@@ -157,7 +162,8 @@ def memory_upper_bound(X: sp.csr_matrix, density: float, factorizer: str = "chol
     if max_per_column is not None:
         nnz_g = min(nnz_g, n * (int(max_per_column) + 1))
     return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, full, factorizer,
-                        gram_bound_slots(X, max_per_column) if factorizer == "icf" else None, working_fill)
+                        gram_bound_slots(X, max_per_column) if factorizer == "icf" else None, working_fill,
+                        intermediate_fill)
 
 
 def structural_counts(X: sp.csr_matrix, factorizer: str = "cholmod", min_cooccurrence: float = 0.0,
@@ -192,17 +198,20 @@ def exact_factor_profile(X: sp.csr_matrix, ordering: str = "colamd") -> dict:
 
 def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod", min_cooccurrence: float = 0.0,
                     ordering: str = "colamd", counts: tuple[int, int | None] | None = None,
-                    max_per_column: int | None = None, working_fill: float = 1.0) -> dict:
+                    max_per_column: int | None = None, working_fill: float = 1.0,
+                       intermediate_fill: float = 0.0) -> dict:
     """Predicted peak bytes per stage of :meth:`SANSA.fit` on X (users x items CSR).
 
     Returns {'input', 'gram', 'factorize', 'refine', 'weights', 'peak', 'nnz_gram', 'nnz_exact_L'
     (cholmod only), 'budget'}; 'peak' is the largest stage, each stage counted with what is alive
     during it. ``counts``: :func:`structural_counts` of the same (X, factorizer, min_cooccurrence,
     ordering) when already known (estimates at several densities share them); else they are counted.
-    ``working_fill``: ``SANSA(icf_fill=)``, the ICF's working budget as a multiple of the factor's.
+    ``working_fill``: ``SANSA(icf_fill=)``, the ICF's working budget as a multiple of the factor's;
+    ``intermediate_fill``: ``SANSA(icf_intermediate_fill=)``, its intermediate tier as a multiple of that.
     """
     n_users, n = X.shape
     nnz_g, fill = (counts if counts is not None
                    else structural_counts(X, factorizer, min_cooccurrence, ordering, max_per_column))
     return _stage_bytes(n_users, n, int(X.nnz), nnz_budget(density, n), nnz_g, fill, factorizer,
-                        gram_bound_slots(X, max_per_column) if factorizer == "icf" else None, working_fill)
+                        gram_bound_slots(X, max_per_column) if factorizer == "icf" else None, working_fill,
+                        intermediate_fill)

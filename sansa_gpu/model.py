@@ -149,6 +149,14 @@ class SANSA:
         the budget by magnitude over the whole factor, as CHOLMOD's exact factor is. 1 (default): the
         budget throughout. Costs about ``icf_fill**2`` times the ICF's time. Measured so far on ml-1m
         only (docs/icf_robustness.md): better at 64 nonzeros per item, worse at 16.
+    icf_intermediate_fill : float >= 0
+        'icf' only: besides the factor, the incomplete Cholesky keeps up to this many times its working
+        budget of intermediate entries, which feed the later columns (through L R^T and R L^T, never R R^T
+        or a pivot) and are then discarded (Tismenetsky-Kaporin): the pivots no longer break down the way
+        they do when the entries are just dropped, which matters on the unscaled Gram of dense data
+        (``column_scaling=False``). 0 (default): none. On ml-1m's unscaled Gram at l2 1000
+        (docs/icf_robustness.md): 16 per item 0.187 (18 restarts) -> 0.374 with 64, no restart, above
+        CHOLMOD's 0.359; 64 per item 0.231 -> 0.328, below CHOLMOD's 0.376. Memory: 12 bytes per entry.
 
     Input values are used as interaction weights (a 0/1 matrix is the usual implicit feedback);
     duplicates are summed and explicit zeros ignored. Items without interactions are never
@@ -180,6 +188,7 @@ class SANSA:
         refine_tol: float = REFINE_TOL,
         max_gram_per_item: int | str | None = "auto",
         icf_fill: float = 1.0,
+        icf_intermediate_fill: float = 0.0,
     ):
         self.l2 = l2
         self.density = density
@@ -192,6 +201,7 @@ class SANSA:
         self.refine_tol = refine_tol
         self.max_gram_per_item = max_gram_per_item  # scikit-learn's contract: stored as given, checked in fit
         self.icf_fill = icf_fill
+        self.icf_intermediate_fill = icf_intermediate_fill
 
     def _check_params(self) -> None:
         if self.l2 is not None:
@@ -228,6 +238,9 @@ class SANSA:
         if not (isinstance(self.icf_fill, (int, float)) and not isinstance(self.icf_fill, bool)
                 and np.isfinite(self.icf_fill) and self.icf_fill >= 1):
             raise ValueError(f"icf_fill must be a number >= 1, got {self.icf_fill!r}")
+        if not (isinstance(self.icf_intermediate_fill, (int, float)) and not isinstance(self.icf_intermediate_fill, bool)
+                and np.isfinite(self.icf_intermediate_fill) and self.icf_intermediate_fill >= 0):
+            raise ValueError(f"icf_intermediate_fill must be a number >= 0, got {self.icf_intermediate_fill!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {self.device!r}")
 
@@ -339,7 +352,8 @@ class SANSA:
                                  min_cooccurrence=float(self.min_cooccurrence or 0.0), counts=counts)
 
     _PARAM_NAMES = ("l2", "density", "factorizer", "refine_sweeps", "device", "ordering", "column_scaling",
-                    "min_cooccurrence", "refine_tol", "max_gram_per_item", "icf_fill")
+                    "min_cooccurrence", "refine_tol", "max_gram_per_item", "icf_fill",
+                    "icf_intermediate_fill")
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor's parameters as set (scikit-learn's contract: ``clone``, grid search and
@@ -369,7 +383,7 @@ class SANSA:
             "min_cooccurrence": None if p["min_cooccurrence"] is None else float(p["min_cooccurrence"]),
             "refine_tol": float(p["refine_tol"]),
             "max_gram_per_item": cap if cap in (None, "auto") else int(cap),
-            "icf_fill": float(p["icf_fill"]),
+            "icf_fill": float(p["icf_fill"]), "icf_intermediate_fill": float(p["icf_intermediate_fill"]),
         }
 
     # ------------------------------------------------------------------ fit
@@ -383,7 +397,8 @@ class SANSA:
         plan = self._fit_plan(X)
         return estimate_memory(X, plan.density, plan.factorizer, plan.min_cooccurrence, plan.ordering,
                                counts=plan.exact_counts, max_per_column=plan.gram_cap,
-                               working_fill=float(self.icf_fill))
+                               working_fill=float(self.icf_fill),
+                               intermediate_fill=float(self.icf_intermediate_fill))
 
     def fit(self, X, check_memory: bool = True, *, user_col: str = "user_id", item_col: str = "item_id",
             value_col: str | None = None, factor_cache: FactorCache | None = None) -> "SANSA":
@@ -467,11 +482,13 @@ class SANSA:
 
         t_est = time.perf_counter()
         have = available_memory_bytes()
-        est = memory_upper_bound(X, plan.density, plan.factorizer, plan.gram_cap, float(self.icf_fill))
+        est = memory_upper_bound(X, plan.density, plan.factorizer, plan.gram_cap, float(self.icf_fill),
+                                 float(self.icf_intermediate_fill))
         if est["peak"] > have:  # the worst case does not fit: count exactly
             est = estimate_memory(X, plan.density, plan.factorizer, plan.min_cooccurrence, plan.ordering,
                                   counts=plan.exact_counts, max_per_column=plan.gram_cap,
-                                  working_fill=float(self.icf_fill))
+                                  working_fill=float(self.icf_fill),
+                                  intermediate_fill=float(self.icf_intermediate_fill))
         logger.info("fit: estimated peak %.2f GB (%s), available %.2f GB (%.2fs)", est["peak"] / 1e9,
                     ", ".join(f"{k} {est[k] / 1e9:.2f}" for k in ("gram", "factorize", "refine", "weights")),
                     have / 1e9, time.perf_counter() - t_est)
@@ -500,7 +517,8 @@ class SANSA:
         if plan.factorizer == "icf":
             factor = ldlt_icf(X, plan.l2, plan.budget, plan.min_cooccurrence, plan.ordering,
                               cache=factor_cache, column_scaling=plan.column_scaling, max_per_column=plan.gram_cap,
-                              backend=plan.backend, working_fill=float(self.icf_fill))
+                              backend=plan.backend, working_fill=float(self.icf_fill),
+                              intermediate_fill=float(self.icf_intermediate_fill))
             stats["stage_devices"] = {"ordering": "cpu", "gram": factor.devices["gram"], "factorize": "cpu"}
         else:
             factor = ldlt_cholmod(X, plan.l2, plan.budget, plan.ordering,

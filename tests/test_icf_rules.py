@@ -94,7 +94,7 @@ def test_the_memory_estimate_counts_the_wider_working_factor(small_X, monkeypatc
 
     asked = []
 
-    def bound(X, density, factorizer, max_per_column=None, working_fill=1.0):
+    def bound(X, density, factorizer, max_per_column=None, working_fill=1.0, intermediate_fill=0.0):
         asked.append(working_fill)
         return dict.fromkeys(("peak", "gram", "factorize", "refine", "weights"), 0)
 
@@ -134,3 +134,16 @@ def test_intermediate_fill_is_exact_at_full_budget_and_stops_the_breakdowns(unsc
         incomplete_cholesky(A, 100.0, 16 * n, intermediate_fill=2.0, breakdown_rule="compensate")
     with pytest.raises(ValueError, match="intermediate_fill must be a finite number >= 0"):
         incomplete_cholesky(A, 100.0, 16 * n, intermediate_fill=-1.0)
+
+
+def test_the_estimator_takes_the_intermediate_fill_and_the_preflight_counts_it(small_X):
+    with pytest.raises(ValueError, match="icf_intermediate_fill must be a number >= 0"):
+        SANSA(icf_intermediate_fill=-1).fit(small_X)
+    kw = dict(l2=5.0, density=0.05, factorizer="icf", column_scaling=False, device="cpu", min_cooccurrence=0)
+    est = {f: SANSA(**kw, icf_intermediate_fill=f).estimate_memory(small_X) for f in (0.0, 4.0)}
+    assert est[4.0]["factorize"] - est[0.0]["factorize"] >= 4 * est[0.0]["budget"] * 12
+    plain = SANSA(**kw, refine_sweeps=1).fit(small_X)
+    wide = SANSA(**kw, refine_sweeps=1, icf_intermediate_fill=4.0).fit(small_X)
+    assert wide.stats_["nnz_L"] <= wide.stats_["budget"] == plain.stats_["budget"]
+    assert wide.stats_["icf_restarts"] <= plain.stats_["icf_restarts"]
+    assert wide.get_params()["icf_intermediate_fill"] == 4.0
