@@ -395,6 +395,43 @@ def ease_ceiling(res: Records) -> str:
                    "official best at the chosen δ"], rows)
 
 
+def _icf_vs_exact_rows(res: Records, mode: str) -> list:
+    """The last icf_vs_exact record per (data, nonzeros per item, λ) of ``mode``, in order of first appearance."""
+    recs = _all(res["icf_vs_exact"], what="icf_vs_exact", mode=mode)
+    keys = list(dict.fromkeys((r["data"], r["per_item"], r["l2"]) for r in recs))
+    return [_last(recs, data=d, per_item=p, l2=l) for d, p, l in keys]
+
+
+def _icf_cell(r: dict, name: str) -> str:
+    """Test R@20 of one ICF variant of an icf_vs_exact record, with its restarts and shift when it restarted."""
+    if name not in r:
+        return "—"
+    restarts = r.get(f"{name}_restarts", 0)
+    return f"{r[name]:.4f}" + (f" ({restarts} restarts, shift {r[f'{name}_shift']:.3g}×)" if restarts else "")
+
+
+def icf_vs_exact(res: Records) -> str:
+    """ICF against CHOLMOD's exact factor of the same column-scaled Gram, cut to the same budget: test R@20 at
+    equal density and λ (issue 25: within 2%)."""
+    rows = []
+    for r in _icf_vs_exact_rows(res, "scaled"):
+        ratio = r["icf_fill1"] / r["cholmod"]
+        rows.append([r["data"], f"{r['per_item']:g}", f"{r['l2']:g}", f"{r['cholmod']:.4f}", _icf_cell(r, "icf_fill1"),
+                     f"{100 * ratio:.1f}%" + ("" if ratio >= 0.98 else ", more than 2% below")])
+    return _table(["data", "per item", "λ", "CHOLMOD (exact, cut)", "ICF", "ICF ÷ CHOLMOD"], rows)
+
+
+def icf_vs_exact_unscaled(res: Records) -> str:
+    """The same on EASE's own, unscaled Gram, with the intermediate fill of the incomplete Cholesky."""
+    recs = _icf_vs_exact_rows(res, "unscaled")
+    fills = sorted({float(k[len("icf_intermediate"):]) for r in recs for k in r
+                    if k.startswith("icf_intermediate") and k[len("icf_intermediate"):].replace(".", "").isdigit()})
+    rows = [[r["data"], f"{r['per_item']:g}", f"{r['l2']:g}", f"{r['cholmod']:.4f}", _icf_cell(r, "icf_fill1")]
+            + [_icf_cell(r, f"icf_intermediate{f:g}") for f in fills] for r in recs]
+    return _table(["data", "per item", "λ", "CHOLMOD (exact, cut)", "ICF"]
+                  + [f"ICF, intermediate fill {f:g}" for f in fills], rows)
+
+
 def _default_rule_pairs(res: Records) -> list:
     """(data, old, new) per dataset: the last run of default_rule.py that measured both the old default and
     ``SANSA()`` of its checkout, in order of first appearance."""
@@ -678,7 +715,7 @@ def pruning(res: Records) -> str:
 
 TABLES = {f.__name__: f for f in (compare_official, compare_official_targets, compare_official_stages, refine_tol,
                                   score, score_plans, score_synthetic, scale_icf, scale_icf_targets, synthetic, memory_estimate,
-                                  pruning, distributed, factorizers, auto_rule, ease_ceiling, default_rule, default_candidates, sweeps, near_tie, tune, tune_factorizers, scaling, device_share)}
+                                  pruning, distributed, factorizers, auto_rule, ease_ceiling, default_rule, default_candidates, icf_vs_exact, icf_vs_exact_unscaled, sweeps, near_tie, tune, tune_factorizers, scaling, device_share)}
 
 
 # ------------------------------------------------------------------------------------ page markers
