@@ -27,6 +27,56 @@ ICF_BREAKDOWN_RULES = ("shift", "compensate", "local")
 ICF_MAX_RESTARTS = 60
 
 
+@numba.njit(inline="always")
+def _scatter_column(j, Ap, Ai, Ax, mark, touched, a, diag):
+    """Column j of the lower CSC A into the sparse accumulator ``a`` (its rows below j, listed in
+    ``touched``) and its diagonal added to ``diag``. Returns (rows touched, diag)."""
+    nt = 0
+    for idx in range(Ap[j], Ap[j + 1]):
+        i = Ai[idx]
+        if i == j:
+            diag += Ax[idx]
+        elif i > j:
+            nt = touch(mark, touched, nt, i, j, a)
+            a[i] += Ax[idx]
+    return nt, diag
+
+
+@numba.njit(inline="always")
+def _subtract_scaled(lo, hi, rows, vals, factor, j, mark, touched, nt, a):
+    """a[rows[idx]] -= vals[idx] * factor for idx in lo..hi-1 (the update of column j by one earlier
+    column; the rows join column j's accumulator). Returns the rows touched."""
+    for idx in range(lo, hi):
+        i = rows[idx]
+        nt = touch(mark, touched, nt, i, j, a)
+        a[i] -= np.float64(vals[idx]) * factor
+    return nt
+
+
+@numba.njit(inline="always")
+def _link_next(k, p, end, rows, head, link, pos):
+    """Column k moves on to its entry after index p: linked under that entry's row (head / link), with
+    pos[k] at it; pos[k] = end when the column has no entry left."""
+    if p + 1 < end:
+        pos[k] = p + 1
+        r = rows[p + 1]
+        link[k] = head[r]
+        head[r] = k
+    else:
+        pos[k] = end
+
+
+@numba.njit(inline="always")
+def _nonzero_rows(touched, nt, a):
+    """Compact touched[:nt] to the rows whose accumulated value is not zero; returns their number."""
+    m = np.int64(0)  # not the literal 0: cap_rows would be compiled for Literal[int](0) as well
+    for b in range(nt):
+        if a[touched[b]] != 0.0:
+            touched[m] = touched[b]
+            m += 1
+    return m
+
+
 @numba.njit(cache=True, nogil=True)
 def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, link, pos, rule, scale, comp,
               cand, kept, fixed):
@@ -57,15 +107,7 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
     nnz = 0
     Lp[0] = 0
     for j in range(n):
-        nt = 0
-        diag = shift + comp[j]
-        for idx in range(Ap[j], Ap[j + 1]):
-            i = Ai[idx]
-            if i == j:
-                diag += Ax[idx]
-            elif i > j:
-                nt = touch(mark, touched, nt, i, j, a)
-                a[i] += Ax[idx]
+        nt, diag = _scatter_column(j, Ap, Ai, Ax, mark, touched, a, shift + comp[j])
         k = head[j]
         while k != -1:
             next_k = link[k]
@@ -73,26 +115,15 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
             ljk = np.float64(Lx[p])
             diag -= ljk * ljk
             end = Lp[k + 1]
-            for idx in range(p + 1, end):
-                i = Li[idx]
-                nt = touch(mark, touched, nt, i, j, a)
-                a[i] -= np.float64(Lx[idx]) * ljk
-            if p + 1 < end:
-                pos[k] = p + 1
-                r = Li[p + 1]
-                link[k] = head[r]
-                head[r] = k
+            nt = _subtract_scaled(p + 1, end, Li, Lx, ljk, j, mark, touched, nt, a)
+            _link_next(k, p, end, Li, head, link, pos)
             k = next_k
         # the budget spread evenly over the columns left; a budget that holds the whole lower triangle
         # (density 1) drops nothing, so the factor is the exact Cholesky factor
         cap = (budget - nnz - (n - j)) // (n - j) if budget < full else n
         # the nonzero candidates, then the cap (the package's rule: largest |value|, ties to the lower
         # row) before sorting, so that only what is kept gets sorted
-        m = np.int64(0)  # not the literal 0: cap_rows would be compiled for Literal[int](0) as well
-        for b in range(nt):
-            if a[touched[b]] != 0.0:
-                touched[m] = touched[b]
-                m += 1
+        m = _nonzero_rows(touched, nt, a)
         if m > cap:
             m_all = m
             if rule == 1:
@@ -126,11 +157,7 @@ def _icf_core(n, Ap, Ai, Ax, shift, budget, Lp, Li, Lx, a, mark, touched, head, 
             Lx[nnz] = a[i] / ljj
             nnz += 1
         Lp[j + 1] = nnz
-        if nnz > first:
-            pos[j] = first
-            r = Li[first]
-            link[j] = head[r]
-            head[r] = j
+        _link_next(j, first - 1, nnz, Li, head, link, pos)
     return nnz
 
 
@@ -160,15 +187,7 @@ def _icf_intermediate_core(n, Ap, Ai, Ax, shift, budget, rbudget, Lp, Li, Lx, Rp
     Lp[0] = 0
     Rp[0] = 0
     for j in range(n):
-        nt = 0
-        diag = shift
-        for idx in range(Ap[j], Ap[j + 1]):
-            i = Ai[idx]
-            if i == j:
-                diag += Ax[idx]
-            elif i > j:
-                nt = touch(mark, touched, nt, i, j, a)
-                a[i] += Ax[idx]
+        nt, diag = _scatter_column(j, Ap, Ai, Ax, mark, touched, a, shift)
         k = head[j]  # the columns k with L[j, k] != 0: subtract L[:, k] L[j, k] and R[:, k] L[j, k]
         while k != -1:
             next_k = link[k]
@@ -176,50 +195,25 @@ def _icf_intermediate_core(n, Ap, Ai, Ax, shift, budget, rbudget, Lp, Li, Lx, Rp
             ljk = np.float64(Lx[p])
             diag -= ljk * ljk
             end = Lp[k + 1]
-            for idx in range(p + 1, end):
-                i = Li[idx]
-                nt = touch(mark, touched, nt, i, j, a)
-                a[i] -= np.float64(Lx[idx]) * ljk
-            for idx in range(rpos[k], Rp[k + 1]):  # R[j, k] == 0, so these rows are all below j
-                i = Ri[idx]
-                nt = touch(mark, touched, nt, i, j, a)
-                a[i] -= np.float64(Rx[idx]) * ljk
-            if p + 1 < end:
-                pos[k] = p + 1
-                r = Li[p + 1]
-                link[k] = head[r]
-                head[r] = k
-            else:
-                pos[k] = end
+            nt = _subtract_scaled(p + 1, end, Li, Lx, ljk, j, mark, touched, nt, a)
+            # R[j, k] == 0, so R's rows from rpos[k] on are all below j
+            nt = _subtract_scaled(rpos[k], Rp[k + 1], Ri, Rx, ljk, j, mark, touched, nt, a)
+            _link_next(k, p, end, Li, head, link, pos)
             k = next_k
         k = rhead[j]  # the columns k with R[j, k] != 0: subtract L[:, k] R[j, k] (never R R^T, never the pivot)
         while k != -1:
             next_k = rlink[k]
             q = rpos[k]
-            rjk = np.float64(Rx[q])
-            for idx in range(pos[k], Lp[k + 1]):  # L[j, k] == 0: these rows are all below j
-                i = Li[idx]
-                nt = touch(mark, touched, nt, i, j, a)
-                a[i] -= np.float64(Lx[idx]) * rjk
-            rend = Rp[k + 1]
-            if q + 1 < rend:
-                rpos[k] = q + 1
-                r = Ri[q + 1]
-                rlink[k] = rhead[r]
-                rhead[r] = k
-            else:
-                rpos[k] = rend
+            # L[j, k] == 0, so L's rows from pos[k] on are all below j
+            nt = _subtract_scaled(pos[k], Lp[k + 1], Li, Lx, np.float64(Rx[q]), j, mark, touched, nt, a)
+            _link_next(k, q, Rp[k + 1], Ri, rhead, rlink, rpos)
             k = next_k
         if not diag > 0.0 or not np.isfinite(diag):
             return -(j + 1)
         ljj = np.sqrt(diag)
         cap = (budget - nnz - (n - j)) // (n - j) if budget < full else n
         rcap = max(np.int64(0), (rbudget - rnnz) // (n - j))
-        m = np.int64(0)
-        for b in range(nt):
-            if a[touched[b]] != 0.0:
-                touched[m] = touched[b]
-                m += 1
+        m = _nonzero_rows(touched, nt, a)
         m_l = m
         m_r = np.int64(0)
         if m > cap:
@@ -248,13 +242,7 @@ def _icf_intermediate_core(n, Ap, Ai, Ax, shift, budget, rbudget, Lp, Li, Lx, Rp
             Lx[nnz] = a[i] / ljj
             nnz += 1
         Lp[j + 1] = nnz
-        if nnz > first:
-            pos[j] = first
-            r = Li[first]
-            link[j] = head[r]
-            head[r] = j
-        else:
-            pos[j] = nnz
+        _link_next(j, first - 1, nnz, Li, head, link, pos)
         rrows = touched[:m_r]
         rrows.sort()
         rfirst = rnnz
@@ -264,13 +252,7 @@ def _icf_intermediate_core(n, Ap, Ai, Ax, shift, budget, rbudget, Lp, Li, Lx, Rp
             Rx[rnnz] = a[i] / ljj
             rnnz += 1
         Rp[j + 1] = rnnz
-        if rnnz > rfirst:
-            rpos[j] = rfirst
-            r = Ri[rfirst]
-            rlink[j] = rhead[r]
-            rhead[r] = j
-        else:
-            rpos[j] = rnnz
+        _link_next(j, rfirst - 1, rnnz, Ri, rhead, rlink, rpos)
     return nnz
 
 
