@@ -29,12 +29,13 @@ OLD_DEFAULT = {"l2": 20.0, "per_item": 16, "refine_sweeps": 2, "min_cooccurrence
 
 def _resolve(spec: dict, X) -> dict:
     """SANSA keyword arguments of a candidate on the (users, items) CSR ``X``."""
+    from sansa_gpu.gram import mean_gram_diagonal
+
     kw = dict(spec)
     if "per_item" in kw:
         kw["density"] = min(1.0, kw.pop("per_item") / X.shape[1])
-    if "l2_per_diag" in kw:
-        diag = X.multiply(X).sum(axis=0).A1
-        kw["l2"] = float(kw.pop("l2_per_diag") * diag[diag > 0].mean())
+    if "l2_per_diag" in kw:  # the same mean diagonal as SANSA's default l2 on the unscaled Gram
+        kw["l2"] = kw.pop("l2_per_diag") * mean_gram_diagonal(X)
     return kw
 
 

@@ -85,6 +85,14 @@ def gram_lower(X: sp.csr_matrix, l2: float = 0.0, perm: np.ndarray | None = None
     return A
 
 
+def mean_gram_diagonal(X: sp.csr_matrix) -> float:
+    """Mean of the diagonal of X^T X over the items with an interaction (X's squared values summed per
+    column, one pass over X.data; for 0/1 data the mean item popularity); 0 when X has no interaction."""
+    diag = np.bincount(X.indices, weights=np.square(X.data, dtype=np.float64), minlength=X.shape[1])
+    seen = diag > 0
+    return float(diag[seen].mean()) if seen.any() else 0.0
+
+
 def add_to_diagonal(A: sp.csc_matrix, l2: float) -> sp.csc_matrix:
     """A + l2 I for a lower CSC whose columns store their diagonal first where they have one
     (columns of interaction-free items get an explicit diagonal entry l2). In place when every

@@ -33,6 +33,7 @@ from .defaults import (  # noqa: F401  (FACTORIZERS, REFINE_TOL, ... are also re
 from .errors import GPUOutOfMemory, NotFittedError
 from .factorize import ORDERINGS, FactorCache, choose_factorizer, icf_column_scaling, ldlt_cholmod, ldlt_icf, nnz_budget
 from .factorize.rule import interactions_per_user
+from .gram import mean_gram_diagonal
 from .ids import IdMap, encode_interactions, is_table
 from .io import csr_from_arrays, csr_to_arrays, load_arrays, save_arrays
 from .refine import refine_inverse
@@ -268,7 +269,7 @@ class SANSA:
         data has at least :data:`DENSE_DATA_ITEMS_PER_USER` ``interactions_per_user`` (at most 1)."""
         if self.density is not None:
             return float(self.density)
-        per_item = DENSE_NNZ_PER_ITEM if interactions_per_user >= DENSE_DATA_ITEMS_PER_USER else DEFAULT_NNZ_PER_ITEM
+        per_item = DENSE_NNZ_PER_ITEM if _dense_data(interactions_per_user) else DEFAULT_NNZ_PER_ITEM
         return min(1.0, per_item / max(1, int(n_items)))
 
     def refine_sweeps_for(self, interactions_per_user: float = 0.0) -> int:
@@ -276,19 +277,18 @@ class SANSA:
         :data:`DENSE_REFINE_SWEEPS` on dense data (as :meth:`density_for`)."""
         if self.refine_sweeps is not None:
             return int(self.refine_sweeps)
-        return DENSE_REFINE_SWEEPS if interactions_per_user >= DENSE_DATA_ITEMS_PER_USER else DEFAULT_REFINE_SWEEPS
+        return DENSE_REFINE_SWEEPS if _dense_data(interactions_per_user) else DEFAULT_REFINE_SWEEPS
 
     def l2_for(self, X: sp.csr_matrix, column_scaling: bool) -> float:
         """The l2 a fit on X (users, items) uses: ``l2``, or by default :data:`DEFAULT_L2` when the Gram is
         column-scaled, else :data:`L2_PER_MEAN_DIAGONAL` times the mean diagonal of X^T X over the items with
-        an interaction (X's squared values summed per column, one pass over X.data)."""
+        an interaction (:func:`sansa_gpu.gram.mean_gram_diagonal`)."""
         if self.l2 is not None:
             return float(self.l2)
         if column_scaling:
             return DEFAULT_L2
-        diag = np.bincount(X.indices, weights=np.square(X.data, dtype=np.float64), minlength=X.shape[1])
-        seen = diag > 0
-        return float(L2_PER_MEAN_DIAGONAL * diag[seen].mean()) if seen.any() else DEFAULT_L2
+        mean_diag = mean_gram_diagonal(X)
+        return L2_PER_MEAN_DIAGONAL * mean_diag if mean_diag > 0 else DEFAULT_L2
 
     def min_cooccurrence_for(self, X: sp.csr_matrix, factorizer: str, density: float = 0.0) -> float:
         """The Gram pruning a fit on X with ``factorizer`` at ``density`` uses: ``min_cooccurrence``, or by
@@ -831,3 +831,8 @@ class SANSA:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"SANSA({args})"
 
+
+def _dense_data(interactions_per_user: float) -> bool:
+    """Training data with at least :data:`DENSE_DATA_ITEMS_PER_USER` interactions per user: the denser
+    default density and sweeps apply."""
+    return interactions_per_user >= DENSE_DATA_ITEMS_PER_USER
