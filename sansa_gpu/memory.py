@@ -4,9 +4,9 @@ The prediction is built from exact structural counts, not guesses: nnz of the Gr
 pass of the column-parallel Gram, no values stored), nnz of the exact Cholesky factor (elimination
 tree + row-subtree counts, O(nnz(L)) time, O(n) memory) when CHOLMOD is used, and the nnz budget.
 Bytes per entry follow the arrays each stage allocates (see the stage modules); the refinement's
-candidate count is calibrated (2-3x the budget). Measured against peak RSS (tests/test_memory.py):
-within 20% on 4,000-20,000-item inputs at densities 0.005-0.02 (0.97-1.18); at densities >= 0.03 on small
-catalogues it overestimates by up to 40% (the safe direction).
+candidate count is calibrated (``REFINE_CANDIDATES_PER_BUDGET``). Measured against peak RSS
+(tests/test_memory.py, 4,000-20,000-item synthetic inputs at densities 0.005-0.02): 0.91-1.26 of it,
+the overestimate where the refinement produces fewer candidates than counted (the safe direction).
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from .gram import gram_lower, gram_lower_nnz
 #: 12 B/entry. Measured 30.6 on gowalla (496M nnz, 15.3 GB peak RSS of the whole fit) and 24 on a
 #: 4,000-item synthetic set (RSS sampled during a warm fit); 28 is within 15% of both.
 CHOLMOD_BYTES_PER_NNZ = 28.0
+
+#: Candidates one refinement sweep produces, as a multiple of the budget (the buffer they are written
+#: to holds up to 4x): measured 1.0-2.1 on ml-1m, lastfm-2k and synthetic data; 2.5 counted.
+REFINE_CANDIDATES_PER_BUDGET = 2.5
 
 
 def available_memory_bytes() -> int:
@@ -132,12 +136,18 @@ def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill
     else:
         out["nnz_exact_L"] = fill
         out["factorize"] = out["input"] + int(CHOLMOD_BYTES_PER_NNZ * fill)
-    # refine: L and K (8 B/entry each), candidate buffer (sum of caps <= 4 * budget, 8 B/slot),
-    # compacted candidates (9 B) and the selection's two float32 copies + mask (9 B) over the
-    # candidates actually produced (measured 2-3x the budget)
-    out["refine"] = budget * 16 + 4 * budget * 8 + int(2.5 * budget * 18) + refine_scratch
-    # weights: K, W^T (8 B), float64 temporaries (3 x 8 B), Z in CSC and CSR (16 B)
-    out["weights"] = budget * (8 + 8 + 24 + 16)
+    # refine (sansa_gpu.cpu.refine.refine_sweep), with the fit's copies of X alive: L and K (8 B/entry
+    # each) and the numba scratch, then the larger of two moments: the candidate buffer (sum of the
+    # column caps <= 4 x the budget, 8 B/slot) with the compacted candidates (9 B each), or -- the
+    # buffer freed -- the compacted candidates with the selection's float32 magnitudes and mask (9 B
+    # more). Candidates produced: 1.0-2.1 x the budget measured (ml-1m, lastfm-2k, synthetic), 2.5 counted
+    produced = int(REFINE_CANDIDATES_PER_BUDGET * budget)
+    out["refine"] = (out["input"] + budget * 16 + refine_scratch
+                     + max(4 * budget * 8 + produced * 9, produced * 18))
+    # weights (sansa_gpu.weights.weights_from_inverse), with X's copies, L and K alive: the permutation's
+    # int64 slot, column and source indices, the float64 values and their product, the results (W^T and
+    # Z, CSC and CSR): 44 B per entry at their peak (tracemalloc, 2M entries)
+    out["weights"] = out["input"] + budget * (8 + 8 + 44)
     out["peak"] = max(out[k] for k in ("input", "gram", "factorize", "refine", "weights"))
     return out
 
