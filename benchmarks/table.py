@@ -472,7 +472,9 @@ def default_rule(res: Records) -> str:
 
 
 def default_candidates(res: Records) -> str:
-    """Every candidate default measured by default_rule.py: test Recall@20 per dataset (last record of each)."""
+    """Every candidate default measured by default_rule.py: test Recall@20 per dataset (last record of each),
+    its change against the old default and its fit time as a multiple of the old default's measured in the same
+    run (same commit; the median fit of each)."""
     recs = _all(res["default_rule"], what="default_rule")
     cases = [c for c in dict.fromkeys(r["case"] for r in recs) if c not in ("old", "default")]
     rows = []
@@ -481,7 +483,13 @@ def default_candidates(res: Records) -> str:
         row = [data, f"{old['recall@20']:.4f}"]
         for c in cases:
             hit = _all(recs, data=data, case=c)
-            row.append(f"{hit[-1]['recall@20']:.4f} ({_delta(hit[-1]['recall@20'], old['recall@20'])})" if hit else "—")
+            if not hit:
+                row.append("—")
+                continue
+            r = hit[-1]
+            side = _all(recs, data=data, case="old", commit=r["commit"])
+            ratio = f", {r['fit_seconds'] / side[-1]['fit_seconds']:.1f}× fit" if side else ""
+            row.append(f"{r['recall@20']:.4f} ({_delta(r['recall@20'], old['recall@20'])}{ratio})")
         rows.append(row)
     specs = {c: next(r["spec"] for r in recs if r["case"] == c) for c in cases}
     return _table(["data", "old default"] + [f"{c}: {json.dumps(specs[c])}" for c in cases], rows)
