@@ -463,12 +463,35 @@ def test_default_density_is_sixteen_nonzeros_per_item(X, tmp_path):
     assert SANSA(factorizer="icf").density_for(8) == 1.0  # tiny catalogues: capped at 1
 
 
-def test_cholmod_l2_is_a_line_search_from_the_top_of_the_grid(X):
+def test_cholmod_l2_is_a_line_search_from_the_default_l2(X):
+    """CHOLMOD's l2 line starts at the grid value nearest SANSA(l2=None)'s for the exact factor (4 mean
+    Gram diagonals of the training split), steps to both neighbours, and goes on in a direction only
+    while a block beats the one it stepped from."""
     require("sksparse")
-    r = tune(X, densities=(0.02, 0.08), l2_grid=(0.01, 1.0, 10.0, 100.0, 1000.0), min_cooccurrence=(0.0,),
+    import math
+
+    from sansa_gpu.defaults import L2_PER_MEAN_DIAGONAL
+    from sansa_gpu.gram import mean_gram_diagonal
+
+    grid = (0.01, 1.0, 10.0, 100.0, 1000.0, 1e5)
+    r = tune(X, densities=(0.02, 0.08), l2_grid=grid, min_cooccurrence=(0.0,),
              refine_l2=False, sweeps_grid=(), device="cpu", progress=False, refine_sweeps=1)
     chol = [t for t in r.trials if t["factorizer"] == "cholmod"]
     run_l2 = list(dict.fromkeys(t["l2"] for t in chol))
-    assert run_l2 == [1000.0, 100.0, 10.0]  # descending; stopped after the first block worse than the one above
-    best = [max(t["recall@20"] for t in chol if t["l2"] == l2) for l2 in run_l2]
-    assert best[2] < best[1] and all(b <= max(best[:2]) for b in best)
+    target = L2_PER_MEAN_DIAGONAL * mean_gram_diagonal(tune_split_train(X))
+    start = min(grid, key=lambda l2: abs(math.log(l2 / target)))
+    assert run_l2[0] == start and 0 < grid.index(start) < len(grid) - 1  # a start with two neighbours
+    best = {l2: max(t["recall@20"] for t in chol if t["l2"] == l2) for l2 in run_l2}
+    s = grid.index(start)
+    assert set(run_l2[1:3]) == {grid[s - 1], grid[s + 1]}  # both neighbours of the start
+    for side in (1, -1):
+        walked = [grid[s]]
+        j = s + side
+        while 0 <= j < len(grid) and grid[j] in best:
+            walked.append(grid[j])
+            j += side
+        for a, b in zip(walked[1:-1], walked[2:]):  # b was run: a beat the block before it
+            assert best[a] > best[walked[walked.index(a) - 1]]
+        if 0 <= j < len(grid) and len(walked) > 1:  # the line stopped on this side: its last block was no better
+            assert best[walked[-1]] <= best[walked[-2]]
+    assert len(run_l2) < len(grid)  # the line ended before the whole grid (on this data)
