@@ -36,18 +36,9 @@ def _model(t: dict):
                  refine_sweeps=t["refine_sweeps"], device="cpu", max_gram_per_item=None)
 
 
-def _per_user_recall(ids: np.ndarray, targets, k: int = 20) -> np.ndarray:
-    targets = targets.tocsr()
-    out = []
-    for u in range(targets.shape[0]):
-        t = targets.indices[targets.indptr[u]:targets.indptr[u + 1]]
-        if t.size:
-            out.append(np.isin(ids[u, :k], t).sum() / min(k, t.size))
-    return np.asarray(out)
-
-
 def main(argv=None) -> None:
     from sansa_gpu.data import load_split
+    from sansa_gpu.metrics import recall_per_user
     from sansa_gpu.tuning import validation_split
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -68,7 +59,7 @@ def main(argv=None) -> None:
         vs = validation_split(split.train, v["kind"], v["fraction"], v["seed"])
         t0 = time.perf_counter()
         ids, _ = _model(best).fit(vs.train).recommend(vs.inputs, k=20)
-        per_user = _per_user_recall(ids, vs.targets)
+        per_user = recall_per_user(ids, vs.targets, 20)
         se = float(per_user.std(ddof=1) / np.sqrt(per_user.size))
         near = [t for t in ok if t[metric] >= best[metric] - se]
         pick = min(near, key=lambda t: (t["model_bytes"], -t["l2"]))

@@ -416,9 +416,13 @@ def icf_vs_exact(res: Records) -> str:
     rows = []
     for r in _icf_vs_exact_rows(res, "scaled"):
         ratio = r["icf_fill1"] / r["cholmod"]
+        se = r.get("icf_fill1_paired_se")
+        diff = r["icf_fill1"] - r["cholmod"]
         rows.append([r["data"], f"{r['per_item']:g}", f"{r['l2']:g}", f"{r['cholmod']:.4f}", _icf_cell(r, "icf_fill1"),
-                     f"{100 * ratio:.1f}%" + ("" if ratio >= 0.98 else ", more than 2% below")])
-    return _table(["data", "per item", "λ", "CHOLMOD (exact, cut)", "ICF", "ICF ÷ CHOLMOD"], rows)
+                     f"{100 * ratio:.1f}%" + ("" if ratio >= 0.98 else ", more than 2% below"),
+                     "—" if se is None else f"{diff:+.4f} ± {se:.4f} ({diff / se:+.1f} SE)"])
+    return _table(["data", "per item", "λ", "CHOLMOD (exact, cut)", "ICF", "ICF ÷ CHOLMOD",
+                   "ICF − CHOLMOD ± paired SE"], rows)
 
 
 def icf_vs_exact_unscaled(res: Records) -> str:

@@ -37,10 +37,20 @@ def _mean_over_users_with_targets(values: np.ndarray, n_targets: np.ndarray) -> 
     return float(values[mask].mean())
 
 
+def recall_per_user(ids: np.ndarray, targets: sp.csr_matrix, k: int) -> np.ndarray:
+    """hits@k / min(k, |targets|) of each user with targets, in row order: float64 (users with targets,).
+    Its mean is :func:`recall_at_k`; its spread gives standard errors (of one model's mean, or of the
+    paired difference of two models scored on the same users)."""
+    hit, n_t = _hits(ids, targets, k)
+    mask = n_t > 0
+    if not mask.any():
+        raise ValueError("no user has any target item")
+    return (hit.sum(1) / np.maximum(1, np.minimum(k, n_t)))[mask]
+
+
 def recall_at_k(ids: np.ndarray, targets: sp.csr_matrix, k: int) -> float:
     """Mean over users with targets of hits@k / min(k, |targets|)."""
-    hit, n_t = _hits(ids, targets, k)
-    return _mean_over_users_with_targets(hit.sum(1) / np.maximum(1, np.minimum(k, n_t)), n_t)
+    return float(recall_per_user(ids, targets, k).mean())
 
 
 def recall_at_k_bars(ids: np.ndarray, targets: sp.csr_matrix, k: int) -> float:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from sansa_gpu.metrics import evaluate, ndcg_at_k, recall_at_k, recall_at_k_bars
+from sansa_gpu.metrics import evaluate, ndcg_at_k, recall_at_k, recall_at_k_bars, recall_per_user
 
 
 def test_hand_computed_values():
@@ -12,6 +12,11 @@ def test_hand_computed_values():
     assert recall_at_k(ids, targets, 2) == pytest.approx((1 / 2 + 1 / 1) / 2)
     assert recall_at_k_bars(ids, targets, 2) == pytest.approx((1 / 3 + 1 / 1) / 2)
     assert recall_at_k(ids, targets, 3) == pytest.approx((2 / 3 + 1) / 2)
+    # per user: the users with targets only, in row order; their mean is recall_at_k
+    np.testing.assert_allclose(recall_per_user(ids, targets, 2), [1 / 2, 1 / 1])
+    np.testing.assert_allclose(recall_per_user(ids, targets, 3), [2 / 3, 1])
+    with pytest.raises(ValueError, match="no user has any target"):
+        recall_per_user(ids[2:], targets[2:], 2)  # only the user without targets
     d = 1 / np.log2(np.arange(2, 5))
     ndcg_u0 = (d[0] + d[2]) / d[:3].sum()
     ndcg_u1 = d[1] / d[0]
