@@ -5,7 +5,7 @@ pass of the column-parallel Gram, no values stored), nnz of the exact Cholesky f
 tree + row-subtree counts, O(nnz(L)) time, O(n) memory) when CHOLMOD is used, and the nnz budget.
 Bytes per entry follow the arrays each stage allocates (see the stage modules); the refinement's
 candidate count is calibrated (``REFINE_CANDIDATES_PER_BUDGET``). Measured against peak RSS
-(tests/test_memory.py, 4,000-20,000-item synthetic inputs at densities 0.005-0.02): 0.91-1.26 of it,
+(tests/test_memory.py, 4,000-20,000-item synthetic inputs at densities 0.005-0.02): 0.99-1.34 of it,
 the overestimate where the refinement produces fewer candidates than counted (the safe direction).
 """
 
@@ -26,6 +26,12 @@ from .gram import gram_lower, gram_lower_nnz
 #: 12 B/entry. Measured 30.6 on gowalla (496M nnz, 15.3 GB peak RSS of the whole fit) and 24 on a
 #: 4,000-item synthetic set (RSS sampled during a warm fit); 28 is within 15% of both.
 CHOLMOD_BYTES_PER_NNZ = 28.0
+
+#: What the peak adds to the largest stage's count: memory a stage freed that the allocator keeps resident
+#: while the next one runs (glibc's heap). Measured on the 4,000-item input of tests/test_memory.py: the
+#: weights stage's peak RSS 1.2-1.4x its traced allocations, the fit's peak RSS 0.86-0.97x the largest
+#: stage counted without it (four runs).
+ALLOCATOR_ALLOWANCE = 0.15
 
 #: Candidates one refinement sweep produces, as a multiple of the budget (the buffer they are written
 #: to holds up to 4x): measured 1.0-2.1 on ml-1m, lastfm-2k and synthetic data; 2.5 counted.
@@ -111,9 +117,10 @@ def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill
     threads = numba.get_num_threads()
     # per-chunk O(n) scratch of the numba loops: the Gram's acc (8 B), two int32 arrays and one int64
     # (one chunk per thread); the refinement's two float64 accumulators and four int64 arrays (8 chunks
-    # per thread)
+    # per thread, but each chunk's arrays live only while it runs: one set per thread is alive; measured
+    # at 400,000 items, 2 threads, 16 chunks: 35 MB of scratch, two sets of 19 MB)
     scratch = threads * n * 24
-    refine_scratch = 8 * threads * n * 48
+    refine_scratch = threads * n * 48
     out = {"budget": budget, "nnz_gram": nnz_g}
     out["input"] = 2 * x_bytes  # a second X (ICF column scaling, or the validated copy of a non-canonical input) + CSC copy
     gram_bytes = nnz_g * 12 + (n + 1) * 8
@@ -148,7 +155,8 @@ def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill
     # int64 slot, column and source indices, the float64 values and their product, the results (W^T and
     # Z, CSC and CSR): 44 B per entry at their peak (tracemalloc, 2M entries)
     out["weights"] = out["input"] + budget * (8 + 8 + 44)
-    out["peak"] = max(out[k] for k in ("input", "gram", "factorize", "refine", "weights"))
+    out["peak"] = int((1.0 + ALLOCATOR_ALLOWANCE) * max(out[k] for k in ("input", "gram", "factorize", "refine",
+                                                                           "weights")))
     return out
 
 
@@ -213,8 +221,8 @@ def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod
     """Predicted peak bytes per stage of :meth:`SANSA.fit` on X (users x items CSR).
 
     Returns {'input', 'gram', 'factorize', 'refine', 'weights', 'peak', 'nnz_gram', 'nnz_exact_L'
-    (cholmod only), 'budget'}; 'peak' is the largest stage, each stage counted with what is alive
-    during it. ``counts``: :func:`structural_counts` of the same (X, factorizer, min_cooccurrence,
+    (cholmod only), 'budget'}; each stage counted with what is alive during it, and 'peak' the largest
+    stage plus :data:`ALLOCATOR_ALLOWANCE`. ``counts``: :func:`structural_counts` of the same (X, factorizer, min_cooccurrence,
     ordering) when already known (estimates at several densities share them); else they are counted.
     ``working_fill``: ``SANSA(icf_fill=)``, the ICF's working budget as a multiple of the factor's;
     ``intermediate_fill``: ``SANSA(icf_intermediate_fill=)``, its intermediate tier as a multiple of that.
