@@ -4,7 +4,7 @@ of full fits (2 sweeps, exact Gram, binary training split), one JSON line per (d
 
 ``--mode scaled`` (the ICF's own problem, column scaling on): CHOLMOD with ``column_scaling=True`` (the
 exact factor of the same scaled matrix, cut to the budget) beside ICF with ``icf_fill`` 1 (the default),
-4 and 16 (a larger working budget, then the same cut as CHOLMOD's). ``--mode unscaled`` (EASE's own
+4 and 16 (a larger working budget, then the same cut as CHOLMOD's), and with ``--intermediate F ...``. ``--mode unscaled`` (EASE's own
 problem): CHOLMOD with ``column_scaling=False`` beside ICF on the same unscaled matrix, with the shift
 its restarts needed (``*_shift`` = used / asked), and with ``--intermediate F ...`` ICF with an intermediate
 fill of F times the budget (``SANSA(icf_intermediate_fill=F)``).
@@ -34,14 +34,12 @@ def run(args) -> None:
     from sansa_gpu.data import load_split
     from sansa_gpu.metrics import recall_per_user
 
-    if args.mode == "scaled":
-        variants = [("cholmod", dict(factorizer="cholmod", column_scaling=True))] + [
-            (f"icf_fill{f:g}", dict(factorizer="icf", column_scaling=True, icf_fill=f)) for f in args.fills]
-    else:
-        variants = [("cholmod", dict(factorizer="cholmod", column_scaling=False)),
-                    ("icf_fill1", dict(factorizer="icf", column_scaling=False))] + [
-            (f"icf_intermediate{f:g}", dict(factorizer="icf", column_scaling=False, icf_intermediate_fill=f))
-            for f in args.intermediate]
+    scaled = args.mode == "scaled"
+    fills = args.fills if scaled else [1.0]
+    variants = [("cholmod", dict(factorizer="cholmod", column_scaling=scaled))] + [
+        (f"icf_fill{f:g}", dict(factorizer="icf", column_scaling=scaled, icf_fill=f)) for f in fills] + [
+        (f"icf_intermediate{f:g}", dict(factorizer="icf", column_scaling=scaled, icf_intermediate_fill=f))
+        for f in args.intermediate]
     for data in args.data:
         split = load_split(Path(args.data_dir) / data)
         X = split.train.tocsr()
@@ -81,7 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--l2", nargs="+", type=float, default=[10.0, 100.0])
     ap.add_argument("--fills", nargs="+", type=float, default=[1.0, 4.0, 16.0])
     ap.add_argument("--intermediate", nargs="*", type=float, default=[],
-                    help="--mode unscaled: also ICF with these intermediate fills (Tismenetsky-Kaporin)")
+                    help="also ICF with these intermediate fills (Tismenetsky-Kaporin)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "icf_vs_exact.jsonl"))
     run(ap.parse_args(argv))
     return 0

@@ -413,16 +413,25 @@ def _icf_cell(r: dict, name: str) -> str:
 def icf_vs_exact(res: Records) -> str:
     """ICF against CHOLMOD's exact factor of the same column-scaled Gram, cut to the same budget: test R@20 at
     equal density and λ (issue 25: within 2%)."""
+    recs = _icf_vs_exact_rows(res, "scaled")
+    # the other ICF variants recorded with a paired standard error: a larger working budget, an intermediate fill
+    extra = [k[:-len("_paired_se")] for k in dict.fromkeys(k for r in recs for k in r if k.endswith("_paired_se"))
+             if k != "icf_fill1_paired_se"]
     rows = []
-    for r in _icf_vs_exact_rows(res, "scaled"):
+    for r in recs:
         ratio = r["icf_fill1"] / r["cholmod"]
         se = r.get("icf_fill1_paired_se")
         diff = r["icf_fill1"] - r["cholmod"]
         rows.append([r["data"], f"{r['per_item']:g}", f"{r['l2']:g}", f"{r['cholmod']:.4f}", _icf_cell(r, "icf_fill1"),
                      f"{100 * ratio:.1f}%" + ("" if ratio >= 0.98 else ", more than 2% below"),
-                     "—" if se is None else f"{diff:+.4f} ± {se:.4f} ({diff / se:+.1f} SE)"])
+                     "—" if se is None else f"{diff:+.4f} ± {se:.4f} ({diff / se:+.1f} SE)"]
+                    + ["—" if f"{v}_paired_se" not in r else
+                       f"{r[v]:.4f} ({100 * r[v] / r['cholmod']:.1f}%, {(r[v] - r['cholmod']) / r[f'{v}_paired_se']:+.1f} SE)"
+                       for v in extra])
+    names = {"icf_fill": "ICF, icf_fill ", "icf_intermediate": "ICF, intermediate fill "}
+    heads = [next(names[p] + v[len(p):] for p in names if v.startswith(p)) for v in extra]
     return _table(["data", "per item", "λ", "CHOLMOD (exact, cut)", "ICF", "ICF ÷ CHOLMOD",
-                   "ICF − CHOLMOD ± paired SE"], rows)
+                   "ICF − CHOLMOD ± paired SE"] + heads, rows)
 
 
 def icf_vs_exact_unscaled(res: Records) -> str:
