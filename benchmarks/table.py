@@ -424,9 +424,10 @@ def icf_vs_exact(res: Records) -> str:
         diff = r["icf_fill1"] - r["cholmod"]
         rows.append([r["data"], f"{r['per_item']:g}", f"{r['l2']:g}", f"{r['cholmod']:.4f}", _icf_cell(r, "icf_fill1"),
                      f"{100 * ratio:.1f}%" + ("" if ratio >= 0.98 else ", more than 2% below"),
-                     "—" if se is None else f"{diff:+.4f} ± {se:.4f} ({diff / se:+.1f} SE)"]
+                     "—" if se is None else f"{diff:+.4f} ± {se:.4f}" + (f" ({diff / se:+.1f} SE)" if se else "")]
                     + ["—" if f"{v}_paired_se" not in r else
-                       f"{r[v]:.4f} ({100 * r[v] / r['cholmod']:.1f}%, {(r[v] - r['cholmod']) / r[f'{v}_paired_se']:+.1f} SE)"
+                       f"{r[v]:.4f} ({100 * r[v] / r['cholmod']:.1f}%"
+                       + (f", {(r[v] - r['cholmod']) / r[f'{v}_paired_se']:+.1f} SE)" if r[f"{v}_paired_se"] else ")")
                        for v in extra])
     names = {"icf_fill": "ICF, icf_fill ", "icf_intermediate": "ICF, intermediate fill "}
     heads = [next(names[p] + v[len(p):] for p in names if v.startswith(p)) for v in extra]
@@ -501,7 +502,7 @@ def default_candidates(res: Records) -> str:
                 continue
             r = hit[-1]
             side = _all(recs, data=data, case="old", commit=r["commit"])
-            ratio = f", {r['fit_seconds'] / side[-1]['fit_seconds']:.1f}× fit" if side else ""
+            ratio = f", {r['fit_seconds'] / side[-1]['fit_seconds']:.1f}× fit" if side and side[-1]["fit_seconds"] else ""
             row.append(f"{r['recall@20']:.4f} ({_delta(r['recall@20'], old['recall@20'])}{ratio})")
         rows.append(row)
     specs = {c: next(r["spec"] for r in recs if r["case"] == c) for c in cases}

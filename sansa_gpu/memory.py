@@ -5,7 +5,7 @@ pass of the column-parallel Gram, no values stored), nnz of the exact Cholesky f
 tree + row-subtree counts, O(nnz(L)) time, O(n) memory) when CHOLMOD is used, and the nnz budget.
 Bytes per entry follow the arrays each stage allocates (see the stage modules); the refinement's
 candidate count is calibrated (``REFINE_CANDIDATES_PER_BUDGET``). Measured against peak RSS
-(tests/test_memory.py, 4,000-20,000-item synthetic inputs at densities 0.005-0.02): 0.99-1.34 of it,
+(tests/test_memory.py, 4,000-20,000-item synthetic inputs at densities 0.005-0.02): 0.93-1.34 of it,
 the overestimate where the refinement produces fewer candidates than counted (the safe direction).
 """
 
@@ -27,8 +27,8 @@ from .gram import gram_lower, gram_lower_nnz
 #: 4,000-item synthetic set (RSS sampled during a warm fit); 28 is within 15% of both.
 CHOLMOD_BYTES_PER_NNZ = 28.0
 
-#: What the peak adds to the largest stage's count: memory a stage freed that the allocator keeps resident
-#: while the next one runs (glibc's heap). Measured on the 4,000-item input of tests/test_memory.py: the
+#: What the peak adds to the largest stage's count (not to CHOLMOD's factorisation, calibrated on RSS
+#: already): memory a stage freed that the allocator keeps resident while the next one runs (glibc's heap). Measured on the 4,000-item input of tests/test_memory.py: the
 #: weights stage's peak RSS 1.2-1.4x its traced allocations, the fit's peak RSS 0.86-0.97x the largest
 #: stage counted without it (four runs).
 ALLOCATOR_ALLOWANCE = 0.15
@@ -143,20 +143,26 @@ def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill
     else:
         out["nnz_exact_L"] = fill
         out["factorize"] = out["input"] + int(CHOLMOD_BYTES_PER_NNZ * fill)
-    # refine (sansa_gpu.cpu.refine.refine_sweep), with the fit's copies of X alive: L and K (8 B/entry
-    # each) and the numba scratch, then the larger of two moments: the candidate buffer (sum of the
+    # refine (sansa_gpu.cpu.refine.refine_sweep): L and K (8 B/entry each) and the numba scratch, then the larger of two moments: the candidate buffer (sum of the
     # column caps <= 4 x the budget, 8 B/slot) with the compacted candidates (9 B each), or -- the
     # buffer freed -- the compacted candidates with the selection's float32 magnitudes and mask (9 B
-    # more). Candidates produced: 1.0-2.1 x the budget measured (ml-1m, lastfm-2k, synthetic), 2.5 counted
+    # more). Candidates produced: 1.0-2.1 x the budget measured (ml-1m, lastfm-2k, synthetic), 2.5 counted.
+    # Both this stage and the next also count the input stage's copies of X although fit has freed them by
+    # then: the RSS measured in these stages needs that much more (heap the allocator keeps resident;
+    # tests/test_memory.py's 4,000-item input reads about 0.87 without it)
     produced = int(REFINE_CANDIDATES_PER_BUDGET * budget)
     out["refine"] = (out["input"] + budget * 16 + refine_scratch
                      + max(4 * budget * 8 + produced * 9, produced * 18))
-    # weights (sansa_gpu.weights.weights_from_inverse), with X's copies, L and K alive: the permutation's
+    # weights (sansa_gpu.weights.weights_from_inverse), L and K alive (and X's copies, as above): the permutation's
     # int64 slot, column and source indices, the float64 values and their product, the results (W^T and
     # Z, CSC and CSR): 44 B per entry at their peak (tracemalloc, 2M entries)
     out["weights"] = out["input"] + budget * (8 + 8 + 44)
-    out["peak"] = int((1.0 + ALLOCATOR_ALLOWANCE) * max(out[k] for k in ("input", "gram", "factorize", "refine",
-                                                                           "weights")))
+    # the allowance on every stage but CHOLMOD's factorisation, whose bytes per nonzero were calibrated
+    # against the whole fit's peak RSS already
+    allowed = [out[k] for k in ("input", "gram", "factorize", "refine", "weights")
+               if not (factorizer != "icf" and k == "factorize")]
+    out["peak"] = max([int((1.0 + ALLOCATOR_ALLOWANCE) * max(allowed))]
+                      + ([out["factorize"]] if factorizer != "icf" else []))
     return out
 
 

@@ -62,7 +62,7 @@ import scipy.sparse as sp
 
 from ._rss import PeakRss
 from .data import random_holdout_split, strong_generalization_split
-from .defaults import L2_PER_MEAN_DIAGONAL, TUNE_L2_GRID, TUNE_MIN_COOCCURRENCE, TUNE_NNZ_PER_ITEM, TUNE_SWEEPS_GRID
+from .defaults import TUNE_L2_GRID, TUNE_MIN_COOCCURRENCE, TUNE_NNZ_PER_ITEM, TUNE_SWEEPS_GRID
 from .factorize import FactorCache, cholmod_available, nnz_budget
 from .ids import encode_interactions, is_table
 from .metrics import evaluate
@@ -631,9 +631,10 @@ class _Search:
         the exact factor on the training split (:data:`~sansa_gpu.defaults.L2_PER_MEAN_DIAGONAL` mean Gram
         diagonals: EASE's best l2 scales with the diagonal, so where it falls on a fixed grid moves with
         the data); ties: the larger."""
-        from .gram import mean_gram_diagonal
+        from .model import SANSA
 
-        target = math.log(L2_PER_MEAN_DIAGONAL * mean_gram_diagonal(self.split.train))
+        # the one resolution of the default l2 (it falls back to DEFAULT_L2 when X has no interactions)
+        target = math.log(SANSA(factorizer="cholmod").l2_for(self.split.train, column_scaling=False))
         return min(self.l2_grid[::-1], key=lambda l2: abs(math.log(l2) - target))
 
     def grid(self) -> None:
@@ -652,7 +653,7 @@ class _Search:
         cholmod_best: dict = {}  # l2 -> best metric of its CHOLMOD block
         stepped_from: dict = {}  # l2 -> the l2 of the block whose result queued it
         while blocks:
-            block = min(blocks, key=self.block_cost)  # ties: the earlier block (ICF rungs, then l2 descending)
+            block = min(blocks, key=self.block_cost)  # ties: the earlier block (ICF rungs; CHOLMOD above, then below)
             blocks.remove(block)
             kind, key = block
             if kind == "icf":

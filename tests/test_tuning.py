@@ -481,9 +481,9 @@ def test_cholmod_l2_is_a_line_search_from_the_default_l2(X):
     target = L2_PER_MEAN_DIAGONAL * mean_gram_diagonal(tune_split_train(X))
     start = min(grid, key=lambda l2: abs(math.log(l2 / target)))
     assert run_l2[0] == start and 0 < grid.index(start) < len(grid) - 1  # a start with two neighbours
-    best = {l2: max(t["recall@20"] for t in chol if t["l2"] == l2) for l2 in run_l2}
+    best = {l2: max(t["recall@20"] for t in chol if t["l2"] == l2 and t["status"] == "ok") for l2 in run_l2}
     s = grid.index(start)
-    assert set(run_l2[1:3]) == {grid[s - 1], grid[s + 1]}  # both neighbours of the start
+    assert run_l2[1:3] == [grid[s + 1], grid[s - 1]]  # both neighbours of the start, the one above first
     for side in (1, -1):
         walked = [grid[s]]
         j = s + side
@@ -495,3 +495,20 @@ def test_cholmod_l2_is_a_line_search_from_the_default_l2(X):
         if 0 <= j < len(grid) and len(walked) > 1:  # the line stopped on this side: its last block was no better
             assert best[walked[-1]] <= best[walked[-2]]
     assert len(run_l2) < len(grid)  # the line ended before the whole grid (on this data)
+
+
+def test_cholmod_l2_line_goes_on_while_it_improves(X, monkeypatch):
+    """From the bottom of the grid the line climbs while each block beats the one below it and stops at
+    the first that does not (this data's best l2 is about 100: see the test above)."""
+    require("sksparse")
+    from sansa_gpu import tuning
+
+    monkeypatch.setattr(tuning._Search, "cholmod_start_l2", lambda self: 0.01)
+    grid = (0.01, 1.0, 10.0, 100.0, 1000.0, 1e5)
+    r = tune(X, densities=(0.02,), l2_grid=grid, min_cooccurrence=(0.0,), factorizers=("cholmod",),
+             refine_l2=False, sweeps_grid=(), device="cpu", progress=False, refine_sweeps=1)
+    run_l2 = list(dict.fromkeys(t["l2"] for t in r.trials))
+    best = {l2: max(t["recall@20"] for t in r.trials if t["l2"] == l2) for l2 in run_l2}
+    assert run_l2 == list(grid[:len(run_l2)]) and len(run_l2) >= 4  # upwards, one step at a time, past two steps
+    assert all(best[b] > best[a] for a, b in zip(run_l2[:-2], run_l2[1:-1]))  # each step it took improved
+    assert len(run_l2) == len(grid) or best[run_l2[-1]] <= best[run_l2[-2]]  # and it stopped at the first that did not
