@@ -30,11 +30,16 @@ def _hits(ids: np.ndarray, targets: sp.csr_matrix, k: int) -> tuple[np.ndarray, 
     return hit.reshape(top.shape), np.diff(T.indptr)
 
 
-def _mean_over_users_with_targets(values: np.ndarray, n_targets: np.ndarray) -> float:
+def _over_users_with_targets(values: np.ndarray, n_targets: np.ndarray) -> np.ndarray:
+    """values of the users with targets (ValueError when no user has any)."""
     mask = n_targets > 0
     if not mask.any():
         raise ValueError("no user has any target item")
-    return float(values[mask].mean())
+    return values[mask]
+
+
+def _mean_over_users_with_targets(values: np.ndarray, n_targets: np.ndarray) -> float:
+    return float(_over_users_with_targets(values, n_targets).mean())
 
 
 def recall_per_user(ids: np.ndarray, targets: sp.csr_matrix, k: int) -> np.ndarray:
@@ -42,10 +47,7 @@ def recall_per_user(ids: np.ndarray, targets: sp.csr_matrix, k: int) -> np.ndarr
     Its mean is :func:`recall_at_k`; its spread gives standard errors (of one model's mean, or of the
     paired difference of two models scored on the same users)."""
     hit, n_t = _hits(ids, targets, k)
-    mask = n_t > 0
-    if not mask.any():
-        raise ValueError("no user has any target item")
-    return (hit.sum(1) / np.maximum(1, np.minimum(k, n_t)))[mask]
+    return _over_users_with_targets(hit.sum(1) / np.maximum(1, np.minimum(k, n_t)), n_t)
 
 
 def recall_at_k(ids: np.ndarray, targets: sp.csr_matrix, k: int) -> float:
