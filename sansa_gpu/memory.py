@@ -28,9 +28,10 @@ from .gram import gram_lower, gram_lower_nnz
 CHOLMOD_BYTES_PER_NNZ = 28.0
 
 #: What the peak adds to the largest stage's count (not to CHOLMOD's factorisation, calibrated on RSS
-#: already): memory a stage freed that the allocator keeps resident while the next one runs (glibc's heap). Measured on the 4,000-item input of tests/test_memory.py: the
-#: weights stage's peak RSS 1.2-1.4x its traced allocations, the fit's peak RSS 0.86-0.97x the largest
-#: stage counted without it (four runs).
+#: already): memory a stage freed that the allocator keeps resident while the next one runs (glibc's
+#: heap). Measured on the 4,000-item input of tests/test_memory.py: the weights stage's peak RSS
+#: 1.2-1.4x its traced allocations, the fit's peak RSS 0.86-0.97x the largest stage counted without it
+#: (four runs).
 ALLOCATOR_ALLOWANCE = 0.15
 
 #: Candidates one refinement sweep produces, as a multiple of the budget (the buffer they are written
@@ -143,26 +144,26 @@ def _stage_bytes(n_users: int, n: int, nnz_x: int, budget: int, nnz_g: int, fill
     else:
         out["nnz_exact_L"] = fill
         out["factorize"] = out["input"] + int(CHOLMOD_BYTES_PER_NNZ * fill)
-    # refine (sansa_gpu.cpu.refine.refine_sweep): L and K (8 B/entry each) and the numba scratch, then the larger of two moments: the candidate buffer (sum of the
-    # column caps <= 4 x the budget, 8 B/slot) with the compacted candidates (9 B each), or -- the
-    # buffer freed -- the compacted candidates with the selection's float32 magnitudes and mask (9 B
-    # more). Candidates produced: 1.0-2.1 x the budget measured (ml-1m, lastfm-2k, synthetic), 2.5 counted.
-    # Both this stage and the next also count the input stage's copies of X although fit has freed them by
-    # then: the RSS measured in these stages needs that much more (heap the allocator keeps resident;
-    # tests/test_memory.py's 4,000-item input reads about 0.87 without it)
+    # refine (sansa_gpu.cpu.refine.refine_sweep): L and K (8 B/entry each) and the numba scratch, then
+    # the larger of two moments: the candidate buffer (sum of the column caps <= 4 x the budget, 8 B/slot)
+    # with the compacted candidates (9 B each), or -- the buffer freed -- the compacted candidates with
+    # the selection's float32 magnitudes and mask (9 B more). Candidates produced: 1.0-2.1 x the budget
+    # measured (ml-1m, lastfm-2k, synthetic), 2.5 counted. Both this stage and the next also count the
+    # input stage's copies of X although fit has freed them by then: the RSS measured in these stages
+    # needs that much more (heap the allocator keeps resident; tests/test_memory.py's 4,000-item input
+    # reads about 0.87 without it)
     produced = int(REFINE_CANDIDATES_PER_BUDGET * budget)
     out["refine"] = (out["input"] + budget * 16 + refine_scratch
                      + max(4 * budget * 8 + produced * 9, produced * 18))
-    # weights (sansa_gpu.weights.weights_from_inverse), L and K alive (and X's copies, as above): the permutation's
-    # int64 slot, column and source indices, the float64 values and their product, the results (W^T and
-    # Z, CSC and CSR): 44 B per entry at their peak (tracemalloc, 2M entries)
+    # weights (sansa_gpu.weights.weights_from_inverse), L and K alive (and X's copies, as above): the
+    # permutation's int64 slot, column and source indices, the float64 values and their product, the
+    # results (W^T and Z, CSC and CSR): 44 B per entry at their peak (tracemalloc, 2M entries)
     out["weights"] = out["input"] + budget * (8 + 8 + 44)
     # the allowance on every stage but CHOLMOD's factorisation, whose bytes per nonzero were calibrated
     # against the whole fit's peak RSS already
-    allowed = [out[k] for k in ("input", "gram", "factorize", "refine", "weights")
-               if not (factorizer != "icf" and k == "factorize")]
-    out["peak"] = max([int((1.0 + ALLOCATOR_ALLOWANCE) * max(allowed))]
-                      + ([out["factorize"]] if factorizer != "icf" else []))
+    calibrated = ("factorize",) if factorizer != "icf" else ()
+    counted = max(out[k] for k in ("input", "gram", "factorize", "refine", "weights") if k not in calibrated)
+    out["peak"] = max([int((1.0 + ALLOCATOR_ALLOWANCE) * counted)] + [out[k] for k in calibrated])
     return out
 
 
@@ -228,8 +229,9 @@ def estimate_memory(X: sp.csr_matrix, density: float, factorizer: str = "cholmod
 
     Returns {'input', 'gram', 'factorize', 'refine', 'weights', 'peak', 'nnz_gram', 'nnz_exact_L'
     (cholmod only), 'budget'}; each stage counted with what is alive during it, and 'peak' the largest
-    stage plus :data:`ALLOCATOR_ALLOWANCE`. ``counts``: :func:`structural_counts` of the same (X, factorizer, min_cooccurrence,
-    ordering) when already known (estimates at several densities share them); else they are counted.
+    stage plus :data:`ALLOCATOR_ALLOWANCE` (CHOLMOD's factorisation without it: calibrated on RSS).
+    ``counts``: :func:`structural_counts` of the same (X, factorizer, min_cooccurrence, ordering) when
+    already known (estimates at several densities share them); else they are counted.
     ``working_fill``: ``SANSA(icf_fill=)``, the ICF's working budget as a multiple of the factor's;
     ``intermediate_fill``: ``SANSA(icf_intermediate_fill=)``, its intermediate tier as a multiple of that.
     """
