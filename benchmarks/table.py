@@ -417,17 +417,19 @@ def icf_vs_exact(res: Records) -> str:
     # the other ICF variants recorded with a paired standard error: a larger working budget, an intermediate fill
     extra = [k[:-len("_paired_se")] for k in dict.fromkeys(k for r in recs for k in r if k.endswith("_paired_se"))
              if k != "icf_fill1_paired_se"]
+    def in_se(r: dict, v: str) -> str:  # variant v's difference from CHOLMOD in paired standard errors
+        se = r[f"{v}_paired_se"]
+        return f"{(r[v] - r['cholmod']) / se:+.1f} SE" if se else "no spread"
+
     rows = []
     for r in recs:
         ratio = r["icf_fill1"] / r["cholmod"]
-        se = r.get("icf_fill1_paired_se")
-        diff = r["icf_fill1"] - r["cholmod"]
+        paired = "icf_fill1_paired_se" in r
         rows.append([r["data"], f"{r['per_item']:g}", f"{r['l2']:g}", f"{r['cholmod']:.4f}", _icf_cell(r, "icf_fill1"),
                      f"{100 * ratio:.1f}%" + ("" if ratio >= 0.98 else ", more than 2% below"),
-                     "—" if se is None else f"{diff:+.4f} ± {se:.4f}" + (f" ({diff / se:+.1f} SE)" if se else "")]
-                    + ["—" if f"{v}_paired_se" not in r else
-                       f"{r[v]:.4f} ({100 * r[v] / r['cholmod']:.1f}%"
-                       + (f", {(r[v] - r['cholmod']) / r[f'{v}_paired_se']:+.1f} SE)" if r[f"{v}_paired_se"] else ")")
+                     f"{r['icf_fill1'] - r['cholmod']:+.4f} ± {r['icf_fill1_paired_se']:.4f} ({in_se(r, 'icf_fill1')})"
+                     if paired else "—"]
+                    + [f"{r[v]:.4f} ({100 * r[v] / r['cholmod']:.1f}%, {in_se(r, v)})" if f"{v}_paired_se" in r else "—"
                        for v in extra])
     names = {"icf_fill": "ICF, icf_fill ", "icf_intermediate": "ICF, intermediate fill "}
     heads = [next(names[p] + v[len(p):] for p in names if v.startswith(p)) for v in extra]
