@@ -4,10 +4,10 @@ of full fits (2 sweeps, exact Gram, binary training split), one JSON line per (d
 
 ``--mode scaled`` (the ICF's own problem, column scaling on): CHOLMOD with ``column_scaling=True`` (the
 exact factor of the same scaled matrix, cut to the budget) beside ICF with ``icf_fill`` 1 (the default),
-4 and 16 (a larger working budget, then the same cut as CHOLMOD's), and with ``--intermediate F ...``. ``--mode unscaled`` (EASE's own
+4 and 16 (a larger working budget, then the same cut as CHOLMOD's). ``--mode unscaled`` (EASE's own
 problem): CHOLMOD with ``column_scaling=False`` beside ICF on the same unscaled matrix, with the shift
-its restarts needed (``*_shift`` = used / asked), and with ``--intermediate F ...`` ICF with an intermediate
-fill of F times the budget (``SANSA(icf_intermediate_fill=F)``).
+its restarts needed (``*_shift`` = used / asked). In both, ``--intermediate F ...`` adds ICF with an
+intermediate fill of F times the budget (``SANSA(icf_intermediate_fill=F)``).
 
     python benchmarks/icf_vs_exact.py --mode scaled --data ml-1m-implicit pinterest lastfm-2k citeulike-a \\
         --per-item 16 64 --l2 10 100 --out benchmarks/results/icf_vs_exact.jsonl

@@ -23,10 +23,11 @@ mean diagonals give test Recall@20 0.386 / 0.400 / 0.399 against 0.335 at l2 = 2
 (benchmarks/results/default_rule.jsonl)."""
 DEFAULT_MIN_COOCCURRENCE = 2.0
 """``SANSA(min_cooccurrence=None)`` for ICF below density 1 on 0/1 or count data (whole numbers >= 1): Gram
-entries of item pairs seen together by one user only are dropped while the Gram is built. Against 0 at the other defaults, test Recall@20 on the nine shared
-datasets ICF fits by default (benchmarks/results/default_rule.jsonl): better on six (yelp-diffnet +50%,
-epinions +32%, amazon-videogames-sasrec +13%, lastfm-2k +1.5%, gowalla and pinterest +0.1-0.2%), worse on three
-(citeulike-t -15%, citeulike-a -2.2%, amazon-book-kgat -0.2%); and the Gram is smaller. Weighted data keeps 0:
+entries of item pairs seen together by one user only are dropped while the Gram is built. Against 0 at the
+other defaults, test Recall@20 on the nine shared datasets ICF fits by default
+(benchmarks/results/default_rule.jsonl): better on six (yelp-diffnet +50%, epinions +32%,
+amazon-videogames-sasrec +13%, lastfm-2k +1.5%, gowalla and pinterest +0.1-0.2%), worse on three (citeulike-t
+-15%, citeulike-a -2.2%, amazon-book-kgat -0.2%); and the Gram is smaller. Weighted data keeps 0:
 its Gram entries are not counts; density 1 keeps 0 and stays EASE."""
 DEFAULT_NNZ_PER_ITEM = 16
 """Default density as nonzeros per item column of each factor (``density=None``): 16 per item is
