@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _isolated import emit, git_commit, peak_rss_gb, run_isolated, test_metrics  # noqa: E402
+from _isolated import emit, fit_summary, git_commit, peak_rss_gb, run_isolated, test_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_DEFAULT = {"l2": 20.0, "per_item": 16, "refine_sweeps": 2, "min_cooccurrence": 0}
@@ -40,6 +40,8 @@ def _resolve(spec: dict, X) -> dict:
 
 
 def _fit(data_dir, data, name, spec, queue):
+    import numpy as np
+
     from sansa_gpu import SANSA
     from sansa_gpu.data import load_split
     from sansa_gpu.warmup import warm_up
@@ -51,11 +53,15 @@ def _fit(data_dir, data, name, spec, queue):
     t0 = time.perf_counter()
     model.fit(split.train)
     fit_seconds = time.perf_counter() - t0
+    # where the budget went: the column lengths of W^T (an item whose column is its diagonal alone
+    # takes no part in any other item's score)
+    col_nnz = np.diff(model.weights_[0].tocsc().indptr)
     queue.put({"case": name, "spec": spec, "params": model.get_params(), "factorizer_": model.factorizer_,
                "l2_": model.l2_, "density_": model.density_, "refine_sweeps_": model.refine_sweeps_,
                "min_cooccurrence_": model.min_cooccurrence_,
                "nnz_per_item": round(model.density_ * split.train.shape[1], 1),
-               "fit_seconds": round(fit_seconds, 2), "model_bytes": model.model_bytes,
+               "fit_seconds": round(fit_seconds, 2), **fit_summary(model), "model_bytes": model.model_bytes,
+               "longest_weight_column": int(col_nnz.max()), "diagonal_only_items": round(float(np.mean(col_nnz <= 1)), 4),
                "icf_shift": model.stats_.get("icf_shift"), "icf_restarts": model.stats_.get("icf_restarts"),
                **test_metrics(model, split), "peak_rss_gb": round(peak_rss_gb(), 3)})
 
