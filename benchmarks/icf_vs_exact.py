@@ -7,7 +7,10 @@ exact factor of the same scaled matrix, cut to the budget) beside ICF with ``icf
 4 and 16 (a larger working budget, then the same cut as CHOLMOD's). ``--mode unscaled`` (EASE's own
 problem): CHOLMOD with ``column_scaling=False`` beside ICF on the same unscaled matrix, with the shift
 its restarts needed (``*_shift`` = used / asked). In both, ``--intermediate F ...`` adds ICF with an
-intermediate fill of F times the budget (``SANSA(icf_intermediate_fill=F)``).
+intermediate fill of F times the budget (``SANSA(icf_intermediate_fill=F)``), and ``--variant NAME=JSON`` an ICF
+with any SANSA parameters (recorded as ``NAME_params``). ``--objective`` records each model's EASE training
+objective (``<variant>_objective``, :func:`training_objective`): whether a train-only number ranks the variants
+as their test recall does.
 
     python benchmarks/icf_vs_exact.py --mode scaled --data ml-1m-implicit pinterest lastfm-2k citeulike-a \\
         --per-item 16 64 --l2 10 100 --out benchmarks/results/icf_vs_exact.jsonl
@@ -17,6 +20,7 @@ intermediate fill of F times the budget (``SANSA(icf_intermediate_fill=F)``).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -27,6 +31,30 @@ from _isolated import emit, git_commit  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def training_objective(model, X, scaled: bool, block: int = 4096) -> float:
+    """EASE's objective on the training data for the fitted weights, per user: (||X~ M||_F^2 + l2 (||M||_F^2 - n))
+    / users, where M = Wt Z = B - I (the weights read as EASE's B with its unit diagonal taken out; diag(M) = -1,
+    so diag(B) = 0) and X~ is X with the columns scaled as the fit scaled them (the problem the factor solves)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from sansa_gpu.factorize import icf_column_scaling
+
+    Xs = X if not scaled else sp.csr_matrix(X @ sp.diags(1.0 / icf_column_scaling(X)))
+    Wt, Z = (sp.csr_matrix(W, dtype=np.float64) for W in model.weights_)
+    Zc = sp.csc_matrix(Z)
+    n = Wt.shape[0]
+    fit_term = 0.0
+    for lo in range(0, Xs.shape[0], block):
+        S = (Xs[lo:lo + block] @ Wt) @ Zc
+        fit_term += float(S.multiply(S).sum())
+    norm_m = 0.0
+    for lo in range(0, n, block):
+        M = Wt @ Zc[:, lo:lo + block]
+        norm_m += float(M.multiply(M).sum())
+    return (fit_term + model.l2_ * (norm_m - n)) / X.shape[0]
+
+
 def run(args) -> None:
     import numpy as np
 
@@ -35,11 +63,13 @@ def run(args) -> None:
     from sansa_gpu.metrics import recall_per_user
 
     scaled = args.mode == "scaled"
+    named = {name: json.loads(spec) for name, spec in (v.split("=", 1) for v in args.variant)}
     fills = args.fills if scaled else [1.0]
     variants = [("cholmod", dict(factorizer="cholmod", column_scaling=scaled))] + [
         (f"icf_fill{f:g}", dict(factorizer="icf", column_scaling=scaled, icf_fill=f)) for f in fills] + [
         (f"icf_intermediate{f:g}", dict(factorizer="icf", column_scaling=scaled, icf_intermediate_fill=f))
-        for f in args.intermediate]
+        for f in args.intermediate] + [
+        (name, dict(factorizer="icf", column_scaling=scaled, **spec)) for name, spec in named.items()]
     for data in args.data:
         split = load_split(Path(args.data_dir) / data)
         X = split.train.tocsr()
@@ -64,6 +94,10 @@ def run(args) -> None:
                         diff = per_user - exact_per_user
                         rec[f"{name}_paired_se"] = round(float(diff.std(ddof=1) / np.sqrt(diff.size)), 6)
                     rec[f"{name}_fit_seconds"] = round(fit_s, 2)
+                    if name in named:
+                        rec[f"{name}_params"] = named[name]
+                    if args.objective:
+                        rec[f"{name}_objective"] = training_objective(model, X, scaled)
                     if kw["factorizer"] == "icf":
                         rec[f"{name}_restarts"] = model.stats_["icf_restarts"]
                         rec[f"{name}_shift"] = round(model.stats_["icf_shift"] / l2, 4)
@@ -80,6 +114,10 @@ def main(argv=None) -> int:
     ap.add_argument("--fills", nargs="+", type=float, default=[1.0, 4.0, 16.0])
     ap.add_argument("--intermediate", nargs="*", type=float, default=[],
                     help="also ICF with these intermediate fills (Tismenetsky-Kaporin)")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="name=JSON: also ICF with these SANSA parameters (repeatable)")
+    ap.add_argument("--objective", action="store_true",
+                    help="record each model's EASE training objective (<variant>_objective)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "icf_vs_exact.jsonl"))
     run(ap.parse_args(argv))
     return 0

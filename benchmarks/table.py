@@ -432,7 +432,9 @@ def icf_vs_exact(res: Records) -> str:
                     + [f"{r[v]:.4f} ({100 * r[v] / r['cholmod']:.1f}%, {in_se(r, v)})" if f"{v}_paired_se" in r else "—"
                        for v in extra])
     names = {"icf_fill": "ICF, icf_fill ", "icf_intermediate": "ICF, intermediate fill "}
-    heads = [next(names[p] + v[len(p):] for p in names if v.startswith(p)) for v in extra]
+    params = {v: r[f"{v}_params"] for r in recs for v in extra if f"{v}_params" in r}  # --variant name=JSON
+    heads = ["ICF, " + ", ".join(f"{k} {x:g}" for k, x in params[v].items()) if v in params
+             else next(names[p] + v[len(p):] for p in names if v.startswith(p)) for v in extra]
     return _table(["data", "per item", "λ", "CHOLMOD (exact, cut)", "ICF", "ICF ÷ CHOLMOD",
                    "ICF − CHOLMOD ± paired SE"] + heads, rows)
 
