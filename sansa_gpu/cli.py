@@ -144,7 +144,8 @@ def _cmd_fit(args) -> int:
                "n_users": model.stats_["n_users"], "nnz_X": model.stats_["nnz_X"],
                # what the fit used, the defaults resolved from the data
                "factorizer": model.factorizer_, "l2": model.l2_, "density": model.density_,
-               "refine_sweeps": model.refine_sweeps_, "min_cooccurrence": model.min_cooccurrence_}
+               "refine_sweeps": model.refine_sweeps_, "min_cooccurrence": model.min_cooccurrence_,
+               "icf_fill": model.icf_fill_, "icf_intermediate_fill": model.icf_intermediate_fill_}
     print(json.dumps(summary))
     return 0
 

@@ -4,6 +4,8 @@ checks that they agree)."""
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 DEVICES = ("auto", "cpu", "gpu")
 """Where the GPU-capable stages run: 'auto' (the GPU when one answers and the GPU path is verified,
 else the CPU), 'cpu' or 'gpu'."""
@@ -44,6 +46,19 @@ model reaches 95% of dense EASE at any l2 or sweep count (at most 0.359 against 
 with 4 sweeps reaches 0.400 (97%) in 1.7x the old default's fit time (benchmarks/results/default_rule.jsonl)."""
 DENSE_REFINE_SWEEPS = 4
 """Default refinement sweeps on dense data: at 64 per item on ml-1m, 2 sweeps reach 0.375 and 4 reach 0.400."""
+ICF_FILL_FROM_NNZ_PER_ITEM = 64
+"""Nonzeros per item column of the factor from which ``SANSA(icf_fill=None, icf_intermediate_fill=None)`` resolve
+to :data:`DENSE_ICF_FILL` and :data:`DENSE_ICF_INTERMEDIATE_FILL` (below it: 1 and 0, the plain incomplete
+Cholesky). On the column-scaled Gram of eight shared datasets at 64 per item and l2 10 and 100
+(benchmarks/results/icf_vs_exact.jsonl), the plain ICF is more than 2% below CHOLMOD's exact factor cut to the
+same density in 2 of 16 cases (ml-1m 96.5%, yelp-diffnet 88.6%), the pair in none (98.5-108.4%); at 16 per item
+the plain ICF is the better of the two everywhere (101.8-225% of the exact factor against 99.7-187.8%)."""
+DENSE_ICF_FILL = 2.0
+"""``icf_fill`` resolved from :data:`ICF_FILL_FROM_NNZ_PER_ITEM` nonzeros per item: a working budget of twice the
+factor's, cut afterwards by magnitude as the exact factor is."""
+DENSE_ICF_INTERMEDIATE_FILL = 1.0
+"""``icf_intermediate_fill`` resolved from :data:`ICF_FILL_FROM_NNZ_PER_ITEM` nonzeros per item: one working
+budget of intermediate entries (Tismenetsky-Kaporin), which feed the later columns and are then discarded."""
 REFINE_TOL = 1e-2
 """Default ``refine_tol``: columns of K within 1% of their target (``||e_j - L k_j|| <= 0.01``) are
 not refined. Against 1e-7: the same recall@20 within 0.0004 on ml-1m (CHOLMOD), gowalla and
@@ -68,3 +83,10 @@ TUNE_MIN_COOCCURRENCE = (0.0, 2.0, 3.0)
 TUNE_SWEEPS_GRID = (4, 8)
 """Refinement sweeps ``tune`` tries last, for the best trial only, while they improve it: on ml-1m
 (CHOLMOD, 64 nonzeros per item, λ = 1778) 5 sweeps instead of 2 raised test Recall@20 from 0.380 to 0.399."""
+TUNE_ICF_FILLS = MappingProxyType({"icf_fill": 1.0, "icf_intermediate_fill": 0.0})  # read-only: shared by every tune
+"""The incomplete Cholesky ``tune`` searches at every density: the plain one, not the doubled working budget with an
+intermediate fill that ``SANSA()`` resolves to from :data:`ICF_FILL_FROM_NNZ_PER_ITEM` nonzeros per item. At the
+ICF models ``tune`` chose (benchmarks/results/default_rule.jsonl, cases ``tuned_icf*``) the pair took 1.4-3.2x the
+fit time for the same test Recall@20 (pinterest, 256 per item: 0.1569 both), +0.0009 (lastfm-2k, 64 per item) or
++0.0017 (citeulike-a, 256 per item); a slower trial is fewer trials within ``max_seconds``, the searches measured
+so far (docs/benchmarks.md) ran the plain ICF, and where the exact factor fits, ``tune`` searches it as well."""

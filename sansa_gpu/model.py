@@ -22,11 +22,14 @@ from .defaults import (  # noqa: F401  (FACTORIZERS, REFINE_TOL, ... are also re
     DEFAULT_NNZ_PER_ITEM,
     DEFAULT_REFINE_SWEEPS,
     DENSE_DATA_ITEMS_PER_USER,
+    DENSE_ICF_FILL,
+    DENSE_ICF_INTERMEDIATE_FILL,
     DENSE_NNZ_PER_ITEM,
     DENSE_REFINE_SWEEPS,
     DEVICES,
     FACTORIZERS,
     GRAM_PER_FACTOR_ENTRY,
+    ICF_FILL_FROM_NNZ_PER_ITEM,
     L2_PER_MEAN_DIAGONAL,
     REFINE_TOL,
 )
@@ -66,6 +69,8 @@ class _FitPlan:
     l2: float  # l2 resolved (SANSA.l2_for)
     refine_sweeps: int  # refine_sweeps resolved
     min_cooccurrence: float  # min_cooccurrence resolved (0 for CHOLMOD)
+    icf_fill: float  # icf_fill resolved (SANSA.icf_fills_for; 1 for CHOLMOD)
+    icf_intermediate_fill: float  # icf_intermediate_fill resolved (0 for CHOLMOD)
     exact_counts: tuple | None = None  # (nnz_gram, fill) when the auto rule analysed this exact factor
     device: str | None = None  # 'cpu' or 'gpu', resolved after the memory check
     backend: object = None  # sansa_gpu.cpu or sansa_gpu.gpu
@@ -144,18 +149,23 @@ class SANSA:
         Columns of K whose residual ||e_j - L k_j|| is at or below this are left as they are in a
         sweep (their minimal-residual step, the costly part, is skipped). Default 1e-2
         (:data:`REFINE_TOL`); 1e-7 converges K.
-    icf_fill : float >= 1
+    icf_fill : float >= 1, or None
         'icf' only: the incomplete Cholesky keeps up to ``icf_fill`` times the factor's budget while it
         factorises (fewer entries dropped before they feed later columns), then the factor is cut to
-        the budget by magnitude over the whole factor, as CHOLMOD's exact factor is. 1 (default): the
-        budget throughout. Costs about ``icf_fill**2`` times the ICF's time. Measured so far on ml-1m
-        only (docs/icf_robustness.md): better at 64 nonzeros per item, worse at 16.
-    icf_intermediate_fill : float >= 0
+        the budget by magnitude over the whole factor, as CHOLMOD's exact factor is. 1: the budget
+        throughout. None (default): resolved per fit (``icf_fill_``, :meth:`icf_fills_for`): 1 below
+        :data:`ICF_FILL_FROM_NNZ_PER_ITEM` (64) nonzeros per item column, :data:`DENSE_ICF_FILL` (2) from
+        there, where, together with the intermediate fill below, it keeps the ICF within 2% of the exact
+        factor cut to the same density on the shared datasets (docs/benchmarks.md); at 16 per item the
+        plain ICF is the better one. The ICF's time grows with it (1.5-3x at 2, with the intermediate fill).
+    icf_intermediate_fill : float >= 0, or None
         'icf' only: besides the factor, the incomplete Cholesky keeps up to this many times its working
         budget of intermediate entries, which feed the later columns (through L R^T and R L^T, never R R^T
         or a pivot) and are then discarded (Tismenetsky-Kaporin): the pivots no longer break down the way
         they do when the entries are just dropped, which matters on the unscaled Gram of dense data
-        (``column_scaling=False``). 0 (default): none. On ml-1m's unscaled Gram at l2 1000
+        (``column_scaling=False``). 0: none. None (default): resolved per fit as ``icf_fill`` is
+        (``icf_intermediate_fill_``): 0 below 64 nonzeros per item, :data:`DENSE_ICF_INTERMEDIATE_FILL` (1)
+        from there. On ml-1m's unscaled Gram at l2 1000
         (docs/icf_robustness.md): 16 per item 0.187 (18 restarts) -> 0.374 with 64, no restart, above
         CHOLMOD's 0.359; 64 per item 0.231 -> 0.328, below CHOLMOD's 0.376. Memory: 12 bytes per entry.
 
@@ -163,8 +173,8 @@ class SANSA:
     duplicates are summed and explicit zeros ignored. Items without interactions are never
     recommended.
 
-    Fitted attributes: ``l2_``, ``density_``, ``refine_sweeps_``, ``min_cooccurrence_`` (the values the fit
-    used, the defaults resolved), ``weights_`` (Wt, Z), ``n_items_``, ``history_`` (loss per sweep, with the
+    Fitted attributes: ``l2_``, ``density_``, ``refine_sweeps_``, ``min_cooccurrence_``, ``icf_fill_``,
+    ``icf_intermediate_fill_`` (the values the fit used, the defaults resolved), ``weights_`` (Wt, Z), ``n_items_``, ``history_`` (loss per sweep, with the
     device each sweep ran on), ``stats_`` (seconds and nnz per stage; ``stats_["stage_devices"]``:
     where each fitting stage actually ran -- after a GPU out-of-memory fallback too; scoring never
     modifies the model, and logs where it ran at DEBUG level; for 'icf' also ``icf_shift``, the diagonal shift the incomplete
@@ -188,8 +198,8 @@ class SANSA:
         min_cooccurrence: float | None = None,
         refine_tol: float = REFINE_TOL,
         max_gram_per_item: int | str | None = "auto",
-        icf_fill: float = 1.0,
-        icf_intermediate_fill: float = 0.0,
+        icf_fill: float | None = None,
+        icf_intermediate_fill: float | None = None,
     ):
         self.l2 = l2
         self.density = density
@@ -236,12 +246,15 @@ class SANSA:
             if self.factorizer == "cholmod":
                 raise ValueError(f"max_gram_per_item applies to factorizer='icf' only (CHOLMOD factorises the exact "
                                  f"Gram); got max_gram_per_item={self.max_gram_per_item!r} with factorizer='cholmod'")
-        if not (isinstance(self.icf_fill, (int, float)) and not isinstance(self.icf_fill, bool)
+        if self.icf_fill is not None and not (
+                isinstance(self.icf_fill, (int, float)) and not isinstance(self.icf_fill, bool)
                 and np.isfinite(self.icf_fill) and self.icf_fill >= 1):
-            raise ValueError(f"icf_fill must be a number >= 1, got {self.icf_fill!r}")
-        if not (isinstance(self.icf_intermediate_fill, (int, float)) and not isinstance(self.icf_intermediate_fill, bool)
+            raise ValueError(f"icf_fill must be None or a number >= 1, got {self.icf_fill!r}")
+        if self.icf_intermediate_fill is not None and not (
+                isinstance(self.icf_intermediate_fill, (int, float)) and not isinstance(self.icf_intermediate_fill, bool)
                 and np.isfinite(self.icf_intermediate_fill) and self.icf_intermediate_fill >= 0):
-            raise ValueError(f"icf_intermediate_fill must be a number >= 0, got {self.icf_intermediate_fill!r}")
+            raise ValueError(f"icf_intermediate_fill must be None or a number >= 0, "
+                             f"got {self.icf_intermediate_fill!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {self.device!r}")
 
@@ -303,6 +316,18 @@ class SANSA:
         counts = bool(np.all(X.data >= 1)) and bool(np.all(X.data == np.floor(X.data)))
         return float(DEFAULT_MIN_COOCCURRENCE) if counts else 0.0
 
+    def icf_fills_for(self, n_items: int, density: float, factorizer: str = "icf") -> tuple[float, float]:
+        """(working fill, intermediate fill) of the incomplete Cholesky a fit on ``n_items`` items at ``density``
+        uses: ``icf_fill`` and ``icf_intermediate_fill``, each by default :data:`DENSE_ICF_FILL` and
+        :data:`DENSE_ICF_INTERMEDIATE_FILL` from :data:`ICF_FILL_FROM_NNZ_PER_ITEM` nonzeros per item column of
+        the factor, 1 and 0 below, at density 1 (where nothing is dropped) and with CHOLMOD (which does not
+        read them)."""
+        wide = factorizer == "icf" and density < 1.0 and density * n_items >= ICF_FILL_FROM_NNZ_PER_ITEM
+        fill = (DENSE_ICF_FILL if wide else 1.0) if self.icf_fill is None else float(self.icf_fill)
+        intermediate = ((DENSE_ICF_INTERMEDIATE_FILL if wide else 0.0) if self.icf_intermediate_fill is None
+                        else float(self.icf_intermediate_fill))
+        return fill, intermediate
+
     def _fitted_setting(self, name: str, fallback):
         """A setting the last fit resolved (recorded in ``stats_``; models saved before it was recorded:
         ``fallback()``)."""
@@ -324,6 +349,16 @@ class SANSA:
     def min_cooccurrence_(self) -> float:
         """The Gram pruning the last fit used (see ``min_cooccurrence``)."""
         return float(self._fitted_setting("min_cooccurrence", lambda: self.min_cooccurrence or 0.0))
+
+    @property
+    def icf_fill_(self) -> float:
+        """The ICF working fill the last fit used (see ``icf_fill``; 1 with CHOLMOD)."""
+        return float(self._fitted_setting("icf_fill", lambda: 1.0 if self.icf_fill is None else self.icf_fill))
+
+    @property
+    def icf_intermediate_fill_(self) -> float:
+        """The ICF intermediate fill the last fit used (see ``icf_intermediate_fill``; 0 with CHOLMOD)."""
+        return float(self._fitted_setting("icf_intermediate_fill", lambda: self.icf_intermediate_fill or 0.0))
 
     @property
     def refine_sweeps_(self) -> int:
@@ -383,7 +418,8 @@ class SANSA:
             "min_cooccurrence": None if p["min_cooccurrence"] is None else float(p["min_cooccurrence"]),
             "refine_tol": float(p["refine_tol"]),
             "max_gram_per_item": cap if cap in (None, "auto") else int(cap),
-            "icf_fill": float(p["icf_fill"]), "icf_intermediate_fill": float(p["icf_intermediate_fill"]),
+            "icf_fill": None if p["icf_fill"] is None else float(p["icf_fill"]),
+            "icf_intermediate_fill": None if p["icf_intermediate_fill"] is None else float(p["icf_intermediate_fill"]),
         }
 
     # ------------------------------------------------------------------ fit
@@ -397,8 +433,7 @@ class SANSA:
         plan = self._fit_plan(X)
         return estimate_memory(X, plan.density, plan.factorizer, plan.min_cooccurrence, plan.ordering,
                                counts=plan.exact_counts, max_per_column=plan.gram_cap,
-                               working_fill=float(self.icf_fill),
-                               intermediate_fill=float(self.icf_intermediate_fill))
+                               working_fill=plan.icf_fill, intermediate_fill=plan.icf_intermediate_fill)
 
     def fit(self, X, check_memory: bool = True, *, user_col: str = "user_id", item_col: str = "item_id",
             value_col: str | None = None, factor_cache: FactorCache | None = None) -> "SANSA":
@@ -432,7 +467,8 @@ class SANSA:
                     plan.factorizer, plan.reason)
         stats: dict = {"n_users": int(X.shape[0]), "n_items": int(plan.n), "nnz_X": int(X.nnz),
                        "l2": plan.l2, "density": plan.density, "refine_sweeps": plan.refine_sweeps,
-                       "min_cooccurrence": plan.min_cooccurrence,
+                       "min_cooccurrence": plan.min_cooccurrence, "icf_fill": plan.icf_fill,
+                       "icf_intermediate_fill": plan.icf_intermediate_fill,
                        "budget": plan.budget, "factorizer": plan.factorizer,
                        "factorizer_reason": plan.reason, "max_gram_per_item": plan.gram_cap}
         t0 = time.perf_counter()
@@ -467,12 +503,14 @@ class SANSA:
         per_user = interactions_per_user(X)
         density = self.density_for(n, per_user)
         ordering = self._ordering_for(factorizer)
+        icf_fill, icf_intermediate_fill = self.icf_fills_for(n, density, factorizer)
         scaling = self.column_scaling if self.column_scaling is not None else factorizer == "icf"
         return _FitPlan(factorizer=factorizer, reason=reason, ordering=ordering, n=n,
                         density=density, budget=nnz_budget(density, n),
                         gram_cap=self.gram_cap_for(n, factorizer, density), column_scaling=scaling,
                         l2=self.l2_for(X, scaling), refine_sweeps=self.refine_sweeps_for(per_user),
                         min_cooccurrence=self.min_cooccurrence_for(X, factorizer, density),
+                        icf_fill=icf_fill, icf_intermediate_fill=icf_intermediate_fill,
                         exact_counts=analysed.get((factorizer, ordering)))
 
     def _check_fit_memory(self, X: sp.csr_matrix, plan: "_FitPlan") -> None:
@@ -482,13 +520,12 @@ class SANSA:
 
         t_est = time.perf_counter()
         have = available_memory_bytes()
-        est = memory_upper_bound(X, plan.density, plan.factorizer, plan.gram_cap, float(self.icf_fill),
-                                 float(self.icf_intermediate_fill))
+        est = memory_upper_bound(X, plan.density, plan.factorizer, plan.gram_cap, plan.icf_fill,
+                                 plan.icf_intermediate_fill)
         if est["peak"] > have:  # the worst case does not fit: count exactly
             est = estimate_memory(X, plan.density, plan.factorizer, plan.min_cooccurrence, plan.ordering,
                                   counts=plan.exact_counts, max_per_column=plan.gram_cap,
-                                  working_fill=float(self.icf_fill),
-                                  intermediate_fill=float(self.icf_intermediate_fill))
+                                  working_fill=plan.icf_fill, intermediate_fill=plan.icf_intermediate_fill)
         logger.info("fit: estimated peak %.2f GB (%s), available %.2f GB (%.2fs)", est["peak"] / 1e9,
                     ", ".join(f"{k} {est[k] / 1e9:.2f}" for k in ("gram", "factorize", "refine", "weights")),
                     have / 1e9, time.perf_counter() - t_est)
@@ -517,8 +554,8 @@ class SANSA:
         if plan.factorizer == "icf":
             factor = ldlt_icf(X, plan.l2, plan.budget, plan.min_cooccurrence, plan.ordering,
                               cache=factor_cache, column_scaling=plan.column_scaling, max_per_column=plan.gram_cap,
-                              backend=plan.backend, working_fill=float(self.icf_fill),
-                              intermediate_fill=float(self.icf_intermediate_fill))
+                              backend=plan.backend, working_fill=plan.icf_fill,
+                              intermediate_fill=plan.icf_intermediate_fill)
             stats["stage_devices"] = {"ordering": "cpu", "gram": factor.devices["gram"], "factorize": "cpu"}
         else:
             factor = ldlt_cholmod(X, plan.l2, plan.budget, plan.ordering,

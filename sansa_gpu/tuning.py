@@ -20,6 +20,9 @@ good model):
      step below the smallest of them (ICF's best ``l2`` falls as the density rises). One Gram per
      pruning level is built and reused (``l2`` only shifts its diagonal; the density only limits
      the factor): :class:`~sansa_gpu.factorize.FactorCache`.
+     Every ICF trial (and the refit of an ICF winner) is the plain incomplete Cholesky
+     (:data:`~sansa_gpu.defaults.TUNE_ICF_FILLS`: ``icf_fill=1, icf_intermediate_fill=0``, in the
+     returned model's parameters), not the slower pair ``SANSA()`` resolves to from 64 per item.
    - CHOLMOD blocks (when installed, ``"cholmod"`` in ``factorizers``): per ``l2`` one exact
      factor, cut to every density (ascending); ``l2`` a line search over the grid from the value
      nearest ``SANSA(l2=None)``'s for the exact factor (4 mean Gram diagonals: the exact factor's
@@ -62,7 +65,7 @@ import scipy.sparse as sp
 
 from ._rss import PeakRss
 from .data import random_holdout_split, strong_generalization_split
-from .defaults import TUNE_L2_GRID, TUNE_MIN_COOCCURRENCE, TUNE_NNZ_PER_ITEM, TUNE_SWEEPS_GRID
+from .defaults import TUNE_ICF_FILLS, TUNE_L2_GRID, TUNE_MIN_COOCCURRENCE, TUNE_NNZ_PER_ITEM, TUNE_SWEEPS_GRID
 from .factorize import FactorCache, cholmod_available, nnz_budget
 from .ids import encode_interactions, is_table
 from .metrics import evaluate
@@ -358,7 +361,7 @@ def _refit(best: dict, X: sp.csr_matrix, table, device: str, user_col: str, item
 
     model = SANSA(l2=best["l2"], density=best["density"], factorizer=best["factorizer"],
                   min_cooccurrence=best["min_cooccurrence"] if best["factorizer"] == "icf" else 0.0,
-                  refine_sweeps=best["refine_sweeps"], device=device, max_gram_per_item=None)
+                  refine_sweeps=best["refine_sweeps"], device=device, max_gram_per_item=None, **TUNE_ICF_FILLS)
     if table is not None:
         return model.fit(table, user_col=user_col, item_col=item_col, value_col=value_col)
     return model.fit(X)
@@ -508,12 +511,15 @@ class _Search:
         key = (factorizer, mc, density)
         if key not in self.estimates:
             train = self.split.train
-            est = memory_upper_bound(train, density, factorizer)
+            fills = {"working_fill": TUNE_ICF_FILLS["icf_fill"],
+                     "intermediate_fill": TUNE_ICF_FILLS["icf_intermediate_fill"]}
+            est = memory_upper_bound(train, density, factorizer, **fills)
             if est["peak"] > self.memory_cap:  # count exactly; the counts do not depend on the density
                 ordering = "colamd" if factorizer == "cholmod" else "popularity"
                 if (factorizer, mc) not in self.counts:
                     self.counts[(factorizer, mc)] = structural_counts(train, factorizer, mc, ordering)
-                est = estimate_memory(train, density, factorizer, mc, ordering, self.counts[(factorizer, mc)])
+                est = estimate_memory(train, density, factorizer, mc, ordering, self.counts[(factorizer, mc)],
+                                      **fills)
             self.estimates[key] = int(est["peak"])
         return self.estimates[key]
 
@@ -568,7 +574,7 @@ class _Search:
         # the exact Gram (max_gram_per_item=None): one Gram serves every density of the search
         model = SANSA(l2=rec["l2"], density=rec["density"], factorizer=factorizer,
                       min_cooccurrence=mc if factorizer == "icf" else 0.0, refine_sweeps=rec["refine_sweeps"],
-                      device=self.device, max_gram_per_item=None)
+                      device=self.device, max_gram_per_item=None, **TUNE_ICF_FILLS)
         reused_before = cache.hits["exact_factor"]
         try:
             t0 = time.perf_counter()

@@ -72,12 +72,47 @@ def test_a_full_working_fill_cuts_the_exact_factor_as_cholmod_does():
 
 
 def test_model_parameters_are_checked_at_fit(small_X):
-    with pytest.raises(ValueError, match="icf_fill must be a number >= 1"):
+    with pytest.raises(ValueError, match="icf_fill must be None or a number >= 1"):
         SANSA(icf_fill=0.5).fit(small_X)
+    with pytest.raises(ValueError, match="icf_intermediate_fill must be None or a number >= 0"):
+        SANSA(icf_intermediate_fill=-1.0).fit(small_X)
     plain = SANSA(l2=5.0, density=0.1, factorizer="icf", refine_sweeps=1, device="cpu").fit(small_X)
     wide = SANSA(l2=5.0, density=0.1, factorizer="icf", refine_sweeps=1, device="cpu", icf_fill=3.0).fit(small_X)
     assert wide.stats_["nnz_L"] <= wide.stats_["budget"] == plain.stats_["budget"]  # cut back to the budget
-    assert wide.get_params()["icf_fill"] == 3.0 and plain.get_params()["icf_fill"] == 1.0
+    assert wide.get_params()["icf_fill"] == 3.0 and plain.get_params()["icf_fill"] is None
+    assert (wide.icf_fill_, plain.icf_fill_) == (3.0, 1.0)  # 8 per item: the plain ICF by default
+
+
+def test_the_icf_fills_resolve_from_the_nonzeros_per_item():
+    """From ICF_FILL_FROM_NNZ_PER_ITEM nonzeros per item the ICF keeps a doubled working budget and an
+    intermediate fill of one budget by default; each can be set on its own; a fit records what it used and
+    computes exactly what the explicit values compute."""
+    from sansa_gpu import defaults
+
+    n, at = 10_000, defaults.ICF_FILL_FROM_NNZ_PER_ITEM
+    wide = (defaults.DENSE_ICF_FILL, defaults.DENSE_ICF_INTERMEDIATE_FILL)
+    assert wide == (2.0, 1.0)
+    assert SANSA().icf_fills_for(n, (at - 1) / n) == (1.0, 0.0)
+    assert SANSA().icf_fills_for(n, at / n) == wide
+    assert SANSA().icf_fills_for(n, 1.0) == (1.0, 0.0)  # density 1: nothing is dropped
+    assert SANSA().icf_fills_for(n, 256 / n, "cholmod") == (1.0, 0.0)
+    assert SANSA(icf_fill=3.0).icf_fills_for(n, 256 / n) == (3.0, 1.0)
+    assert SANSA(icf_intermediate_fill=0).icf_fills_for(n, 256 / n) == (2.0, 0.0)
+    assert SANSA(icf_fill=1.5, icf_intermediate_fill=2).icf_fills_for(n, 4 / n) == (1.5, 2.0)
+
+    # 400 items with a dense Gram: the plain ICF drops entries at 64 per item
+    X = synthetic_interactions(n_users=1500, n_items=400, mean_items_per_user=40, n_communities=4, seed=5)
+    kw = dict(l2=5.0, density=at / X.shape[1], factorizer="icf", refine_sweeps=1, device="cpu")
+    auto = SANSA(**kw).fit(X)
+    explicit = SANSA(**kw, icf_fill=2.0, icf_intermediate_fill=1.0).fit(X)
+    plain = SANSA(**kw, icf_fill=1.0, icf_intermediate_fill=0.0).fit(X)
+    assert (auto.icf_fill_, auto.icf_intermediate_fill_) == wide
+    assert (auto.stats_["icf_fill"], auto.stats_["icf_intermediate_fill"]) == wide
+    assert auto.get_params()["icf_fill"] is None and auto.get_params()["icf_intermediate_fill"] is None
+    for a, b in zip(auto.weights_, explicit.weights_):
+        assert a.shape == b.shape and (a != b).nnz == 0
+    assert any((a != b).nnz for a, b in zip(auto.weights_, plain.weights_))  # the fills change the factor here
+    assert (plain.icf_fill_, plain.icf_intermediate_fill_) == (1.0, 0.0)
 
 
 def test_the_memory_estimate_counts_the_wider_working_factor(small_X, monkeypatch):
@@ -137,7 +172,7 @@ def test_intermediate_fill_is_exact_at_full_budget_and_stops_the_breakdowns(unsc
 
 
 def test_the_estimator_takes_the_intermediate_fill_and_the_preflight_counts_it(small_X):
-    with pytest.raises(ValueError, match="icf_intermediate_fill must be a number >= 0"):
+    with pytest.raises(ValueError, match="icf_intermediate_fill must be None or a number >= 0"):
         SANSA(icf_intermediate_fill=-1).fit(small_X)
     kw = dict(l2=5.0, density=0.05, factorizer="icf", column_scaling=False, device="cpu", min_cooccurrence=0)
     est = {f: SANSA(**kw, icf_intermediate_fill=f).estimate_memory(small_X) for f in (0.0, 4.0)}

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from conftest import require
 from sansa_gpu import SANSA, tune
 from sansa_gpu import factorize, memory
+from sansa_gpu.defaults import TUNE_ICF_FILLS
 from sansa_gpu.factorize import FactorCache, choose_factorizer, nnz_budget
 from sansa_gpu.memory import exact_factor_profile
 from sansa_gpu.synthetic import synthetic_interactions
@@ -70,7 +71,8 @@ def test_search_is_reproducible_with_a_seed(X):
     # the refitted model is the best parameters fitted on all of X
     assert a.best["refine_sweeps"] in (1, 4, 8) and any(t["phase"] == "sweeps" for t in a.trials)
     ref = SANSA(l2=a.best["l2"], density=a.best["density"], factorizer=a.best["factorizer"],
-                min_cooccurrence=a.best["min_cooccurrence"], refine_sweeps=a.best["refine_sweeps"], device="cpu").fit(X)
+                min_cooccurrence=a.best["min_cooccurrence"], refine_sweeps=a.best["refine_sweeps"], device="cpu",
+                **TUNE_ICF_FILLS).fit(X)
     for M, R in zip(a.model.weights_, ref.weights_):
         assert (M != R).nnz == 0
     assert a.best[a.metric] == max(t[a.metric] for t in a.trials if t["status"] == "ok")
@@ -445,6 +447,37 @@ def test_default_factorizers_take_cholmod_by_predicted_time_and_memory(X, monkey
 
 def tune_split_train(X):
     return validation_split(X, "holdout", 0.2, 0).train
+
+
+def test_tune_searches_and_returns_the_plain_icf_at_every_density(X, monkeypatch):
+    """Every trial and the refit use TUNE_ICF_FILLS (the plain ICF), also where SANSA() would resolve the
+    doubled working budget with an intermediate fill (from ICF_FILL_FROM_NNZ_PER_ITEM per item)."""
+    from sansa_gpu import defaults
+
+    assert TUNE_ICF_FILLS == {"icf_fill": 1.0, "icf_intermediate_fill": 0.0}
+    n = X.shape[1]
+    wide = defaults.ICF_FILL_FROM_NNZ_PER_ITEM / n
+    assert SANSA().icf_fills_for(n, wide) != (1.0, 0.0)
+    fitted, bounded = [], []
+    fit = SANSA.fit
+
+    def spy(self, *args, **kw):
+        fitted.append((self.icf_fill, self.icf_intermediate_fill))
+        return fit(self, *args, **kw)
+
+    bound = memory.memory_upper_bound
+
+    def spy_bound(X, density, factorizer="cholmod", max_per_column=None, working_fill=1.0, intermediate_fill=0.0):
+        bounded.append((working_fill, intermediate_fill))
+        return bound(X, density, factorizer, max_per_column, working_fill, intermediate_fill)
+
+    monkeypatch.setattr(SANSA, "fit", spy)
+    monkeypatch.setattr(memory, "memory_upper_bound", spy_bound)
+    res = tune(X, densities=(wide,), l2_grid=(10.0,), min_cooccurrence=(0.0,), factorizers=("icf",),
+               sweeps_grid=(), seed=0, progress=False)
+    assert fitted and set(fitted) == {(1.0, 0.0)} and set(bounded) == {(1.0, 0.0)}
+    assert res.model.icf_fill_ == 1.0 and res.model.icf_intermediate_fill_ == 0.0
+    assert res.model.get_params()["icf_fill"] == 1.0
 
 
 def test_default_density_is_sixteen_nonzeros_per_item(X, tmp_path):
