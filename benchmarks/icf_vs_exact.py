@@ -3,7 +3,7 @@ of full fits (2 sweeps, exact Gram, binary training split), one JSON line per (d
 ``<variant>_paired_se``: the standard error of the variant's recall minus CHOLMOD's, paired over the test users.
 
 ``--mode scaled`` (the ICF's own problem, column scaling on): CHOLMOD with ``column_scaling=True`` (the
-exact factor of the same scaled matrix, cut to the budget) beside ICF with ``icf_fill`` 1 (the default),
+exact factor of the same scaled matrix, cut to the budget) beside ICF with ``icf_fill`` 1 (the plain ICF),
 4 and 16 (a larger working budget, then the same cut as CHOLMOD's). ``--mode unscaled`` (EASE's own
 problem): CHOLMOD with ``column_scaling=False`` beside ICF on the same unscaled matrix, with the shift
 its restarts needed (``*_shift`` = used / asked). In both, ``--intermediate F ...`` adds ICF with an
@@ -65,11 +65,12 @@ def run(args) -> None:
     scaled = args.mode == "scaled"
     named = {name: json.loads(spec) for name, spec in (v.split("=", 1) for v in args.variant)}
     fills = args.fills if scaled else [1.0]
+    # each variant sets both fills (SANSA()'s defaults resolve them by density: the pair from 64 per item)
+    icf = dict(factorizer="icf", column_scaling=scaled, icf_fill=1.0, icf_intermediate_fill=0.0)
     variants = [("cholmod", dict(factorizer="cholmod", column_scaling=scaled))] + [
-        (f"icf_fill{f:g}", dict(factorizer="icf", column_scaling=scaled, icf_fill=f)) for f in fills] + [
-        (f"icf_intermediate{f:g}", dict(factorizer="icf", column_scaling=scaled, icf_intermediate_fill=f))
-        for f in args.intermediate] + [
-        (name, dict(factorizer="icf", column_scaling=scaled, **spec)) for name, spec in named.items()]
+        (f"icf_fill{f:g}", dict(icf, icf_fill=f)) for f in fills] + [
+        (f"icf_intermediate{f:g}", dict(icf, icf_intermediate_fill=f)) for f in args.intermediate] + [
+        (name, {**icf, **spec}) for name, spec in named.items()]
     for data in args.data:
         split = load_split(Path(args.data_dir) / data)
         X = split.train.tocsr()
@@ -82,8 +83,8 @@ def run(args) -> None:
                        "density": min(1.0, per / n), "l2": l2, "commit": git_commit()}
                 for name, kw in variants:
                     t0 = time.perf_counter()
-                    model = SANSA(l2=l2, density=rec["density"], refine_sweeps=2, device="cpu", max_gram_per_item=None,
-                                  min_cooccurrence=0, **kw).fit(X)
+                    model = SANSA(**{"l2": l2, "density": rec["density"], "refine_sweeps": 2, "device": "cpu",
+                                     "max_gram_per_item": None, "min_cooccurrence": 0, **kw}).fit(X)
                     fit_s = time.perf_counter() - t0
                     ids, _ = model.recommend(X[users], k=20)
                     per_user = recall_per_user(ids, split.test[users], 20)

@@ -433,7 +433,8 @@ def icf_vs_exact(res: Records) -> str:
                        for v in extra])
     names = {"icf_fill": "ICF, icf_fill ", "icf_intermediate": "ICF, intermediate fill "}
     params = {v: r[f"{v}_params"] for r in recs for v in extra if f"{v}_params" in r}  # --variant name=JSON
-    heads = ["ICF, " + ", ".join(f"{k} {x:g}" for k, x in params[v].items()) if v in params
+    heads = ["ICF, " + ", ".join(f"{k} {x:g}" if isinstance(x, (int, float)) else f"{k} {x}"
+                                 for k, x in params[v].items()) if v in params
              else next(names[p] + v[len(p):] for p in names if v.startswith(p)) for v in extra]
     return _table(["data", "per item", "λ", "CHOLMOD (exact, cut)", "ICF", "ICF ÷ CHOLMOD",
                    "ICF − CHOLMOD ± paired SE"] + heads, rows)

@@ -51,8 +51,8 @@ ICF_FILL_FROM_NNZ_PER_ITEM = 64
 to :data:`DENSE_ICF_FILL` and :data:`DENSE_ICF_INTERMEDIATE_FILL` (below it: 1 and 0, the plain incomplete
 Cholesky). On the column-scaled Gram of eight shared datasets at 64 per item and l2 10 and 100
 (benchmarks/results/icf_vs_exact.jsonl), the plain ICF is more than 2% below CHOLMOD's exact factor cut to the
-same density in 2 of 16 cases (ml-1m 96.5%, yelp-diffnet 88.6%), the pair in none (98.5-108.4%); at 16 per item
-the plain ICF is the better of the two everywhere (101.8-225% of the exact factor against 99.7-187.8%)."""
+same density in 2 of 16 cases (ml-1m 96.5%, yelp-diffnet 88.6%), the pair in none (98.4-108.4%); at 16 per item
+the plain ICF is the better of the two in 15 of 16 cases (101.8-225% of the exact factor against 99.2-187.8%)."""
 DENSE_ICF_FILL = 2.0
 """``icf_fill`` resolved from :data:`ICF_FILL_FROM_NNZ_PER_ITEM` nonzeros per item: a working budget of twice the
 factor's, cut afterwards by magnitude as the exact factor is."""

@@ -320,9 +320,12 @@ class SANSA:
         """(working fill, intermediate fill) of the incomplete Cholesky a fit on ``n_items`` items at ``density``
         uses: ``icf_fill`` and ``icf_intermediate_fill``, each by default :data:`DENSE_ICF_FILL` and
         :data:`DENSE_ICF_INTERMEDIATE_FILL` from :data:`ICF_FILL_FROM_NNZ_PER_ITEM` nonzeros per item column of
-        the factor, 1 and 0 below, at density 1 (where nothing is dropped) and with CHOLMOD (which does not
-        read them)."""
-        wide = factorizer == "icf" and density < 1.0 and density * n_items >= ICF_FILL_FROM_NNZ_PER_ITEM
+        the factor, 1 and 0 below and at density 1 (where nothing is dropped); (1, 0) with CHOLMOD, whatever
+        is set (it does not read them)."""
+        if factorizer != "icf":
+            return 1.0, 0.0
+        # (the relative slack: density = 64 / n times n is 63.999... for some n)
+        wide = density < 1.0 and density * n_items * (1 + 1e-9) >= ICF_FILL_FROM_NNZ_PER_ITEM
         fill = (DENSE_ICF_FILL if wide else 1.0) if self.icf_fill is None else float(self.icf_fill)
         intermediate = ((DENSE_ICF_INTERMEDIATE_FILL if wide else 0.0) if self.icf_intermediate_fill is None
                         else float(self.icf_intermediate_fill))
@@ -601,6 +604,10 @@ class SANSA:
         stage = max(("gram", "factorize", "refine", "weights"), key=lambda k: est[k])
         msg = (f"fitting needs about {est['peak'] / 1e9:.1f} GB (stage '{stage}'), only {have / 1e9:.1f} GB are "
                f"available")
+        if stage == "factorize" and factorizer == "icf" and (plan.icf_fill, plan.icf_intermediate_fill) != (1.0, 0.0):
+            return msg + (f"; the incomplete Cholesky keeps {plan.icf_fill:g}x its budget and an intermediate fill of "
+                          f"{plan.icf_intermediate_fill:g}x that while it factorises: icf_fill=1, "
+                          f"icf_intermediate_fill=0 need less, or lower density (budget {est['budget']:,} nnz)")
         if stage in ("gram", "factorize") and factorizer == "cholmod":
             return msg + (f"; the exact factor has {est.get('nnz_exact_L', 0):,} nonzeros: use factorizer='icf', "
                           f"or lower density (budget {est['budget']:,} nnz)")

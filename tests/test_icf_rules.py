@@ -96,6 +96,12 @@ def test_the_icf_fills_resolve_from_the_nonzeros_per_item():
     assert SANSA().icf_fills_for(n, at / n) == wide
     assert SANSA().icf_fills_for(n, 1.0) == (1.0, 0.0)  # density 1: nothing is dropped
     assert SANSA().icf_fills_for(n, 256 / n, "cholmod") == (1.0, 0.0)
+    assert SANSA(icf_fill=3.0, icf_intermediate_fill=2.0).icf_fills_for(n, 256 / n, "cholmod") == (1.0, 0.0)
+    # the dense-data default density (64 / n) resolves to the pair at every catalogue size, 64 / n * n rounding
+    # below 64 included (n = 98, 103, 10015, ...)
+    for m in (98, 103, 10015, *range(65, 20_000, 7)):
+        assert SANSA().icf_fills_for(m, SANSA().density_for(m, defaults.DENSE_DATA_ITEMS_PER_USER)) == wide, m
+        assert SANSA().icf_fills_for(m, (at - 1) / m) == (1.0, 0.0), m
     assert SANSA(icf_fill=3.0).icf_fills_for(n, 256 / n) == (3.0, 1.0)
     assert SANSA(icf_intermediate_fill=0).icf_fills_for(n, 256 / n) == (2.0, 0.0)
     assert SANSA(icf_fill=1.5, icf_intermediate_fill=2).icf_fills_for(n, 4 / n) == (1.5, 2.0)
@@ -182,3 +188,17 @@ def test_the_estimator_takes_the_intermediate_fill_and_the_preflight_counts_it(s
     assert wide.stats_["nnz_L"] <= wide.stats_["budget"] == plain.stats_["budget"]
     assert wide.stats_["icf_restarts"] <= plain.stats_["icf_restarts"]
     assert wide.get_params()["icf_intermediate_fill"] == 4.0
+
+
+def test_a_refused_fit_at_the_factorisation_names_the_plain_icf_when_the_fills_are_wider():
+    """The pair (from 64 per item) keeps up to twice the budget and an intermediate fill while it factorises: when
+    that stage does not fit, the refusal names the plain ICF's settings before a lower density."""
+    from sansa_gpu import defaults
+
+    X = synthetic_interactions(n_users=1500, n_items=400, mean_items_per_user=40, n_communities=4, seed=5)
+    kw = dict(l2=5.0, density=defaults.ICF_FILL_FROM_NNZ_PER_ITEM / X.shape[1], factorizer="icf", device="cpu")
+    est = {"gram": 1, "factorize": 10, "refine": 1, "weights": 1, "peak": 12, "budget": 100}
+    wide, plain = SANSA(**kw), SANSA(**kw, icf_fill=1.0, icf_intermediate_fill=0.0)
+    said = wide._memory_advice(est, 5, wide._fit_plan(X))
+    assert "icf_fill=1, icf_intermediate_fill=0" in said and "intermediate fill of 1x" in said
+    assert "icf_fill=1" not in plain._memory_advice(est, 5, plain._fit_plan(X))

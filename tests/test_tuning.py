@@ -467,8 +467,8 @@ def test_tune_searches_and_returns_the_plain_icf_at_every_density(X, monkeypatch
 
     bound = memory.memory_upper_bound
 
-    def spy_bound(X, density, factorizer="cholmod", max_per_column=None, working_fill=1.0, intermediate_fill=0.0):
-        bounded.append((working_fill, intermediate_fill))
+    def spy_bound(X, density, factorizer="cholmod", max_per_column=None, working_fill=None, intermediate_fill=None):
+        bounded.append((working_fill, intermediate_fill))  # None: not passed (the bound's own default would hide it)
         return bound(X, density, factorizer, max_per_column, working_fill, intermediate_fill)
 
     monkeypatch.setattr(SANSA, "fit", spy)
