@@ -445,10 +445,13 @@ def icf_vs_exact_unscaled(res: Records) -> str:
     recs = _icf_vs_exact_rows(res, "unscaled")
     fills = sorted({float(k[len("icf_intermediate"):]) for r in recs for k in r
                     if k.startswith("icf_intermediate") and k[len("icf_intermediate"):].replace(".", "").isdigit()})
+    named = {k[:-len("_params")]: r[k] for r in recs for k in r if k.endswith("_params")}  # --variant name=JSON
     rows = [[r["data"], f"{r['per_item']:g}", f"{r['l2']:g}", f"{r['cholmod']:.4f}", _icf_cell(r, "icf_fill1")]
-            + [_icf_cell(r, f"icf_intermediate{f:g}") for f in fills] for r in recs]
+            + [_icf_cell(r, f"icf_intermediate{f:g}") for f in fills] + [_icf_cell(r, v) for v in named] for r in recs]
     return _table(["data", "per item", "λ", "CHOLMOD (exact, cut)", "ICF"]
-                  + [f"ICF, intermediate fill {f:g}" for f in fills], rows)
+                  + [f"ICF, intermediate fill {f:g}" for f in fills]
+                  + ["ICF, " + ", ".join(f"{k} {x:g}" if isinstance(x, (int, float)) else f"{k} {x}"
+                                         for k, x in p.items()) for p in named.values()], rows)
 
 
 def _default_rule_pairs(res: Records) -> list:
