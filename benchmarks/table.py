@@ -513,8 +513,9 @@ def default_candidates(res: Records) -> str:
             ratio = f", {r['fit_seconds'] / side[-1]['fit_seconds']:.1f}× fit" if side and side[-1]["fit_seconds"] else ""
             row.append(f"{r['recall@20']:.4f} ({_delta(r['recall@20'], old['recall@20'])}{ratio})")
         rows.append(row)
-    specs = {c: next(r["spec"] for r in recs if r["case"] == c) for c in cases}
-    return _table(["data", "old default"] + [f"{c}: {json.dumps(specs[c])}" for c in cases], rows)
+    specs = {c: list(dict.fromkeys(json.dumps(r["spec"]) for r in recs if r["case"] == c)) for c in cases}
+    return _table(["data", "old default"] + [f"{c}: {specs[c][0]}" if len(specs[c]) == 1
+                                             else f"{c}: its own settings per dataset (records)" for c in cases], rows)
 
 
 def sweeps(res: Records) -> str:

@@ -52,7 +52,10 @@ to :data:`DENSE_ICF_FILL` and :data:`DENSE_ICF_INTERMEDIATE_FILL` (below it: 1 a
 Cholesky). On the column-scaled Gram of eight shared datasets at 64 per item and l2 10 and 100
 (benchmarks/results/icf_vs_exact.jsonl), the plain ICF is more than 2% below CHOLMOD's exact factor cut to the
 same density in 2 of 16 cases (ml-1m 96.5%, yelp-diffnet 88.6%), the pair in none (98.4-108.4%); at 16 per item
-the plain ICF is the better of the two in 15 of 16 cases (101.8-225% of the exact factor against 99.2-187.8%)."""
+the plain ICF is the better of the two in 15 of 16 cases (101.8-225% of the exact factor against 99.2-187.8%).
+Only on the exact Gram (``min_cooccurrence`` 0, where those were measured): with the default pruning (2) at 64 per
+item the pair changed test Recall@20 by -0.0038 to +0.0009 on eight datasets at 1.1-3.9x the fit time
+(benchmarks/results/default_rule.jsonl, cases ``d64`` and ``d64_plain`` of commit e251bec)."""
 DENSE_ICF_FILL = 2.0
 """``icf_fill`` resolved from :data:`ICF_FILL_FROM_NNZ_PER_ITEM` nonzeros per item: a working budget of twice the
 factor's, cut afterwards by magnitude as the exact factor is."""
@@ -85,8 +88,8 @@ TUNE_SWEEPS_GRID = (4, 8)
 (CHOLMOD, 64 nonzeros per item, λ = 1778) 5 sweeps instead of 2 raised test Recall@20 from 0.380 to 0.399."""
 TUNE_ICF_FILLS = MappingProxyType({"icf_fill": 1.0, "icf_intermediate_fill": 0.0})  # read-only: shared by every tune
 """The incomplete Cholesky ``tune`` searches at every density: the plain one, not the doubled working budget with an
-intermediate fill that ``SANSA()`` resolves to from :data:`ICF_FILL_FROM_NNZ_PER_ITEM` nonzeros per item. At the
-ICF models ``tune`` chose (benchmarks/results/default_rule.jsonl, cases ``tuned_icf*``) the pair took 1.4-3.2x the
+intermediate fill that ``SANSA()`` resolves to on the exact Gram from :data:`ICF_FILL_FROM_NNZ_PER_ITEM` per item.
+At the ICF models ``tune`` chose (benchmarks/results/default_rule.jsonl, cases ``tuned_icf*``) the pair took 1.4-3.2x the
 fit time for the same test Recall@20 (pinterest, 256 per item: 0.1569 both), +0.0009 (lastfm-2k, 64 per item) or
 +0.0017 (citeulike-a, 256 per item); a slower trial is fewer trials within ``max_seconds``, the searches measured
 so far (docs/benchmarks.md) ran the plain ICF, and where the exact factor fits, ``tune`` searches it as well."""

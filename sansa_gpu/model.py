@@ -153,19 +153,21 @@ class SANSA:
         'icf' only: the incomplete Cholesky keeps up to ``icf_fill`` times the factor's budget while it
         factorises (fewer entries dropped before they feed later columns), then the factor is cut to
         the budget by magnitude over the whole factor, as CHOLMOD's exact factor is. 1: the budget
-        throughout. None (default): resolved per fit (``icf_fill_``, :meth:`icf_fills_for`): 1 below
-        :data:`ICF_FILL_FROM_NNZ_PER_ITEM` (64) nonzeros per item column, :data:`DENSE_ICF_FILL` (2) from
-        there, where, together with the intermediate fill below, it keeps the ICF within 2% of the exact
-        factor cut to the same density on the shared datasets (docs/benchmarks.md); at 16 per item the
-        plain ICF is the better one. The ICF's time grows with it (1.5-3x at 2, with the intermediate fill).
+        throughout. None (default): resolved per fit (``icf_fill_``, :meth:`icf_fills_for`):
+        :data:`DENSE_ICF_FILL` (2) on the exact, column-scaled Gram (``min_cooccurrence`` 0) from
+        :data:`ICF_FILL_FROM_NNZ_PER_ITEM` (64) nonzeros per item column, where, together with the intermediate
+        fill below, it keeps the ICF within 2% of the exact factor cut to the same density on the shared
+        datasets (docs/benchmarks.md), at 1.1-3.3x the fit time; else 1 (below 64 per item the plain ICF is
+        the better one; on the pruned Gram the pair changed nothing but the time, on the unscaled one it breaks
+        down).
     icf_intermediate_fill : float >= 0, or None
         'icf' only: besides the factor, the incomplete Cholesky keeps up to this many times its working
         budget of intermediate entries, which feed the later columns (through L R^T and R L^T, never R R^T
         or a pivot) and are then discarded (Tismenetsky-Kaporin): the pivots no longer break down the way
         they do when the entries are just dropped, which matters on the unscaled Gram of dense data
         (``column_scaling=False``). 0: none. None (default): resolved per fit as ``icf_fill`` is
-        (``icf_intermediate_fill_``): 0 below 64 nonzeros per item, :data:`DENSE_ICF_INTERMEDIATE_FILL` (1)
-        from there. On ml-1m's unscaled Gram at l2 1000
+        (``icf_intermediate_fill_``): :data:`DENSE_ICF_INTERMEDIATE_FILL` (1) where ``icf_fill`` resolves to 2,
+        else 0. On ml-1m's unscaled Gram at l2 1000
         (docs/icf_robustness.md): 16 per item 0.187 (18 restarts) -> 0.374 with 64, no restart, above
         CHOLMOD's 0.359; 64 per item 0.231 -> 0.328, below CHOLMOD's 0.376. Memory: 12 bytes per entry.
 
@@ -316,16 +318,20 @@ class SANSA:
         counts = bool(np.all(X.data >= 1)) and bool(np.all(X.data == np.floor(X.data)))
         return float(DEFAULT_MIN_COOCCURRENCE) if counts else 0.0
 
-    def icf_fills_for(self, n_items: int, density: float, factorizer: str = "icf") -> tuple[float, float]:
+    def icf_fills_for(self, n_items: int, density: float, factorizer: str = "icf", min_cooccurrence: float = 0.0,
+                      column_scaling: bool = True) -> tuple[float, float]:
         """(working fill, intermediate fill) of the incomplete Cholesky a fit on ``n_items`` items at ``density``
-        uses: ``icf_fill`` and ``icf_intermediate_fill``, each by default :data:`DENSE_ICF_FILL` and
-        :data:`DENSE_ICF_INTERMEDIATE_FILL` from :data:`ICF_FILL_FROM_NNZ_PER_ITEM` nonzeros per item column of
-        the factor, 1 and 0 below and at density 1 (where nothing is dropped); (1, 0) with CHOLMOD, whatever
-        is set (it does not read them)."""
+        with the Gram pruned at ``min_cooccurrence`` and ``column_scaling`` (both resolved) uses: ``icf_fill`` and
+        ``icf_intermediate_fill``, each by default :data:`DENSE_ICF_FILL` and :data:`DENSE_ICF_INTERMEDIATE_FILL`
+        on the exact, column-scaled Gram from :data:`ICF_FILL_FROM_NNZ_PER_ITEM` nonzeros per item column of the
+        factor; 1 and 0 below, on a pruned Gram (where the pair changed nothing but the time), on the unscaled
+        Gram (where it breaks down as the plain ICF does) and at density 1 (where nothing is dropped); (1, 0) with
+        CHOLMOD, whatever is set (it does not read them)."""
         if factorizer != "icf":
             return 1.0, 0.0
         # (the relative slack: density = 64 / n times n is 63.999... for some n)
-        wide = density < 1.0 and density * n_items * (1 + 1e-9) >= ICF_FILL_FROM_NNZ_PER_ITEM
+        wide = (density < 1.0 and not min_cooccurrence and column_scaling
+                and density * n_items * (1 + 1e-9) >= ICF_FILL_FROM_NNZ_PER_ITEM)
         fill = (DENSE_ICF_FILL if wide else 1.0) if self.icf_fill is None else float(self.icf_fill)
         intermediate = ((DENSE_ICF_INTERMEDIATE_FILL if wide else 0.0) if self.icf_intermediate_fill is None
                         else float(self.icf_intermediate_fill))
@@ -506,13 +512,14 @@ class SANSA:
         per_user = interactions_per_user(X)
         density = self.density_for(n, per_user)
         ordering = self._ordering_for(factorizer)
-        icf_fill, icf_intermediate_fill = self.icf_fills_for(n, density, factorizer)
+        min_cooccurrence = self.min_cooccurrence_for(X, factorizer, density)
         scaling = self.column_scaling if self.column_scaling is not None else factorizer == "icf"
+        icf_fill, icf_intermediate_fill = self.icf_fills_for(n, density, factorizer, min_cooccurrence, scaling)
         return _FitPlan(factorizer=factorizer, reason=reason, ordering=ordering, n=n,
                         density=density, budget=nnz_budget(density, n),
                         gram_cap=self.gram_cap_for(n, factorizer, density), column_scaling=scaling,
                         l2=self.l2_for(X, scaling), refine_sweeps=self.refine_sweeps_for(per_user),
-                        min_cooccurrence=self.min_cooccurrence_for(X, factorizer, density),
+                        min_cooccurrence=min_cooccurrence,
                         icf_fill=icf_fill, icf_intermediate_fill=icf_intermediate_fill,
                         exact_counts=analysed.get((factorizer, ordering)))
 

@@ -22,7 +22,8 @@ good model):
      the factor): :class:`~sansa_gpu.factorize.FactorCache`.
      Every ICF trial (and the refit of an ICF winner) is the plain incomplete Cholesky
      (:data:`~sansa_gpu.defaults.TUNE_ICF_FILLS`: ``icf_fill=1, icf_intermediate_fill=0``, in the
-     returned model's parameters), not the slower pair ``SANSA()`` resolves to from 64 per item.
+     returned model's parameters), not the slower pair ``SANSA()`` resolves to on the exact Gram from 64 per
+     item.
    - CHOLMOD blocks (when installed, ``"cholmod"`` in ``factorizers``): per ``l2`` one exact
      factor, cut to every density (ascending); ``l2`` a line search over the grid from the value
      nearest ``SANSA(l2=None)``'s for the exact factor (4 mean Gram diagonals: the exact factor's

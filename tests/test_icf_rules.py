@@ -96,6 +96,9 @@ def test_the_icf_fills_resolve_from_the_nonzeros_per_item():
     assert SANSA().icf_fills_for(n, at / n) == wide
     assert SANSA().icf_fills_for(n, 1.0) == (1.0, 0.0)  # density 1: nothing is dropped
     assert SANSA().icf_fills_for(n, 256 / n, "cholmod") == (1.0, 0.0)
+    assert SANSA().icf_fills_for(n, 256 / n, "icf", 2.0) == (1.0, 0.0)  # a pruned Gram: the plain ICF
+    assert SANSA(icf_fill=2.0).icf_fills_for(n, 256 / n, "icf", 2.0) == (2.0, 0.0)
+    assert SANSA().icf_fills_for(n, 256 / n, "icf", 0.0, column_scaling=False) == (1.0, 0.0)  # EASE's own Gram
     assert SANSA(icf_fill=3.0, icf_intermediate_fill=2.0).icf_fills_for(n, 256 / n, "cholmod") == (1.0, 0.0)
     # the dense-data default density (64 / n) resolves to the pair at every catalogue size, 64 / n * n rounding
     # below 64 included (n = 98, 103, 10015, ...)
@@ -108,8 +111,10 @@ def test_the_icf_fills_resolve_from_the_nonzeros_per_item():
 
     # 400 items with a dense Gram: the plain ICF drops entries at 64 per item
     X = synthetic_interactions(n_users=1500, n_items=400, mean_items_per_user=40, n_communities=4, seed=5)
-    kw = dict(l2=5.0, density=at / X.shape[1], factorizer="icf", refine_sweeps=1, device="cpu")
+    kw = dict(l2=5.0, density=at / X.shape[1], factorizer="icf", refine_sweeps=1, device="cpu", min_cooccurrence=0)
     auto = SANSA(**kw).fit(X)
+    pruned = SANSA(**{**kw, "min_cooccurrence": None}).fit(X)  # 0/1 data: pairs seen once dropped, the plain ICF
+    assert pruned.min_cooccurrence_ == 2.0 and (pruned.icf_fill_, pruned.icf_intermediate_fill_) == (1.0, 0.0)
     explicit = SANSA(**kw, icf_fill=2.0, icf_intermediate_fill=1.0).fit(X)
     plain = SANSA(**kw, icf_fill=1.0, icf_intermediate_fill=0.0).fit(X)
     assert (auto.icf_fill_, auto.icf_intermediate_fill_) == wide
@@ -196,7 +201,8 @@ def test_a_refused_fit_at_the_factorisation_names_the_plain_icf_when_the_fills_a
     from sansa_gpu import defaults
 
     X = synthetic_interactions(n_users=1500, n_items=400, mean_items_per_user=40, n_communities=4, seed=5)
-    kw = dict(l2=5.0, density=defaults.ICF_FILL_FROM_NNZ_PER_ITEM / X.shape[1], factorizer="icf", device="cpu")
+    kw = dict(l2=5.0, density=defaults.ICF_FILL_FROM_NNZ_PER_ITEM / X.shape[1], factorizer="icf", device="cpu",
+              min_cooccurrence=0)
     est = {"gram": 1, "factorize": 10, "refine": 1, "weights": 1, "peak": 12, "budget": 100}
     wide, plain = SANSA(**kw), SANSA(**kw, icf_fill=1.0, icf_intermediate_fill=0.0)
     said = wide._memory_advice(est, 5, wide._fit_plan(X))
